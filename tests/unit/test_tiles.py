@@ -1,0 +1,229 @@
+"""The tile planner: exact coverage, overscan, grid limits, adaptive split and merge, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from farm.errors import InvalidSpec
+from farm.vocab import PixelRect
+from scheduler.tiles import (
+    TilePlan,
+    TileTimes,
+    check_coverage,
+    grid_rects,
+    plan_tiles,
+    replan,
+    size_rects,
+)
+
+sizes = st.integers(min_value=1, max_value=300)
+
+
+@st.composite
+def grids(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    width, height = draw(sizes), draw(sizes)
+    cols = draw(st.integers(min_value=1, max_value=min(width, 24)))
+    rows = draw(st.integers(min_value=1, max_value=min(height, 24)))
+    return width, height, cols, rows
+
+
+@given(grids())
+def test_grid_covers_frame_exactly_once(grid: tuple[int, int, int, int]) -> None:
+    width, height, cols, rows = grid
+    rects = grid_rects(width, height, cols, rows)
+    assert len(rects) == cols * rows
+    check_coverage(rects, width, height)
+    widths = {r.width for r in rects}
+    heights = {r.height for r in rects}
+    assert max(widths) - min(widths) <= 1
+    assert max(heights) - min(heights) <= 1
+
+
+@given(sizes, sizes, st.integers(1, 400), st.integers(1, 400))
+def test_size_rects_cover_and_respect_target(w: int, h: int, tw: int, th: int) -> None:
+    rects = size_rects(w, h, tw, th)
+    check_coverage(rects, w, h)
+    assert all(r.width <= tw and r.height <= th for r in rects)
+
+
+@given(grids(), st.integers(0, 64))
+def test_overscan_render_rect_contains_rect_and_stays_in_image(
+    grid: tuple[int, int, int, int], overscan: int
+) -> None:
+    width, height, cols, rows = grid
+    plan = plan_tiles(width, height, cols=cols, rows=rows, overscan=overscan)
+    image = PixelRect(x0=0, y0=0, x1=width, y1=height)
+    for i, tile in enumerate(plan):
+        assert tile.index == i
+        assert tile.render_rect.contains(tile.rect)
+        assert image.contains(tile.render_rect)
+        assert tile.render_rect == tile.rect.expand(overscan, width=width, height=height)
+
+
+def test_plan_is_row_major() -> None:
+    plan = plan_tiles(100, 50, cols=4, rows=2)
+    keys = [(t.rect.y0, t.rect.x0) for t in plan]
+    assert keys == sorted(keys)
+    assert plan.describe() == "8 tiles (4x2 grid), overscan 0 px"
+
+
+@pytest.mark.parametrize(
+    ("cols", "rows", "limit"),
+    [(11, 1, "1 to 10"), (1, 6, "1 to 5"), (0, 1, "1 to 10"), (1, -1, "1 to 5")],
+)
+def test_grid_larger_than_image_is_invalid_spec_naming_field(
+    cols: int, rows: int, limit: str
+) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        plan_tiles(10, 5, cols=cols, rows=rows)
+    assert info.value.field == "tiles"
+    assert limit in info.value.message
+
+
+def test_plan_rejects_grid_and_size_together_and_negative_overscan() -> None:
+    with pytest.raises(InvalidSpec, match="not both"):
+        plan_tiles(10, 10, cols=2, tile_width=4)
+    with pytest.raises(InvalidSpec) as info:
+        plan_tiles(10, 10, cols=2, overscan=-1)
+    assert info.value.field == "overscan"
+
+
+def test_plan_by_tile_size() -> None:
+    plan = plan_tiles(1920, 1080, tile_width=256, overscan=8)
+    assert plan.describe() == "40 tiles (8x5 grid), overscan 8 px"
+    check_coverage([t.rect for t in plan], 1920, 1080)
+
+
+def test_check_coverage_names_first_gap_and_overlap() -> None:
+    with pytest.raises(ValueError, match=r"pixel \(x=5, y=0\) is not covered"):
+        check_coverage([PixelRect(x0=0, y0=0, x1=5, y1=4)], 10, 4)
+    overlap = [PixelRect(x0=0, y0=0, x1=6, y1=4), PixelRect(x0=5, y0=0, x1=10, y1=4)]
+    with pytest.raises(ValueError, match=r"pixel \(x=5, y=0\) is covered by 2 tiles"):
+        check_coverage(overlap, 10, 4)
+    with pytest.raises(ValueError, match="leaves"):
+        check_coverage([PixelRect(x0=0, y0=0, x1=11, y1=4)], 10, 4)
+
+
+def test_json_round_trip() -> None:
+    plan = plan_tiles(640, 360, cols=5, rows=3, overscan=12)
+    data = json.loads(json.dumps(plan.to_json()))
+    assert TilePlan.from_json(data) == plan
+
+
+def test_from_json_rejects_bad_cover() -> None:
+    data = plan_tiles(64, 64, cols=2, rows=2).to_json()
+    data["tiles"] = data["tiles"][:-1]
+    with pytest.raises(InvalidSpec) as info:
+        TilePlan.from_json(data)
+    assert info.value.field == "tile_plan"
+    with pytest.raises(InvalidSpec):
+        TilePlan.from_json({"width": 4})
+
+
+def test_replan_splits_hot_tile_and_merges_cold_neighbours() -> None:
+    plan = plan_tiles(256, 256, cols=4, rows=4, overscan=4)
+    seconds = {t.index: 0.2 for t in plan}
+    seconds[5] = 10.0  # 10x the target: quarters
+    seconds[6] = 2.5  # 2.5x the target: halves
+    new = replan(plan, seconds, target_s=1.0)
+    check_coverage([t.rect for t in new], 256, 256)
+    assert new.overscan == 4
+    rects = {t.rect.as_tuple() for t in new}
+    hot5, hot6 = plan.tiles[5].rect, plan.tiles[6].rect
+    assert (
+        len(
+            [
+                r
+                for r in rects
+                if PixelRect(x0=r[0], y0=r[1], x1=r[2], y1=r[3]).area * 4 == hot5.area
+            ]
+        )
+        >= 4
+    )
+    assert (hot6.x0, hot6.y0, hot6.x0 + 32, hot6.y1) in rects
+    assert (hot6.x0 + 32, hot6.y0, hot6.x1, hot6.y1) in rects
+    # Cold tiles (0.2 s each) merge while the sum stays within 1 s: fewer, larger tiles.
+    cold_area = sum(t.rect.area for t in new if t.rect.area > 64 * 64)
+    assert cold_area > 0
+    assert [t.index for t in new] == list(range(len(new)))
+    assert replan(plan, seconds, target_s=1.0) == new  # deterministic
+
+
+def test_replan_keeps_balanced_plan_and_unmeasured_tiles() -> None:
+    plan = plan_tiles(128, 128, cols=2, rows=2)
+    assert replan(plan, {t.index: 1.0 for t in plan}, target_s=1.0) == plan
+    assert replan(plan, {}, target_s=1.0) == plan
+
+
+def test_replan_respects_min_tile() -> None:
+    plan = plan_tiles(40, 40, cols=1, rows=1)
+    assert replan(plan, {0: 100.0}, target_s=1.0, min_tile=32) == plan
+    assert len(replan(plan, {0: 100.0}, target_s=1.0, min_tile=16)) == 4
+
+
+def test_replan_rejects_unknown_tiles_and_bad_target() -> None:
+    plan = plan_tiles(64, 64, cols=2)
+    with pytest.raises(InvalidSpec) as info:
+        replan(plan, {7: 1.0}, target_s=1.0)
+    assert info.value.field == "tile_seconds"
+    with pytest.raises(InvalidSpec):
+        replan(plan, {}, target_s=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    grids(),
+    st.integers(0, 16),
+    st.lists(st.floats(0, 20, allow_nan=False), min_size=1, max_size=40),
+    st.floats(0.1, 5),
+    st.integers(1, 8),
+)
+def test_split_and_merge_keep_exact_coverage(
+    grid: tuple[int, int, int, int], overscan: int, times: list[float], target: float, min_tile: int
+) -> None:
+    width, height, cols, rows = grid
+    plan = plan_tiles(width, height, cols=cols, rows=rows, overscan=overscan)
+    for frame in range(3):  # several frames in a row, as the dispatcher would
+        seconds = {t.index: times[(t.index + frame) % len(times)] for t in plan}
+        plan = replan(plan, seconds, target_s=target, min_tile=min_tile)
+        check_coverage([t.rect for t in plan], width, height)
+        assert plan.overscan == overscan
+        for t in plan:
+            assert t.render_rect == t.rect.expand(overscan, width=width, height=height)
+        assert TilePlan.from_json(plan.to_json()) == plan
+
+
+def test_tile_times_area_weighted_across_plans() -> None:
+    times = TileTimes()
+    whole = PixelRect(x0=0, y0=0, x1=100, y1=100)
+    times.record(whole, 4.0)
+    quarters = plan_tiles(100, 100, cols=2, rows=2)
+    assert times.seconds_for(quarters) == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
+    # A later frame, measured with the quarter plan, found the top-left quarter expensive.
+    times.record(quarters.tiles[0].rect, 3.0)
+    est = times.seconds_for(quarters)
+    assert est[0] == pytest.approx(2.0)  # mean of 1.0 (whole frame) and 3.0
+    assert est[1] == pytest.approx(1.0)
+
+
+def test_tile_times_skip_unmeasured_and_scale_partial() -> None:
+    times = TileTimes()
+    times.record(PixelRect(x0=0, y0=0, x1=50, y1=100), 2.0)
+    est = times.seconds_for(plan_tiles(100, 100, cols=4))
+    assert est == pytest.approx({0: 1.0, 1: 1.0})
+    est = times.seconds_for(plan_tiles(100, 100, cols=1))
+    assert est == pytest.approx({0: 4.0})  # half measured, scaled to the whole tile
+
+
+def test_tile_times_feed_replan() -> None:
+    plan = plan_tiles(128, 128, cols=2, rows=2)
+    times = TileTimes()
+    for t in plan:
+        times.record(t.rect, 9.0 if t.index == 0 else 0.1)
+    new = replan(plan, times.seconds_for(plan), target_s=2.0)
+    assert len(new) > 4 - 1
+    check_coverage([t.rect for t in new], 128, 128)
