@@ -1,0 +1,269 @@
+"""SQLAlchemy 2 tables, named like the schemas in :mod:`farm.schemas` so rows read out directly.
+
+Integer primary keys keep bulk tile inserts cheap; studio isolation is enforced by every query
+going through ``studio_id`` (see :mod:`farm.db.queries`), never by hiding ids.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from farm.states import TileState
+from farm.vocab import PixelRect
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Studio(Base):
+    __tablename__ = "studios"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(Base):
+    """A person of a studio; the API token is stored only as its sha256."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    studio: Mapped[Studio] = relationship()
+    __table_args__ = (UniqueConstraint("studio_id", "name"),)
+
+
+class Show(Base):
+    __tablename__ = "shows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("studio_id", "name"),)
+
+
+class Sequence(Base):
+    __tablename__ = "sequences"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (UniqueConstraint("show_id", "name"),)
+
+
+class Shot(Base):
+    __tablename__ = "shots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sequence_row: Mapped[Sequence] = relationship()
+    __table_args__ = (UniqueConstraint("show_id", "name"),)
+
+    @property
+    def sequence(self) -> str:
+        return self.sequence_row.name
+
+
+class Blob(Base):
+    """Bytes in the asset store, by content hash. Shared storage, never shared visibility."""
+
+    __tablename__ = "blobs"
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BlobGrant(Base):
+    """A studio may use a blob because it uploaded those bytes itself (or they were shared)."""
+
+    __tablename__ = "blob_grants"
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(ForeignKey("blobs.content_hash"), primary_key=True)
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    __table_args__ = (UniqueConstraint("show_id", "name"),)
+
+
+class AssetVersion(Base):
+    """An immutable version of an asset: rows are inserted, never updated."""
+
+    __tablename__ = "asset_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(ForeignKey("blobs.content_hash"))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    asset_row: Mapped[Asset] = relationship()
+    __table_args__ = (UniqueConstraint("asset_id", "version"),)
+
+    @property
+    def asset(self) -> str:
+        return self.asset_row.name
+
+    @property
+    def kind(self) -> str:
+        return self.asset_row.kind
+
+
+class Pool(Base):
+    """Nodes of one kind; tiles ask Ray for the custom resource ``pool:<name>``."""
+
+    __tablename__ = "pools"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    accelerator: Mapped[str] = mapped_column(String(32))
+    price_per_node_hour: Mapped[float] = mapped_column(Float)
+    cpus_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default=TileState.WAITING, index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    layers: Mapped[list[Layer]] = relationship(order_by="Layer.position")
+
+
+class Layer(Base):
+    __tablename__ = "layers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    pool: Mapped[str] = mapped_column(ForeignKey("pools.name"))
+    depends_on: Mapped[list[Any]] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tile_times: Mapped[list[Any]] = mapped_column(
+        JSON, default=list, doc="measured [x0, y0, x1, y1, seconds] per finished tile"
+    )
+    frames: Mapped[list[Frame]] = relationship(order_by="Frame.number")
+
+
+class Frame(Base):
+    __tablename__ = "frames"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layers.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=TileState.WAITING)
+    tile_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    output_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tiles: Mapped[list[Tile]] = relationship(order_by="Tile.index")
+    __table_args__ = (UniqueConstraint("layer_id", "number"),)
+
+
+class Tile(Base):
+    """The unit of work. A layer that is not tiled has one tile per frame covering the frame."""
+
+    __tablename__ = "tiles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), index=True)
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layers.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    render_rect: Mapped[list[Any]] = mapped_column(JSON, doc="[x0, y0, x1, y1] with overscan")
+    state: Mapped[str] = mapped_column(String(16), default=TileState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    __table_args__ = (
+        UniqueConstraint("frame_id", "index"),
+        Index("ix_tiles_job_state", "job_id", "state"),
+    )
+
+    @property
+    def rect(self) -> PixelRect:
+        return PixelRect(x0=self.x0, y0=self.y0, x1=self.x1, y1=self.y1)
+
+
+class UsageRecord(Base):
+    """One attempt of one tile on one pool: what cost reports and budgets add up."""
+
+    __tablename__ = "usage_records"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tile_id: Mapped[int] = mapped_column(ForeignKey("tiles.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id"))
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layers.id"))
+    department: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[bool] = mapped_column(default=True)
+    wall_seconds: Mapped[float] = mapped_column(Float)
+    cpu_seconds: Mapped[float] = mapped_column(Float)
+    node_hours: Mapped[float] = mapped_column(Float)
+    cost: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str] = mapped_column(String(3))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Event(Base):
+    """The farm's one event stream: every state change batch appends here (SSE reads it later)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True, nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,408 @@
+"""Pydantic 2 schemas at the API edge, shared unchanged by the API, the scheduler and the client.
+
+Each entity has a family: ``XBase`` holds the fields once, ``XCreate`` is what a client sends,
+``XOut`` adds ids and times and is read straight from the ORM row (``from_attributes``).
+Incoming specs are strict (``extra="forbid"``, frozen) and carry ``spec_version``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from farm.particles.camera import Camera
+from farm.states import TileState
+from farm.vocab import AOV, Accelerator, Compression, ExrLayout, LayerKind, PixelRect, Role
+
+SPEC_VERSION = "delta/2026-11"
+"""The one job-spec version this farm reads; decoding lists the allowed values on a mismatch."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""A show, sequence, shot, layer, pool or asset name: safe in paths, URLs and Ray resource keys."""
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes, hex")]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+_OUT = ConfigDict(from_attributes=True)
+
+
+# ----------------------------------------------------------------------------- small value models
+class FrameRange(BaseModel):
+    """An inclusive frame range, as artists write it (``1001-1100``)."""
+
+    model_config = _STRICT
+    first: int = Field(ge=0, description="first frame, inclusive")
+    last: int = Field(ge=0, description="last frame, inclusive")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FrameRange:
+        if self.last < self.first:
+            raise ValueError(
+                f"empty frame range {self.first}-{self.last}: 'last' must be >= 'first'"
+            )
+        return self
+
+    def __iter__(self) -> Any:  # pragma: no cover - pydantic's own __iter__ is not wanted here
+        return iter(range(self.first, self.last + 1))
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+class Resolution(BaseModel):
+    """Display window size in pixels."""
+
+    model_config = _STRICT
+    width: int = Field(ge=1, le=16384)
+    height: int = Field(ge=1, le=16384)
+
+
+class TilingSpec(BaseModel):
+    """How a render layer cuts each frame: a grid or a target tile size, plus overscan.
+
+    ``target_runtime_s`` turns on adaptive tiles: after the first frames the planner splits tiles
+    that ran over ~2x the target and merges cheap neighbours (like OpenJD's targetRuntimeSeconds).
+    """
+
+    model_config = _STRICT
+    cols: int | None = Field(default=None, ge=1, description="grid columns")
+    rows: int | None = Field(default=None, ge=1, description="grid rows")
+    tile_width: int | None = Field(default=None, ge=1, description="target tile width, px")
+    tile_height: int | None = Field(default=None, ge=1, description="target tile height, px")
+    overscan: int = Field(default=8, ge=0, le=512, description="margin rendered around a tile, px")
+    target_runtime_s: float | None = Field(default=None, gt=0, description="adaptive tiles")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TilingSpec:
+        grid = self.cols is not None or self.rows is not None
+        size = self.tile_width is not None or self.tile_height is not None
+        if grid == size:
+            raise ValueError("give either cols and rows, or tile_width and tile_height")
+        if grid and (self.cols is None or self.rows is None):
+            raise ValueError("a grid needs both cols and rows")
+        if size and (self.tile_width is None or self.tile_height is None):
+            raise ValueError("a tile size needs both tile_width and tile_height")
+        return self
+
+
+class OutputSpec(BaseModel):
+    """How an assemble layer writes its frames."""
+
+    model_config = _STRICT
+    compression: Compression = Compression.ZIP
+    layout: ExrLayout = ExrLayout.SCANLINE
+    preview: bool = True
+
+
+# ----------------------------------------------------------------------------- job spec
+class LayerSpec(BaseModel):
+    """One layer of a job: what runs, on which pool, after which layers.
+
+    Dependencies are frame by frame: frame f of this layer waits for frame f of every layer in
+    ``depends_on``. That is what lets a frame assemble as soon as its own tiles are done.
+    """
+
+    model_config = _STRICT
+    name: Name
+    kind: LayerKind
+    depends_on: tuple[Name, ...] = ()
+    pool: Name = Field(default="cpu", description="pool whose nodes run this layer's tiles")
+    department: str | None = Field(
+        default=None, max_length=64, description="cost-report grouping; default from the kind"
+    )
+    input_asset_version: int | None = Field(
+        default=None, description="asset version id read by a sim (seed) or render (cache)"
+    )
+    tiles: TilingSpec | None = Field(default=None, description="particle_render only")
+    aovs: tuple[AOV, ...] = Field(default=tuple(AOV), min_length=1)
+    output: OutputSpec = OutputSpec()
+    particles: int | None = Field(
+        default=None, ge=1, description="particle_sim: informational particle count"
+    )
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> LayerSpec:
+        if self.tiles is not None and self.kind is not LayerKind.PARTICLE_RENDER:
+            raise ValueError(f"'tiles' is only for particle_render layers, not {self.kind}")
+        if self.kind is LayerKind.COMMAND:
+            raise ValueError("kind 'command' is not runnable yet; use particle_sim, "
+                             "particle_render or assemble")
+        if self.name in self.depends_on:
+            raise ValueError(f"layer {self.name!r} cannot depend on itself")
+        return self
+
+    @property
+    def effective_department(self) -> str:
+        """The department a cost report files this layer under."""
+        return self.department or DEPARTMENT_BY_KIND[self.kind]
+
+
+DEPARTMENT_BY_KIND: dict[LayerKind, str] = {
+    LayerKind.PARTICLE_SIM: "fx",
+    LayerKind.PARTICLE_RENDER: "lighting",
+    LayerKind.ASSEMBLE: "comp",
+    LayerKind.COMMAND: "pipeline",
+}
+
+
+class JobSpec(BaseModel):
+    """What a client submits: a shot's layers over a frame range at one resolution."""
+
+    model_config = _STRICT
+    spec_version: Literal["delta/2026-11"] = SPEC_VERSION
+    name: Name
+    shot_id: int
+    frames: FrameRange
+    resolution: Resolution
+    camera: Camera
+    layers: tuple[LayerSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _layers_consistent(self) -> JobSpec:
+        names = [layer.name for layer in self.layers]
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise ValueError(f"layers[{i}].name: duplicate layer name {name!r}")
+            seen.add(name)
+        for i, layer in enumerate(self.layers):
+            for dep in layer.depends_on:
+                if dep not in seen:
+                    raise ValueError(
+                        f"layers[{i}].depends_on: unknown layer {dep!r}; "
+                        f"layers are {', '.join(names)}"
+                    )
+            if layer.tiles is not None and layer.tiles.cols is not None:
+                if layer.tiles.cols > self.resolution.width:
+                    raise ValueError(
+                        f"layers[{i}].tiles.cols: {layer.tiles.cols} columns do not fit a "
+                        f"{self.resolution.width} px wide image; use at most "
+                        f"{self.resolution.width}"
+                    )
+                if layer.tiles.rows is not None and layer.tiles.rows > self.resolution.height:
+                    raise ValueError(
+                        f"layers[{i}].tiles.rows: {layer.tiles.rows} rows do not fit a "
+                        f"{self.resolution.height} px high image; use at most "
+                        f"{self.resolution.height}"
+                    )
+        _check_acyclic(self.layers)
+        return self
+
+    def layer(self, name: str) -> LayerSpec:
+        return next(layer for layer in self.layers if layer.name == name)
+
+
+def _check_acyclic(layers: tuple[LayerSpec, ...]) -> None:
+    deps = {layer.name: set(layer.depends_on) for layer in layers}
+    done: set[str] = set()
+    while deps:
+        ready = [name for name, d in deps.items() if d <= done]
+        if not ready:
+            raise ValueError(f"layers: dependency cycle among {', '.join(sorted(deps))}")
+        for name in ready:
+            done.add(name)
+            del deps[name]
+
+
+# ----------------------------------------------------------------------------- studios, shows, shots
+class StudioOut(BaseModel):
+    model_config = _OUT
+    id: int
+    name: str
+
+
+class UserOut(BaseModel):
+    model_config = _OUT
+    id: int
+    name: str
+    role: Role
+    studio_id: int
+
+
+class ShowBase(BaseModel):
+    name: Name
+    title: str = Field(default="", max_length=200)
+
+
+class ShowCreate(ShowBase):
+    model_config = _STRICT
+
+
+class ShowOut(ShowBase):
+    model_config = _OUT
+    id: int
+    studio_id: int
+    created_at: datetime
+
+
+class ShotBase(BaseModel):
+    name: Name
+    sequence: Name = Field(description="sequence name; created on first use")
+
+
+class ShotCreate(ShotBase):
+    model_config = _STRICT
+
+
+class ShotOut(ShotBase):
+    model_config = _OUT
+    id: int
+    show_id: int
+    created_at: datetime
+
+
+# ----------------------------------------------------------------------------- assets
+class AssetVersionCreate(BaseModel):
+    """Register an already uploaded blob as the next version of a show's asset."""
+
+    model_config = _STRICT
+    asset: Name
+    kind: Literal["particle_cache", "particle_seed", "scene", "texture", "other"] = "other"
+    content_hash: Sha256
+
+
+class AssetVersionOut(BaseModel):
+    model_config = _OUT
+    id: int
+    asset_id: int
+    asset: str
+    kind: str
+    version: int
+    content_hash: str
+    size_bytes: int
+    created_at: datetime
+
+
+class BlobOut(BaseModel):
+    content_hash: str
+    size_bytes: int
+    created: bool = Field(description="false when the store already had these bytes")
+
+
+class MissingBlobsQuery(BaseModel):
+    model_config = _STRICT
+    hashes: list[Sha256] = Field(max_length=10000)
+
+
+class MissingBlobsOut(BaseModel):
+    missing: list[str]
+
+
+# ----------------------------------------------------------------------------- jobs
+class TileOut(BaseModel):
+    model_config = _OUT
+    index: int
+    rect: PixelRect
+    state: TileState
+    attempts: int
+    reason: str
+    pool: str | None
+    node: str | None
+    wall_seconds: float | None
+    cpu_seconds: float | None
+
+
+class FrameOut(BaseModel):
+    model_config = _OUT
+    number: int
+    state: TileState
+    tile_plan: str | None = Field(default=None, description="human form of the frame's plan")
+    output_path: str | None
+    preview_path: str | None
+    tiles: list[TileOut]
+
+
+class LayerOut(BaseModel):
+    model_config = _OUT
+    id: int
+    name: str
+    kind: LayerKind
+    pool: str
+    depends_on: list[str]
+    state: TileState
+    tile_counts: dict[TileState, int]
+    frames: list[FrameOut]
+
+
+class JobOut(BaseModel):
+    model_config = _OUT
+    id: int
+    name: str
+    shot_id: int
+    state: TileState
+    submitted_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    message: str = ""
+    layers: list[LayerOut]
+
+
+class JobSummary(BaseModel):
+    model_config = _OUT
+    id: int
+    name: str
+    shot_id: int
+    state: TileState
+    created_at: datetime
+
+
+# ----------------------------------------------------------------------------- pools and cost
+class PoolOut(BaseModel):
+    model_config = _OUT
+    name: str
+    accelerator: Accelerator
+    price_per_node_hour: float
+    cpus_per_node: int
+    currency: str
+
+
+class CostLine(BaseModel):
+    """One row of a cost report: a group and what it cost."""
+
+    key: str
+    cost: float
+    node_hours: float
+    cpu_hours: float
+    attempts: int
+
+
+class CostReport(BaseModel):
+    """What a show has cost so far, grouped the ways a producer asks."""
+
+    show: str
+    currency: str
+    total: float
+    node_hours: float
+    by_shot: list[CostLine]
+    by_department: list[CostLine]
+    by_pool: list[CostLine]
+    by_job: list[CostLine]
+
+
+class FrameProblemOut(BaseModel):
+    frame: int | None
+    path: str
+    problem: str
+
+
+class FrameCheckOut(BaseModel):
+    job_id: int
+    frames_checked: int
+    problems: list[FrameProblemOut]

@@ -1,0 +1,162 @@
+"""The lifecycle of work: one small, pure state machine (no I/O, no clock).
+
+The unit of work is the **tile**. A layer that is not tiled (a particle sim, an assemble) has one
+tile per frame covering the whole frame, so the dispatcher, the database and the reports deal with
+one kind of unit. Frames, layers and jobs never hold a state of their own: their state is a
+*rollup* of their children's states, computed by :func:`rollup`.
+
+Transitions are named by intent and return a :class:`Transition` with a reason that is stored
+with the change. The dispatcher and the API call these functions; nobody sets a state by hand.
+
+Tile lifecycle::
+
+    WAITING --dependencies_met--> PENDING --dispatched--> RUNNING --succeeded--> DONE
+       |                             ^                      |
+       |                             +---attempt_failed-----+  (attempts left)
+       |                             +---requeued-----------+  (dispatcher restart; not counted)
+       +--upstream_failed--> CANCELLED                      +--attempt_failed--> FAILED (no attempts left)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class TileState(StrEnum):
+    """State of one tile (the unit of work), and the rollup state of frames, layers and jobs."""
+
+    WAITING = "waiting"
+    """Its frame's dependencies (an upstream layer's same frame) are not done yet."""
+    PENDING = "pending"
+    """Ready to run; waits for the dispatcher to place it on a pool."""
+    RUNNING = "running"
+    """Sent to Ray; an attempt is in flight."""
+    DONE = "done"
+    """Finished; its output blob is recorded."""
+    FAILED = "failed"
+    """Failed on every allowed attempt; the reason says why."""
+    CANCELLED = "cancelled"
+    """Will not run: an upstream frame failed, or a user cancelled the job."""
+
+
+FrameState = TileState
+"""A frame's state is the rollup of its tiles' states."""
+LayerState = TileState
+"""A layer's state is the rollup of its frames' states."""
+JobState = TileState
+"""A job's state is the rollup of its layers' states."""
+
+TERMINAL: frozenset[TileState] = frozenset(
+    {TileState.DONE, TileState.FAILED, TileState.CANCELLED}
+)
+"""States a tile never leaves."""
+
+ALLOWED: frozenset[tuple[TileState, TileState]] = frozenset(
+    {
+        (TileState.WAITING, TileState.PENDING),
+        (TileState.WAITING, TileState.CANCELLED),
+        (TileState.PENDING, TileState.RUNNING),
+        (TileState.PENDING, TileState.CANCELLED),
+        (TileState.RUNNING, TileState.DONE),
+        (TileState.RUNNING, TileState.PENDING),
+        (TileState.RUNNING, TileState.FAILED),
+        (TileState.RUNNING, TileState.CANCELLED),
+    }
+)
+"""Every legal ``(from, to)`` pair of the tile lifecycle."""
+
+
+class IllegalTransition(ValueError):
+    """A rule was asked to move a tile along an edge the lifecycle does not have."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change, with the reason stored beside it."""
+
+    before: TileState
+    after: TileState
+    reason: str
+    counts_attempt: bool = False
+    """True when this change ends an attempt that counts against ``max_attempts``."""
+
+    def __post_init__(self) -> None:
+        if (self.before, self.after) not in ALLOWED:
+            raise IllegalTransition(f"a tile cannot go from {self.before} to {self.after}")
+
+
+def on_dependencies_met(state: TileState) -> Transition:
+    """Upstream frames are done: the tile may run."""
+    return Transition(state, TileState.PENDING, reason="dependencies met")
+
+
+def on_upstream_failed(state: TileState, *, upstream: str) -> Transition:
+    """An upstream frame failed for good, so this tile can never get its input."""
+    return Transition(state, TileState.CANCELLED, reason=f"upstream {upstream} failed")
+
+
+def on_dispatched(state: TileState, *, pool: str) -> Transition:
+    """The dispatcher sent the tile to Ray on ``pool``."""
+    return Transition(state, TileState.RUNNING, reason=f"dispatched to pool {pool}")
+
+
+def on_succeeded(state: TileState) -> Transition:
+    """The attempt returned an output that passed its checks."""
+    return Transition(state, TileState.DONE, reason="done", counts_attempt=True)
+
+
+def on_attempt_failed(
+    state: TileState, *, attempts: int, max_attempts: int, error: str
+) -> Transition:
+    """Requeue until attempts run out.
+
+    Args:
+        state: the tile's current state (RUNNING).
+        attempts: attempts made so far, *including* the one that just failed.
+        max_attempts: attempts allowed in all.
+        error: one line saying what went wrong; kept in the reason.
+    """
+    if attempts < max_attempts:
+        return Transition(
+            state,
+            TileState.PENDING,
+            reason=f"attempt {attempts} of {max_attempts} failed, retrying: {error}",
+            counts_attempt=True,
+        )
+    return Transition(
+        state, TileState.FAILED, reason=f"failed {attempts} times: {error}", counts_attempt=True
+    )
+
+
+def on_requeued(state: TileState) -> Transition:
+    """The dispatcher that sent this tile is gone (restart): run it again without counting it."""
+    return Transition(state, TileState.PENDING, reason="requeued after dispatcher restart")
+
+
+def on_cancelled(state: TileState, *, by: str) -> Transition:
+    """A user cancelled the job."""
+    return Transition(state, TileState.CANCELLED, reason=f"cancelled by {by}")
+
+
+def rollup(counts: Mapping[TileState, int]) -> TileState:
+    """The parent's state from its children's state counts.
+
+    Rules, in order: no children or all done -> DONE; any failed -> FAILED (the failure is what a
+    user must see first); all terminal with some cancelled -> CANCELLED; anything running or a mix
+    of finished and unfinished -> RUNNING; some pending -> PENDING; otherwise WAITING.
+    """
+    live = {state: n for state, n in counts.items() if n > 0}
+    total = sum(live.values())
+    if total == 0 or live.get(TileState.DONE, 0) == total:
+        return TileState.DONE
+    if TileState.FAILED in live:
+        return TileState.FAILED
+    if all(state in TERMINAL for state in live):
+        return TileState.CANCELLED
+    if TileState.RUNNING in live or TileState.DONE in live:
+        return TileState.RUNNING
+    if TileState.PENDING in live:
+        return TileState.PENDING
+    return TileState.WAITING

@@ -1,0 +1,97 @@
+"""The asset store interface: content-addressed blobs, by sha256.
+
+Every backend (disk now, S3 next) implements :class:`BlobStore`. Blobs are immutable and named
+by the hash of their bytes, so a retry never overwrites anything and dedupe is free. A store is
+a small picklable value (a root path, a bucket), so Ray tasks receive it as an argument and read
+and write blobs directly, without passing bytes through the dispatcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from farm.errors import InvalidSpec
+
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+CHUNK_BYTES = 1 << 20
+
+
+def check_hash(content_hash: str) -> str:
+    """Return ``content_hash`` if it is a lowercase hex sha256, else raise InvalidSpec."""
+    if not HASH_RE.match(content_hash):
+        raise InvalidSpec(
+            f"{content_hash!r} is not a sha256 content hash: expected 64 lowercase hex digits",
+            field="content_hash",
+        )
+    return content_hash
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PutResult:
+    content_hash: str
+    size_bytes: int
+    storage_key: str
+    created: bool
+    """False when the store already held these bytes (dedupe)."""
+
+
+class BlobStore(ABC):
+    """Content-addressed, immutable blob storage."""
+
+    @abstractmethod
+    def put_stream(self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None) -> PutResult:
+        """Store bytes, verifying their hash when ``expect_hash`` is given.
+
+        Raises:
+            Conflict: the bytes do not hash to ``expect_hash``; nothing is stored.
+        """
+
+    def put_file(self, path: str | Path, *, expect_hash: str | None = None) -> PutResult:
+        """Store a local file's bytes."""
+        with open(path, "rb") as handle:
+            return self.put_stream(handle, expect_hash=expect_hash)
+
+    def put_bytes(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
+        return self.put_stream(iter([data]), expect_hash=expect_hash)
+
+    @abstractmethod
+    def exists(self, content_hash: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, content_hash: str) -> int: ...
+
+    @abstractmethod
+    def open(self, content_hash: str) -> BinaryIO:
+        """Open a blob for reading. Raises NotFound when it is not in the store."""
+
+    @abstractmethod
+    def local_path(self, content_hash: str) -> AbstractContextManager[Path]:
+        """A context giving a local file path with the blob's bytes (memory-mappable).
+
+        The disk store hands out its own file; a remote store downloads to a temp file.
+        """
+
+    @abstractmethod
+    def delete(self, content_hash: str) -> None:
+        """Remove a blob (tests and garbage collection only: blobs are otherwise immutable)."""
+
+    def iter_chunks(self, content_hash: str) -> Iterator[bytes]:
+        with self.open(content_hash) as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk

@@ -1,0 +1,105 @@
+"""The embedded asset store: blobs as files under ``$FARM_HOME/blobs/ab/cd/<sha256>``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from farm.errors import Conflict, NotFound
+from farm.storage.base import BlobStore, PutResult, check_hash
+
+
+class DiskStore(BlobStore):
+    """Content-addressed files on a local (or shared network) disk.
+
+    Writes are atomic: bytes go to a temp file in the store, are hashed on the way, fsynced, and
+    renamed into place only when the hash is right. A crash leaves at worst a stray temp file,
+    never a blob with the wrong bytes under a hash.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "tmp").mkdir(exist_ok=True)
+
+    def __reduce__(self) -> tuple[type[DiskStore], tuple[str]]:
+        return (DiskStore, (str(self.root),))
+
+    def key(self, content_hash: str) -> str:
+        """The storage key (path relative to the root) of a hash."""
+        check_hash(content_hash)
+        return f"{content_hash[:2]}/{content_hash[2:4]}/{content_hash}"
+
+    def path(self, content_hash: str) -> Path:
+        return self.root / self.key(content_hash)
+
+    def put_stream(
+        self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None
+    ) -> PutResult:
+        if expect_hash is not None:
+            check_hash(expect_hash)
+        digest = hashlib.sha256()
+        size = 0
+        chunks: Iterable[bytes]
+        if hasattr(stream, "read"):
+            reader = stream
+            chunks = iter(lambda: reader.read(1 << 20), b"")  # type: ignore[union-attr]
+        else:
+            chunks = stream  # type: ignore[assignment]
+        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            content_hash = digest.hexdigest()
+            if expect_hash is not None and content_hash != expect_hash:
+                raise Conflict(
+                    f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
+                    "corrupted or the hash is wrong; nothing was stored, send it again"
+                )
+            target = self.path(content_hash)
+            if target.exists():
+                return PutResult(content_hash, size, self.key(content_hash), created=False)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, target)
+            tmp_name = ""
+            return PutResult(content_hash, size, self.key(content_hash), created=True)
+        finally:
+            if tmp_name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+
+    def exists(self, content_hash: str) -> bool:
+        return self.path(content_hash).is_file()
+
+    def size(self, content_hash: str) -> int:
+        try:
+            return self.path(content_hash).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {content_hash} is not in the store") from exc
+
+    def open(self, content_hash: str) -> BinaryIO:
+        try:
+            return open(self.path(content_hash), "rb")
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {content_hash} is not in the store") from exc
+
+    @contextlib.contextmanager
+    def local_path(self, content_hash: str) -> Iterator[Path]:
+        path = self.path(content_hash)
+        if not path.is_file():
+            raise NotFound(f"blob {content_hash} is not in the store")
+        yield path
+
+    def delete(self, content_hash: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(content_hash).unlink()
