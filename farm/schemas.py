@@ -142,8 +142,9 @@ class LayerSpec(BaseModel):
         if self.tiles is not None and self.kind is not LayerKind.PARTICLE_RENDER:
             raise ValueError(f"'tiles' is only for particle_render layers, not {self.kind}")
         if self.kind is LayerKind.COMMAND:
-            raise ValueError("kind 'command' is not runnable yet; use particle_sim, "
-                             "particle_render or assemble")
+            raise ValueError(
+                "kind 'command' is not runnable yet; use particle_sim, particle_render or assemble"
+            )
         if self.name in self.depends_on:
             raise ValueError(f"layer {self.name!r} cannot depend on itself")
         return self
@@ -221,7 +222,7 @@ def _check_acyclic(layers: tuple[LayerSpec, ...]) -> None:
             del deps[name]
 
 
-# ----------------------------------------------------------------------------- studios, shows, shots
+# ---------------------------------------------------------------------- studios, shows, shots
 class StudioOut(BaseModel):
     model_config = _OUT
     id: int

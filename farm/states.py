@@ -14,7 +14,10 @@ Tile lifecycle::
        |                             ^                      |
        |                             +---attempt_failed-----+  (attempts left)
        |                             +---requeued-----------+  (dispatcher restart; not counted)
-       +--upstream_failed--> CANCELLED                      +--attempt_failed--> FAILED (no attempts left)
+       +--upstream_failed--> CANCELLED                      +--attempt_failed--> FAILED (none left)
+
+    RUNNING --inputs_lost--> WAITING     an assemble whose input tiles proved corrupt
+    DONE --output_lost--> PENDING|FAILED a render tile whose file proved corrupt
 """
 
 from __future__ import annotations
@@ -48,10 +51,8 @@ LayerState = TileState
 JobState = TileState
 """A job's state is the rollup of its layers' states."""
 
-TERMINAL: frozenset[TileState] = frozenset(
-    {TileState.DONE, TileState.FAILED, TileState.CANCELLED}
-)
-"""States a tile never leaves."""
+TERMINAL: frozenset[TileState] = frozenset({TileState.DONE, TileState.FAILED, TileState.CANCELLED})
+"""States that end a tile's work. DONE is left only when its output file proves corrupt."""
 
 ALLOWED: frozenset[tuple[TileState, TileState]] = frozenset(
     {
@@ -63,6 +64,9 @@ ALLOWED: frozenset[tuple[TileState, TileState]] = frozenset(
         (TileState.RUNNING, TileState.PENDING),
         (TileState.RUNNING, TileState.FAILED),
         (TileState.RUNNING, TileState.CANCELLED),
+        (TileState.RUNNING, TileState.WAITING),
+        (TileState.DONE, TileState.PENDING),
+        (TileState.DONE, TileState.FAILED),
     }
 )
 """Every legal ``(from, to)`` pair of the tile lifecycle."""
@@ -133,6 +137,30 @@ def on_attempt_failed(
 def on_requeued(state: TileState) -> Transition:
     """The dispatcher that sent this tile is gone (restart): run it again without counting it."""
     return Transition(state, TileState.PENDING, reason="requeued after dispatcher restart")
+
+
+def on_inputs_lost(state: TileState, *, tiles: int) -> Transition:
+    """An assemble found input tiles missing or corrupt: wait for them to be rendered again."""
+    return Transition(
+        state, TileState.WAITING, reason=f"{tiles} input tile(s) missing or corrupt, re-rendering"
+    )
+
+
+def on_output_lost(state: TileState, *, attempts: int, max_attempts: int) -> Transition:
+    """A done tile's output file is missing or corrupt: that attempt failed after all."""
+    if attempts < max_attempts:
+        return Transition(
+            state,
+            TileState.PENDING,
+            reason=f"output of attempt {attempts} missing or corrupt, retrying",
+            counts_attempt=True,
+        )
+    return Transition(
+        state,
+        TileState.FAILED,
+        reason=f"output missing or corrupt after {attempts} attempts",
+        counts_attempt=True,
+    )
 
 
 def on_cancelled(state: TileState, *, by: str) -> Transition:

@@ -125,7 +125,7 @@ class PixelRect(BaseModel):
         return (self.x0, self.y0, self.x1, self.y1)
 
     def expand(self, margin: int, *, width: int, height: int) -> PixelRect:
-        """This rectangle grown by ``margin`` pixels on every side, clipped to a ``width x height`` image."""
+        """This rectangle grown by ``margin`` px on every side, clipped to a ``width x height`` image."""
         return PixelRect(
             x0=max(0, self.x0 - margin),
             y0=max(0, self.y0 - margin),
@@ -135,7 +135,10 @@ class PixelRect(BaseModel):
 
     def contains(self, other: PixelRect) -> bool:
         return (
-            self.x0 <= other.x0 and self.y0 <= other.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
+            self.x0 <= other.x0
+            and self.y0 <= other.y0
+            and other.x1 <= self.x1
+            and other.y1 <= self.y1
         )
 
     def slices_within(self, outer: PixelRect) -> tuple[slice, slice]:

@@ -1,0 +1,1 @@
+"""Cost: pricing attempts and reporting what shows cost (owns: metering maths and reports)."""

@@ -55,7 +55,9 @@ class BlobStore(ABC):
     """Content-addressed, immutable blob storage."""
 
     @abstractmethod
-    def put_stream(self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None) -> PutResult:
+    def put_stream(
+        self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None
+    ) -> PutResult:
         """Store bytes, verifying their hash when ``expect_hash`` is given.
 
         Raises:

@@ -1,0 +1,81 @@
+"""The pure planner: which pending tiles run now, on which pool. No Ray, no DB, no clock.
+
+``plan(snapshot) -> decisions`` is deterministic: ties break on stable keys, so the dispatcher,
+a simulator and the tests get the same answer from the same snapshot. Fair share, limits and
+cost-aware placement will deepen this function; its inputs and outputs stay the same shape.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class PendingTile:
+    """A tile ready to run. Field order is the FIFO order inside one studio."""
+
+    job_id: int
+    layer_position: int
+    frame: int
+    index: int
+    tile_id: int
+    studio_id: int = field(compare=False)
+    pool: str = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the planner sees: ready tiles and each pool's free slots (in-flight already counted)."""
+
+    pending: Sequence[PendingTile]
+    free_slots: Mapping[str, int]
+    """Pool name -> how many more tiles may be sent to it now."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    tile_id: int
+    pool: str
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    """A pool that has ready tiles but no capacity in the cluster at all."""
+
+    pool: str
+    tiles: int
+
+
+def plan(snapshot: Snapshot) -> list[Decision]:
+    """Fill each pool's free slots, alternating between studios so none waits behind another.
+
+    Inside a studio, tiles go oldest job first, then by layer, frame and tile index: earlier
+    frames finish (and assemble) first, which is what an artist watching dailies wants.
+    """
+    by_pool_studio: dict[str, dict[int, deque[PendingTile]]] = defaultdict(dict)
+    for tile in sorted(snapshot.pending):
+        by_pool_studio[tile.pool].setdefault(tile.studio_id, deque()).append(tile)
+    decisions: list[Decision] = []
+    for pool in sorted(by_pool_studio):
+        slots = max(0, snapshot.free_slots.get(pool, 0))
+        queues = [by_pool_studio[pool][studio] for studio in sorted(by_pool_studio[pool])]
+        while slots > 0 and queues:
+            for queue in list(queues):
+                if slots == 0:
+                    break
+                decisions.append(Decision(queue.popleft().tile_id, pool))
+                slots -= 1
+                if not queue:
+                    queues.remove(queue)
+    return decisions
+
+
+def unplaceable(snapshot: Snapshot, capacity: Mapping[str, float]) -> list[Unplaceable]:
+    """Pools with ready tiles that no node of the cluster offers (Ray would queue them forever)."""
+    counts: dict[str, int] = defaultdict(int)
+    for tile in snapshot.pending:
+        if capacity.get(tile.pool, 0) <= 0:
+            counts[tile.pool] += 1
+    return [Unplaceable(pool, n) for pool, n in sorted(counts.items())]

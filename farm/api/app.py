@@ -1,0 +1,28 @@
+"""The FastAPI application (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from farm.api.context import FarmContext
+from farm.api.errors import install_error_handlers
+from farm.api.routes import assets, jobs, reports, shows
+
+
+def create_app(context: FarmContext) -> FastAPI:
+    """The API over one farm context; the dispatcher, if any, is started beside it by the caller."""
+    app = FastAPI(
+        title="Delta render farm",
+        version="0.1.0",
+        description="Shared asset-management and job API of the Delta render farm.",
+    )
+    app.state.farm = context
+    install_error_handlers(app)
+    for module in (shows, assets, jobs, reports):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,56 @@
+"""Request dependencies: a DB session per request and the authenticated user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from farm.api.context import FarmContext
+from farm.db import models as m
+from farm.db.queries import user_for_token
+from farm.errors import Forbidden, Unauthenticated
+from farm.vocab import Role
+
+_bearer = HTTPBearer(auto_error=False, description="API token of a studio user")
+
+
+def get_context(request: Request) -> FarmContext:
+    context: FarmContext = request.app.state.farm
+    return context
+
+
+def get_session(context: Annotated[FarmContext, Depends(get_context)]) -> Iterator[Session]:
+    with context.db.session() as session:
+        yield session
+
+
+def get_user(
+    session: Annotated[Session, Depends(get_session)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> m.User:
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("missing API token: send 'Authorization: Bearer <token>'")
+    return user_for_token(session, credentials.credentials)
+
+
+def require_role(*roles: Role) -> object:
+    allowed = {r.value for r in roles}
+
+    def check(user: Annotated[m.User, Depends(get_user)]) -> m.User:
+        if user.role not in allowed:
+            raise Forbidden(
+                f"role {user.role!r} may not do this; allowed: {', '.join(sorted(allowed))}"
+            )
+        return user
+
+    return Depends(check)
+
+
+Ctx = Annotated[FarmContext, Depends(get_context)]
+Db = Annotated[Session, Depends(get_session)]
+CurrentUser = Annotated[m.User, Depends(get_user)]
+SUBMITTERS = (Role.ARTIST, Role.TD, Role.ADMIN)

@@ -1,0 +1,79 @@
+"""Blobs (content-addressed bytes) and asset versions.
+
+A client asks which hashes are missing, PUTs only those, then registers an asset version that
+points at a hash. The server hashes every upload itself and refuses bytes that do not match.
+A studio sees only blobs it sent: dedupe saves storage, never reveals another studio's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from farm import schemas
+from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, require_role
+from farm.db import queries
+from farm.errors import NotFound
+from farm.storage import check_hash
+
+router = APIRouter(tags=["assets"])
+
+
+@router.post("/blobs/missing")
+def missing_blobs(
+    query: schemas.MissingBlobsQuery, user: CurrentUser, session: Db
+) -> schemas.MissingBlobsOut:
+    return schemas.MissingBlobsOut(
+        missing=queries.missing_blobs(session, user.studio_id, query.hashes)
+    )
+
+
+@router.head("/blobs/{content_hash}")
+def head_blob(content_hash: str, user: CurrentUser, session: Db) -> Response:
+    check_hash(content_hash)
+    if not queries.studio_has_blob(session, user.studio_id, content_hash):
+        raise NotFound(f"blob {content_hash} not found")
+    return Response(status_code=200)
+
+
+@router.put("/blobs/{content_hash}", status_code=201, dependencies=[require_role(*SUBMITTERS)])
+async def put_blob(
+    content_hash: str, request: Request, user: CurrentUser, session: Db, context: Ctx
+) -> schemas.BlobOut:
+    """Upload raw bytes (``application/octet-stream``); the server verifies their sha256."""
+    check_hash(content_hash)
+    spool = tempfile.NamedTemporaryFile(delete=False, prefix="upload-")  # noqa: SIM115
+    try:
+        with spool:
+            async for chunk in request.stream():
+                spool.write(chunk)
+        result = await run_in_threadpool(
+            context.store.put_file, spool.name, expect_hash=content_hash
+        )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spool.name)
+    queries.record_blob(
+        session,
+        user.studio_id,
+        content_hash=result.content_hash,
+        size_bytes=result.size_bytes,
+        storage_key=result.storage_key,
+    )
+    return schemas.BlobOut(
+        content_hash=result.content_hash, size_bytes=result.size_bytes, created=result.created
+    )
+
+
+@router.post(
+    "/shows/{show_id}/asset-versions", status_code=201, dependencies=[require_role(*SUBMITTERS)]
+)
+def register_asset_version(
+    show_id: int, spec: schemas.AssetVersionCreate, user: CurrentUser, session: Db
+) -> schemas.AssetVersionOut:
+    version = queries.register_asset_version(session, user, show_id, spec)
+    return schemas.AssetVersionOut.model_validate(version)

@@ -1,0 +1,383 @@
+"""Reads and writes the API needs, each scoped to one studio.
+
+Every function that takes a ``studio_id`` returns only that studio's rows: another studio's
+show, shot, job or blob raises :class:`NotFound` exactly as a missing one would, so nothing
+reveals that it exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from farm import schemas
+from farm.db import models as m
+from farm.errors import Conflict, InvalidSpec, NotFound, Unauthenticated
+from farm.states import TileState, rollup
+from farm.vocab import Accelerator, LayerKind, Role
+
+DEFAULT_POOLS: tuple[tuple[str, Accelerator, float, int], ...] = (
+    ("cpu", Accelerator.NONE, 0.48, 32),
+    ("h100", Accelerator.H100, 9.80, 8),
+    ("ascend", Accelerator.ASCEND_910B, 6.20, 8),
+)
+"""(name, accelerator, price per node-hour in USD, CPUs per node) of the embedded farm's pools."""
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random strings, so a plain sha256 is a safe stored form."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- studios and users
+def create_studio(session: Session, name: str) -> m.Studio:
+    if session.scalar(select(m.Studio).where(m.Studio.name == name)) is not None:
+        raise Conflict(f"studio {name!r} already exists; pick another name")
+    studio = m.Studio(name=name)
+    session.add(studio)
+    session.flush()
+    return studio
+
+
+def create_user(session: Session, studio: m.Studio, name: str, role: Role) -> tuple[m.User, str]:
+    """Create a user and return it with its API token (shown once, stored hashed)."""
+    token = secrets.token_urlsafe(32)
+    user = m.User(studio_id=studio.id, name=name, role=role.value, token_hash=hash_token(token))
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"user {name!r} already exists in studio {studio.name!r}") from exc
+    return user, token
+
+
+def user_for_token(session: Session, token: str) -> m.User:
+    user = session.scalar(select(m.User).where(m.User.token_hash == hash_token(token)))
+    if user is None:
+        raise Unauthenticated("unknown API token: check FARM_TOKEN or ask your studio admin")
+    return user
+
+
+def ensure_default_pools(session: Session) -> None:
+    """Declare the embedded farm's pools once (idempotent)."""
+    have = set(session.scalars(select(m.Pool.name)))
+    for name, accelerator, price, cpus in DEFAULT_POOLS:
+        if name not in have:
+            session.add(
+                m.Pool(
+                    name=name,
+                    accelerator=accelerator.value,
+                    price_per_node_hour=price,
+                    cpus_per_node=cpus,
+                    currency="USD",
+                )
+            )
+    session.flush()
+
+
+def list_pools(session: Session) -> list[m.Pool]:
+    return list(session.scalars(select(m.Pool).order_by(m.Pool.name)))
+
+
+# ----------------------------------------------------------------------------- shows and shots
+def create_show(session: Session, studio_id: int, spec: schemas.ShowCreate) -> m.Show:
+    exists = session.scalar(
+        select(m.Show).where(m.Show.studio_id == studio_id, m.Show.name == spec.name)
+    )
+    if exists is not None:
+        raise Conflict(f"show {spec.name!r} already exists in your studio")
+    show = m.Show(studio_id=studio_id, name=spec.name, title=spec.title)
+    session.add(show)
+    session.flush()
+    return show
+
+
+def list_shows(session: Session, studio_id: int) -> list[m.Show]:
+    return list(
+        session.scalars(select(m.Show).where(m.Show.studio_id == studio_id).order_by(m.Show.id))
+    )
+
+
+def get_show(session: Session, studio_id: int, show_id: int) -> m.Show:
+    show = session.get(m.Show, show_id)
+    if show is None or show.studio_id != studio_id:
+        raise NotFound(f"show {show_id} not found")
+    return show
+
+
+def create_shot(session: Session, studio_id: int, show_id: int, spec: schemas.ShotCreate) -> m.Shot:
+    show = get_show(session, studio_id, show_id)
+    sequence = session.scalar(
+        select(m.Sequence).where(m.Sequence.show_id == show.id, m.Sequence.name == spec.sequence)
+    )
+    if sequence is None:
+        sequence = m.Sequence(show_id=show.id, name=spec.sequence)
+        session.add(sequence)
+        session.flush()
+    if session.scalar(select(m.Shot).where(m.Shot.show_id == show.id, m.Shot.name == spec.name)):
+        raise Conflict(f"shot {spec.name!r} already exists in show {show.name!r}")
+    shot = m.Shot(show_id=show.id, sequence_id=sequence.id, name=spec.name)
+    session.add(shot)
+    session.flush()
+    session.refresh(shot)
+    return shot
+
+
+def list_shots(session: Session, studio_id: int, show_id: int) -> list[m.Shot]:
+    get_show(session, studio_id, show_id)
+    return list(
+        session.scalars(
+            select(m.Shot)
+            .where(m.Shot.show_id == show_id)
+            .options(selectinload(m.Shot.sequence_row))
+            .order_by(m.Shot.id)
+        )
+    )
+
+
+def get_shot(session: Session, studio_id: int, shot_id: int, *, field: str = "shot_id") -> m.Shot:
+    shot = session.get(m.Shot, shot_id)
+    if shot is None or get_show_or_none(session, studio_id, shot.show_id) is None:
+        raise NotFound(f"shot {shot_id} not found", field=field)
+    return shot
+
+
+def get_show_or_none(session: Session, studio_id: int, show_id: int) -> m.Show | None:
+    show = session.get(m.Show, show_id)
+    return show if show is not None and show.studio_id == studio_id else None
+
+
+# ----------------------------------------------------------------------------- blobs and assets
+def record_blob(
+    session: Session, studio_id: int, *, content_hash: str, size_bytes: int, storage_key: str
+) -> None:
+    """Note that the store holds a blob and that ``studio_id`` may use it (it sent the bytes)."""
+    if session.get(m.Blob, content_hash) is None:
+        session.add(
+            m.Blob(content_hash=content_hash, size_bytes=size_bytes, storage_key=storage_key)
+        )
+        session.flush()
+    if session.get(m.BlobGrant, (studio_id, content_hash)) is None:
+        session.add(m.BlobGrant(studio_id=studio_id, content_hash=content_hash))
+        session.flush()
+
+
+def studio_has_blob(session: Session, studio_id: int, content_hash: str) -> bool:
+    return session.get(m.BlobGrant, (studio_id, content_hash)) is not None
+
+
+def missing_blobs(session: Session, studio_id: int, hashes: list[str]) -> list[str]:
+    """The hashes this studio must still upload (blobs of other studios count as missing)."""
+    have = set(
+        session.scalars(
+            select(m.BlobGrant.content_hash).where(
+                m.BlobGrant.studio_id == studio_id, m.BlobGrant.content_hash.in_(hashes)
+            )
+        )
+    )
+    return [h for h in dict.fromkeys(hashes) if h not in have]
+
+
+def register_asset_version(
+    session: Session, user: m.User, show_id: int, spec: schemas.AssetVersionCreate
+) -> m.AssetVersion:
+    show = get_show(session, user.studio_id, show_id)
+    if not studio_has_blob(session, user.studio_id, spec.content_hash):
+        raise InvalidSpec(
+            f"blob {spec.content_hash} has not been uploaded by your studio: "
+            "PUT /blobs/<hash> first",
+            field="content_hash",
+        )
+    blob = session.get(m.Blob, spec.content_hash)
+    assert blob is not None
+    asset = session.scalar(
+        select(m.Asset).where(m.Asset.show_id == show.id, m.Asset.name == spec.asset)
+    )
+    if asset is None:
+        asset = m.Asset(studio_id=user.studio_id, show_id=show.id, name=spec.asset, kind=spec.kind)
+        session.add(asset)
+        session.flush()
+    last = session.scalar(
+        select(func.max(m.AssetVersion.version)).where(m.AssetVersion.asset_id == asset.id)
+    )
+    version = m.AssetVersion(
+        asset_id=asset.id,
+        version=(last or 0) + 1,
+        content_hash=blob.content_hash,
+        size_bytes=blob.size_bytes,
+        storage_key=blob.storage_key,
+        created_by=user.id,
+    )
+    session.add(version)
+    session.flush()
+    session.refresh(version)
+    return version
+
+
+def get_asset_version(
+    session: Session, studio_id: int, version_id: int, *, field: str = "asset_version"
+) -> m.AssetVersion:
+    version = session.get(m.AssetVersion, version_id)
+    if version is None or version.asset_row.studio_id != studio_id:
+        raise InvalidSpec(
+            f"asset version {version_id} does not exist in your studio; register it first",
+            field=field,
+        )
+    return version
+
+
+# ----------------------------------------------------------------------------- jobs
+def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
+    """Store a job with its layers and frames; tiles are planned later by the dispatcher.
+
+    Everything that can be checked here is checked before the first row is written, so a bad
+    spec leaves nothing behind.
+    """
+    shot = get_shot(session, user.studio_id, spec.shot_id)
+    pools = {p.name for p in list_pools(session)}
+    for i, layer in enumerate(spec.layers):
+        if layer.pool not in pools:
+            raise InvalidSpec(
+                f"layers[{i}].pool: unknown pool {layer.pool!r}; pools are "
+                f"{', '.join(sorted(pools))}",
+                field=f"layers[{i}].pool",
+            )
+        needs_input = layer.kind in (LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER)
+        upstream_cache = layer.kind is LayerKind.PARTICLE_RENDER and any(
+            spec.layer(dep).kind is LayerKind.PARTICLE_SIM for dep in layer.depends_on
+        )
+        if layer.input_asset_version is not None:
+            get_asset_version(
+                session,
+                user.studio_id,
+                layer.input_asset_version,
+                field=f"layers[{i}].input_asset_version",
+            )
+        elif needs_input and not upstream_cache:
+            raise InvalidSpec(
+                f"layers[{i}].input_asset_version: a {layer.kind} layer needs an input asset "
+                "version (or, for a render, a dependency on a particle_sim layer)",
+                field=f"layers[{i}].input_asset_version",
+            )
+        if layer.kind is LayerKind.PARTICLE_RENDER and layer.tiles is None:
+            raise InvalidSpec(
+                f"layers[{i}].tiles: a particle_render layer needs a tiling (cols/rows or "
+                "tile_width/tile_height)",
+                field=f"layers[{i}].tiles",
+            )
+        if layer.kind is LayerKind.ASSEMBLE and not any(
+            spec.layer(dep).kind is LayerKind.PARTICLE_RENDER for dep in layer.depends_on
+        ):
+            raise InvalidSpec(
+                f"layers[{i}].depends_on: an assemble layer must depend on a particle_render layer",
+                field=f"layers[{i}].depends_on",
+            )
+    job = m.Job(
+        studio_id=user.studio_id,
+        show_id=shot.show_id,
+        shot_id=shot.id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        state=TileState.WAITING.value,
+        submitted_by=user.name,
+    )
+    session.add(job)
+    session.flush()
+    for position, layer_spec in enumerate(spec.layers):
+        layer = m.Layer(
+            job_id=job.id,
+            position=position,
+            name=layer_spec.name,
+            kind=layer_spec.kind.value,
+            pool=layer_spec.pool,
+            depends_on=list(layer_spec.depends_on),
+            spec=layer_spec.model_dump(mode="json"),
+            tile_times=[],
+        )
+        session.add(layer)
+        session.flush()
+        session.add_all(
+            m.Frame(layer_id=layer.id, job_id=job.id, number=n, state=TileState.WAITING.value)
+            for n in range(spec.frames.first, spec.frames.last + 1)
+        )
+    session.add(m.Event(studio_id=user.studio_id, job_id=job.id, kind="job_submitted", payload={}))
+    session.flush()
+    return job
+
+
+def get_job_row(session: Session, studio_id: int, job_id: int) -> m.Job:
+    job = session.get(m.Job, job_id)
+    if job is None or job.studio_id != studio_id:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(session: Session, studio_id: int, show_id: int | None = None) -> list[m.Job]:
+    query = select(m.Job).where(m.Job.studio_id == studio_id)
+    if show_id is not None:
+        query = query.where(m.Job.show_id == show_id)
+    return list(session.scalars(query.order_by(m.Job.id.desc()).limit(200)))
+
+
+def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
+    """The job with every layer, frame and tile, as one schema (the live tile grid's source)."""
+    job = get_job_row(session, studio_id, job_id)
+    layers = list(
+        session.scalars(
+            select(m.Layer)
+            .where(m.Layer.job_id == job.id)
+            .order_by(m.Layer.position)
+            .options(selectinload(m.Layer.frames).selectinload(m.Frame.tiles))
+        )
+    )
+    layer_outs = []
+    for layer in layers:
+        frame_outs = []
+        tile_counts: Counter[TileState] = Counter()
+        for frame in layer.frames:
+            tile_counts.update(TileState(t.state) for t in frame.tiles)
+            plan = frame.tile_plan or {}
+            frame_outs.append(
+                schemas.FrameOut(
+                    number=frame.number,
+                    state=TileState(frame.state),
+                    tile_plan=plan.get("describe"),
+                    output_path=frame.output_path,
+                    preview_path=frame.preview_path,
+                    tiles=[schemas.TileOut.model_validate(t) for t in frame.tiles],
+                )
+            )
+        layer_state = rollup(Counter(f.state for f in frame_outs))
+        layer_outs.append(
+            schemas.LayerOut(
+                id=layer.id,
+                name=layer.name,
+                kind=LayerKind(layer.kind),
+                pool=layer.pool,
+                depends_on=list(layer.depends_on),
+                state=layer_state,
+                tile_counts=dict(tile_counts),
+                frames=frame_outs,
+            )
+        )
+    return schemas.JobOut(
+        id=job.id,
+        name=job.name,
+        shot_id=job.shot_id,
+        state=TileState(job.state),
+        submitted_by=job.submitted_by,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        message=job.message,
+        layers=layer_outs,
+    )
+
+
+def job_summary_rows(jobs: list[m.Job]) -> list[dict[str, Any]]:
+    return [schemas.JobSummary.model_validate(j).model_dump() for j in jobs]

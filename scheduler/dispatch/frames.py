@@ -1,0 +1,179 @@
+"""Frame activation and tile planning: the part of dispatch that needs the DB but not Ray.
+
+A frame of a layer becomes ready when the same frame of every layer it depends on is DONE.
+Only then are its tiles planned, so adaptive tiles can use the times measured on earlier frames.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from farm import schemas
+from farm.db import models as m
+from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed, rollup
+from farm.vocab import LayerKind, PixelRect
+from scheduler.tiles import PlannedTile, TilePlan, TileTimes, plan_tiles, replan
+
+ACTIVE = [s.value for s in TileState if s not in TERMINAL]
+
+
+def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list[Any]) -> TilePlan:
+    """The tile plan of one frame of ``layer``: a grid or size plan, re-split from measured times.
+
+    Layers that are not tiled get one tile covering the frame.
+    """
+    width, height = spec.resolution.width, spec.resolution.height
+    tiling = layer.tiles
+    if tiling is None:
+        return plan_tiles(width, height, cols=1, rows=1, overscan=0)
+    base = plan_tiles(
+        width,
+        height,
+        cols=tiling.cols,
+        rows=tiling.rows,
+        tile_width=tiling.tile_width,
+        tile_height=tiling.tile_height,
+        overscan=tiling.overscan,
+    )
+    if tiling.target_runtime_s is None or not tile_times:
+        return base
+    times = TileTimes()
+    for x0, y0, x1, y1, seconds in tile_times:
+        times.record(PixelRect(x0=x0, y0=y0, x1=x1, y1=y1), float(seconds))
+    return replan(base, times.seconds_for(base), target_s=tiling.target_runtime_s)
+
+
+def tile_rows(frame: m.Frame, layer: m.Layer, plan: TilePlan, state: TileState) -> list[m.Tile]:
+    return [
+        m.Tile(
+            frame_id=frame.id,
+            layer_id=layer.id,
+            job_id=layer.job_id,
+            index=tile.index,
+            x0=tile.rect.x0,
+            y0=tile.rect.y0,
+            x1=tile.rect.x1,
+            y1=tile.rect.y1,
+            render_rect=list(tile.render_rect.as_tuple()),
+            state=state.value,
+            attempts=0,
+            reason="",
+        )
+        for tile in plan.tiles
+    ]
+
+
+def planned_tile(tile: m.Tile) -> PlannedTile:
+    x0, y0, x1, y1 = tile.render_rect
+    return PlannedTile(
+        index=tile.index,
+        rect=tile.rect,
+        render_rect=PixelRect(x0=x0, y0=y0, x1=x1, y1=y1),
+    )
+
+
+def active_jobs(session: Session) -> list[m.Job]:
+    return list(
+        session.scalars(
+            select(m.Job)
+            .where(m.Job.state.in_(ACTIVE))
+            .order_by(m.Job.id)
+            .options(
+                selectinload(m.Job.layers).selectinload(m.Layer.frames).selectinload(m.Frame.tiles)
+            )
+        )
+    )
+
+
+def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list[dict[str, Any]]:
+    """Plan tiles for frames whose upstream frames are done; cancel those whose upstream failed.
+
+    Returns the events to record (one per frame that changed).
+    """
+    events: list[dict[str, Any]] = []
+    frames = {(layer.name, frame.number): frame for layer in job.layers for frame in layer.frames}
+    for layer in job.layers:
+        layer_spec = spec.layer(layer.name)
+        for frame in layer.frames:
+            if frame.state != TileState.WAITING:
+                continue
+            upstream = [frames[(dep, frame.number)] for dep in layer.depends_on]
+            failed = [
+                (dep, up)
+                for dep, up in zip(layer.depends_on, upstream, strict=True)
+                if up.state in (TileState.FAILED, TileState.CANCELLED)
+            ]
+            if failed:
+                dep = failed[0][0]
+                for tile in frame.tiles:
+                    if tile.state == TileState.WAITING:
+                        change = on_upstream_failed(TileState.WAITING, upstream=f"{dep} frame")
+                        tile.state, tile.reason = change.after.value, change.reason
+                frame.state = TileState.CANCELLED.value
+                events.append(
+                    {
+                        "frame": frame.number,
+                        "layer": layer.name,
+                        "state": "cancelled",
+                        "reason": f"upstream layer {dep} frame {frame.number} failed",
+                    }
+                )
+                continue
+            if any(up.state != TileState.DONE for up in upstream):
+                continue
+            if frame.tile_plan is None:
+                plan = frame_plan(spec, layer_spec, layer.tile_times)
+                frame.tile_plan = {**plan.to_json(), "describe": plan.describe()}
+                session.add_all(tile_rows(frame, layer, plan, TileState.PENDING))
+            else:
+                for tile in frame.tiles:
+                    if tile.state == TileState.WAITING:
+                        change = on_dependencies_met(TileState.WAITING)
+                        tile.state, tile.reason = change.after.value, change.reason
+            frame.state = TileState.PENDING.value
+            events.append({"frame": frame.number, "layer": layer.name, "state": "pending"})
+    return events
+
+
+def roll_up_job(job: m.Job, now: datetime) -> TileState:
+    """Recompute frame states from tiles, then the job's state from its layers."""
+    layer_states: Counter[TileState] = Counter()
+    for layer in job.layers:
+        frame_states: Counter[TileState] = Counter()
+        for frame in layer.frames:
+            if frame.tiles and frame.state != TileState.CANCELLED:
+                frame.state = rollup(Counter(TileState(t.state) for t in frame.tiles)).value
+            frame_states[TileState(frame.state)] += 1
+        layer_states[rollup(frame_states)] += 1
+    state = rollup(layer_states)
+    if state != job.state:
+        job.state = state.value
+        if state in TERMINAL:
+            job.finished_at = now
+    return state
+
+
+def output_path(
+    root: Path,
+    *,
+    studio: str,
+    show: str,
+    sequence: str,
+    shot: str,
+    job: m.Job,
+    layer: str,
+    frame: int,
+) -> Path:
+    """Where an assembled frame goes: ``<root>/<studio>/<show>/<seq>/<shot>/<job>/<layer>/``."""
+    folder = root / studio / show / sequence / shot / f"job{job.id}_{job.name}" / layer
+    return folder / f"{shot}_{layer}.{frame:04d}.exr"
+
+
+def is_tiled(kind: LayerKind) -> bool:
+    return kind is LayerKind.PARTICLE_RENDER

@@ -1,0 +1,151 @@
+"""The executor interface: a stateless, idempotent function of (tile task, input blobs).
+
+An executor reads its inputs from the blob store by hash, writes its output as a new blob and
+returns the hash with metrics. It never touches the database: the dispatcher owns state. That
+is what makes a retry safe anywhere, on any node of the tile's pool.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.storage import BlobStore
+from farm.vocab import LayerKind, PixelRect
+
+
+@dataclass(frozen=True)
+class InputTile:
+    """A finished tile an assemble task stitches: where it sits and which blob holds it."""
+
+    tile_id: int
+    rect: PixelRect
+    render_rect: PixelRect
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """Everything one attempt of one tile needs; plain data, pickled to a Ray worker."""
+
+    tile_id: int
+    attempt: int
+    job_id: int
+    layer: str
+    kind: LayerKind
+    frame: int
+    index: int
+    width: int
+    height: int
+    rect: PixelRect
+    render_rect: PixelRect
+    layer_spec: dict[str, Any]
+    camera: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Named input blobs by hash: ``seed`` (sim), ``cache`` (render)."""
+    input_tiles: tuple[InputTile, ...] = ()
+    """Assemble only: the render tiles of this frame."""
+    channels: tuple[str, ...] = ()
+    """Assemble only: the EXR channels to stitch and write, in file order."""
+    output_path: str | None = None
+    """Assemble only: where the frame's EXR goes (its PNG preview goes beside it)."""
+    attributes: dict[str, str | int | float] = field(default_factory=dict)
+    """Provenance written into EXR headers (job, layer, frame, renderer, tile plan)."""
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """What an attempt returns to the dispatcher."""
+
+    tile_id: int
+    attempt: int
+    ok: bool
+    node: str
+    wall_seconds: float
+    cpu_seconds: float
+    output_hash: str | None = None
+    error: str | None = None
+    """One line saying why the attempt failed (``ok`` is False)."""
+    corrupt_input_tiles: tuple[int, ...] = ()
+    """Assemble only: ids of input tiles whose files were missing or corrupt (re-render them)."""
+    outputs: dict[str, str] = field(default_factory=dict)
+    """Extra outputs by name: ``exr``, ``preview`` paths for an assemble."""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+Executor = Callable[[TileTask, BlobStore], "ExecutorOutput"]
+
+
+@dataclass(frozen=True)
+class ExecutorOutput:
+    output_hash: str | None
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    corrupt_input_tiles: tuple[int, ...] = ()
+
+
+def node_name() -> str:
+    """The node an attempt ran on, as reported in tiles and usage records."""
+    return socket.gethostname()[:48]
+
+
+@contextmanager
+def scratch_file(store_root_hint: str | None, suffix: str) -> Iterator[str]:
+    """A temp file path that is removed afterwards, whatever happens."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="delta-", dir=store_root_hint)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def run_tile(task: TileTask, store: BlobStore) -> TileResult:
+    """Run one attempt with the executor of the task's layer kind; never raises.
+
+    Any exception becomes a failed result whose ``error`` is one readable line, so the
+    dispatcher can retry and a user can read why, without a Ray stack trace.
+    """
+    from scheduler.executors.registry import EXECUTORS
+
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    node = node_name()
+    try:
+        executor = EXECUTORS[task.kind]
+        out = executor(task, store)
+        ok = not out.corrupt_input_tiles
+        error = None
+        if out.corrupt_input_tiles:
+            error = f"input tiles {list(out.corrupt_input_tiles)} missing or corrupt"
+        return TileResult(
+            tile_id=task.tile_id,
+            attempt=task.attempt,
+            ok=ok,
+            node=node,
+            wall_seconds=time.perf_counter() - started,
+            cpu_seconds=time.process_time() - cpu_started,
+            output_hash=out.output_hash,
+            error=error,
+            corrupt_input_tiles=out.corrupt_input_tiles,
+            outputs=out.outputs,
+            metrics=out.metrics,
+        )
+    except Exception as exc:
+        return TileResult(
+            tile_id=task.tile_id,
+            attempt=task.attempt,
+            ok=False,
+            node=node,
+            wall_seconds=time.perf_counter() - started,
+            cpu_seconds=time.process_time() - cpu_started,
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+        )

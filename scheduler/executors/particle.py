@@ -1,0 +1,57 @@
+"""Particle executors: the sim (seed -> one frame's cache) and the tile render."""
+
+from __future__ import annotations
+
+from farm.exr.assemble import write_tile
+from farm.particles.cache import prepare_frame, read_cache, validate_frame, write_cache
+from farm.particles.camera import Camera
+from farm.particles.monster import simulate
+from farm.particles.render import render_rect
+from farm.storage import BlobStore
+from farm.vocab import AOV
+from scheduler.executors.base import ExecutorOutput, TileTask, scratch_file
+
+
+def run_particle_sim(task: TileTask, store: BlobStore) -> ExecutorOutput:
+    """Advance the seed cache to ``task.frame``; write a spatially prepared one-frame cache.
+
+    The output is validated before it is stored, so a sim that produced bad particles fails
+    here with the field and index named, and no render tile is ever sent for that frame.
+    """
+    with store.local_path(task.inputs["seed"]) as seed_path:
+        seed_cache = read_cache(seed_path)
+        seed = seed_cache.frame(seed_cache.frames[0])
+        state = prepare_frame(simulate(seed, task.frame, start_frame=seed.frame))
+    validate_frame(state)
+    with scratch_file(None, ".dpc") as path:
+        write_cache(path, [state])
+        put = store.put_file(path)
+    return ExecutorOutput(output_hash=put.content_hash, metrics={"particles": float(state.count)})
+
+
+def run_particle_render(task: TileTask, store: BlobStore) -> ExecutorOutput:
+    """Render the tile's render rectangle (its rect plus overscan) into an uncompressed tile EXR."""
+    camera = Camera.model_validate(task.camera)
+    aovs = [AOV(a) for a in task.layer_spec.get("aovs", list(AOV))]
+    with store.local_path(task.inputs["cache"]) as cache_path:
+        cache = read_cache(cache_path)
+        frame = cache.frame(task.frame)
+        channels = render_rect(
+            frame,
+            camera,
+            width=task.width,
+            height=task.height,
+            rect=task.render_rect,
+            aovs=aovs,
+        )
+    with scratch_file(None, ".exr") as path:
+        write_tile(
+            path,
+            channels,
+            render_rect=task.render_rect,
+            width=task.width,
+            height=task.height,
+            attributes={"delta/tile": task.index, "delta/frame": task.frame},
+        )
+        put = store.put_file(path)
+    return ExecutorOutput(output_hash=put.content_hash)

@@ -1,0 +1,102 @@
+"""Starting or joining Ray, and mapping farm pools to Ray resources.
+
+A pool is the custom resource ``pool:<name>`` (never ``GPU`` or ``NPU``, which Ray reserves).
+A pool with an accelerator also sets Ray's ``accelerator_type:<name>`` so tasks can ask for it
+the Ray way. On a machine without that accelerator the embedded farm declares the pool
+*virtually* through these custom resources: placement logic runs unchanged, the work runs on CPU,
+and the farm says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from farm.errors import Unavailable
+from farm.vocab import Accelerator
+
+log = logging.getLogger("scheduler.runtime")
+
+
+def pool_resource(pool: str) -> str:
+    """The Ray custom resource that marks a node as part of ``pool``."""
+    return f"pool:{pool}"
+
+
+@dataclass(frozen=True)
+class PoolDecl:
+    name: str
+    accelerator: Accelerator
+
+
+@dataclass
+class RayRuntime:
+    """What the farm knows about the Ray it runs on."""
+
+    address: str
+    started_locally: bool
+    virtual_pools: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def start_ray(
+    *,
+    address: str | None,
+    pools: Sequence[PoolDecl],
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+) -> RayRuntime:
+    """Join ``address``, or start a local Ray with every pool declared on this node.
+
+    Embedded mode starts Ray on loopback with token auth off (``RAY_AUTH_MODE=disabled``): the
+    local cluster is reachable only from this machine. A real cluster keeps Ray's default auth.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return RayRuntime(address="existing", started_locally=False)
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as exc:
+            raise Unavailable(f"cannot join the Ray cluster at {address}: {exc}") from exc
+        return RayRuntime(address=address, started_locally=False)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cpus = num_cpus or os.cpu_count() or 1
+    resources: dict[str, float] = {}
+    notes: list[str] = []
+    virtual: list[str] = []
+    for pool in pools:
+        resources[pool_resource(pool.name)] = float(cpus)
+        if pool.accelerator is not Accelerator.NONE:
+            resources[f"accelerator_type:{pool.accelerator.value}"] = 1.0
+            virtual.append(pool.name)
+            notes.append(
+                f"pool '{pool.name}' ({pool.accelerator.value}) is declared virtually through Ray "
+                f"custom resources: this machine has no {pool.accelerator.value}, so its tiles "
+                "run on CPU here while placement logic runs unchanged"
+            )
+    ray.init(
+        num_cpus=cpus,
+        num_gpus=0,
+        resources=resources,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        object_store_memory=object_store_memory,
+        _node_ip_address="127.0.0.1",
+    )
+    return RayRuntime(address="local", started_locally=True, virtual_pools=virtual, notes=notes)
+
+
+def pool_capacity() -> dict[str, float]:
+    """Slots per pool in the whole cluster now (from Ray's resource view)."""
+    import ray
+
+    return {
+        key.removeprefix("pool:"): value
+        for key, value in ray.cluster_resources().items()
+        if key.startswith("pool:")
+    }
