@@ -1,0 +1,324 @@
+"""The built-in particle renderer: tile-exact splatting of a :class:`ParticleFrame`.
+
+Image model (see ``docs/renderer.md``):
+
+* A particle projects through the :class:`Camera` to a centre ``(sx, sy)`` in pixels, a depth
+  ``z`` (camera distance along the view axis) and a radius ``r = focal_px * radius / z`` pixels,
+  clamped to ``[0.5, 2**20]`` so even distant particles cover their pixel centre. Particles with
+  depth outside ``[near, far]`` or zero opacity are dropped.
+* Its splat at a pixel centre at distance ``d`` is ``alpha = opacity * (1 - d²/r²)²`` for
+  ``d² < r²`` and nothing otherwise: a polynomial kernel, so no ``exp`` to vary between libms.
+* Every pixel composites its covering splats front to back with "over", in ONE global order:
+  depth, then particle id. RGBA is premultiplied. ``Z`` is the depth of the front-most covering
+  particle (+inf where none), ``id`` its id + 1 (0 where none), ``velocity.X/Y`` its screen motion
+  in pixels per frame (project ``position`` and ``position + velocity``; the second depth is
+  clamped to ``near``). A pixel stops once its transmittance falls below 1e-4.
+
+Exactness at any tiling: a pixel's value depends only on its global coordinates and on the ordered
+list of particles covering it. Every rectangle takes every particle whose conservative footprint
+box touches it, all arithmetic is in global pixel coordinates with the same expressions in the
+same order, and numba runs with ``fastmath=False`` (no fused multiply-add), so rectangles of any
+grid assemble bit for bit into the whole frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from farm.errors import InvalidSpec
+from farm.particles import _numpy_kernels as npk
+from farm.particles.cache import FIELDS, ParticleFrame
+from farm.particles.camera import Camera
+from farm.vocab import AOV, AOV_CHANNELS, PixelRect
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "numba", "numpy")
+_numba_broken: str | None = None
+"""Why numba failed to compile in this process, once it has (then "auto" uses numpy)."""
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends that can run here, fastest first: ``("numba", "numpy")`` or ``("numpy",)``."""
+    if _numba_broken is None:
+        try:
+            from farm.particles import _kernels  # noqa: F401
+        except ImportError:
+            return ("numpy",)
+        return ("numba", "numpy")
+    return ("numpy",)
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise InvalidSpec(f"unknown backend {backend!r}; use one of {BACKENDS}", field="backend")
+    if backend == "auto":
+        return available_backends()[0]
+    if backend == "numba" and "numba" not in available_backends():
+        raise InvalidSpec("the numba backend is not available here; use 'numpy'", field="backend")
+    return backend
+
+
+def _arrays(pf: ParticleFrame) -> dict[str, np.ndarray]:
+    """Contiguous arrays of the right dtype; cheap shape checks so kernels never read out of bounds.
+
+    Values are not checked (``validate_frame`` runs once before the farm sends tiles); NaN or
+    infinite input is culled or gives NaN pixels, never a crash.
+    """
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for name, (dtype, tail) in FIELDS.items():
+        arr = np.ascontiguousarray(getattr(pf, name), dtype=dtype)
+        if (
+            arr.ndim != 1 + len(tail)
+            or arr.shape[1:] != tail
+            or (n is not None and arr.shape[0] != n)
+        ):
+            raise InvalidSpec(
+                f"particle cache frame {pf.frame}: {name} has shape {arr.shape}, which does not "
+                f"match the other arrays; run validate_frame for details",
+                field=name,
+            )
+        n = arr.shape[0]
+        out[name] = arr
+    return out
+
+
+def _check_rect(rect: PixelRect, width: int, height: int) -> None:
+    if rect.x1 > width or rect.y1 > height:
+        raise InvalidSpec(
+            f"rect {rect.as_tuple()} lies outside the {width}x{height} frame", field="rect"
+        )
+
+
+def _chunk_ranges(
+    pf: ParticleFrame, camera: Camera, params: np.ndarray, region: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index ranges of the chunks that may touch ``region`` (all particles without an index).
+
+    Conservative: a chunk's centre box grown by its largest radius projects inside the convex hull
+    of its projected corners (when all lie in front of the camera), which contains every splat
+    disc; 3 pixels of margin cover the 0.5 px minimum radius and rounding.
+    """
+    n = pf.count
+    ch = pf.chunks
+    if ch is None or ch.count == 0 or ch.chunk_size <= 0:
+        return np.array([0], np.int64), np.array([n], np.int64)
+    right, up, forward = (np.array(v) for v in camera.basis())
+    f, hw, hh, near, far = params[12:17]
+    rmax = ch.max_radius.astype(np.float64)[:, None]
+    lo = ch.lo.astype(np.float64)
+    hi = ch.hi.astype(np.float64)
+    sel = np.array([[i >> a & 1 for a in range(3)] for i in range(8)], bool)  # (8, 3) corner mask
+
+    def corners(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(sel[None], b[:, None, :], a[:, None, :]) - np.array(camera.position)
+
+    with np.errstate(all="ignore"):
+        zc = corners(lo, hi) @ forward
+        slack = 1e-6 * (np.abs(zc).max(axis=1) + 1.0)
+        keep = (zc.max(axis=1) >= near - slack) & (zc.min(axis=1) <= far + slack)
+        grown = corners(lo - rmax, hi + rmax)
+        gz = grown @ forward
+        sx = hw + f * (grown @ right) / gz
+        sy = hh - f * (grown @ up) / gz
+        m = 3.0
+        rx0, ry0, rx1, ry1 = region
+        on_screen = (
+            (sx.max(axis=1) + m >= rx0)
+            & (sx.min(axis=1) - m <= rx1 - 1)
+            & (sy.max(axis=1) + m >= ry0)
+            & (sy.min(axis=1) - m <= ry1 - 1)
+        )
+        unbounded = ~(gz.min(axis=1) > 0.5 * near) | ~np.isfinite(sx).all(axis=1)
+        unbounded |= ~np.isfinite(sy).all(axis=1)
+    keep &= on_screen | unbounded
+    k = np.flatnonzero(keep)
+    if k.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    run_start = np.flatnonzero(np.diff(k, prepend=-2) != 1)
+    run_end = np.append(run_start[1:], k.size) - 1
+    cs = ch.chunk_size
+    starts = np.minimum(k[run_start].astype(np.int64) * cs, n)
+    ends = np.minimum((k[run_end].astype(np.int64) + 1) * cs, n)
+    return starts, ends
+
+
+def _empty(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.zeros((4, h, w), np.float32),
+        np.full((h, w), np.inf, np.float32),
+        np.zeros((h, w), np.uint32),
+        np.zeros((2, h, w), np.float32),
+    )
+
+
+def _channels(
+    bufs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], aovs: tuple[AOV, ...]
+) -> dict[str, np.ndarray]:
+    rgba, z, ids, vel = bufs
+    planes: dict[str, np.ndarray] = {
+        "R": rgba[0],
+        "G": rgba[1],
+        "B": rgba[2],
+        "A": rgba[3],
+        "Z": z,
+        "id": ids,
+        "velocity.X": vel[0],
+        "velocity.Y": vel[1],
+    }
+    return {name: planes[name] for aov in aovs for name in AOV_CHANNELS[aov]}
+
+
+def _render_numba(
+    arrs: dict[str, np.ndarray],
+    ranges: tuple[np.ndarray, np.ndarray],
+    params: np.ndarray,
+    region: tuple[int, int, int, int],
+    rects: Sequence[PixelRect],
+    aovs: tuple[AOV, ...],
+) -> list[dict[str, np.ndarray]]:
+    from farm.particles import _kernels as nk
+
+    binned = nk.bin_particles(
+        arrs["position"], arrs["velocity"], arrs["radius"], arrs["colour"], arrs["id"],
+        ranges[0], ranges[1], params, *region,
+    )  # fmt: skip
+    out = []
+    for rect in rects:
+        bufs = _empty(rect.height, rect.width)
+        nk.raster(*binned, *rect.as_tuple(), *bufs)
+        out.append(_channels(bufs, aovs))
+    return out
+
+
+def _render_numpy(
+    arrs: dict[str, np.ndarray],
+    ranges: tuple[np.ndarray, np.ndarray],
+    params: np.ndarray,
+    region: tuple[int, int, int, int],
+    rects: Sequence[PixelRect],
+    aovs: tuple[AOV, ...],
+) -> list[dict[str, np.ndarray]]:
+    proj = npk.project(
+        arrs["position"], arrs["velocity"], arrs["radius"], arrs["colour"], arrs["id"],
+        ranges[0], ranges[1], params, region,
+    )  # fmt: skip
+    out = []
+    for rect in rects:
+        bufs = _empty(rect.height, rect.width)
+        npk.raster(proj, rect.as_tuple(), *bufs)
+        out.append(_channels(bufs, aovs))
+    return out
+
+
+def render_tiles(
+    pf: ParticleFrame,
+    camera: Camera,
+    *,
+    width: int,
+    height: int,
+    rects: Sequence[PixelRect],
+    aovs: Iterable[AOV] = tuple(AOV),
+    backend: str = "auto",
+) -> list[dict[str, np.ndarray]]:
+    """Render several rectangles of one frame, projecting and binning the particles once.
+
+    Args:
+        pf: the frame (validated beforehand with ``validate_frame``).
+        camera: the view.
+        width: frame width in pixels.
+        height: frame height in pixels.
+        rects: rectangles in global pixel coordinates, inside the frame; may overlap.
+        aovs: which AOVs to return.
+        backend: ``"auto"`` (numba when it imports and compiles), ``"numba"`` or ``"numpy"``.
+
+    Returns:
+        One dict per rect, EXR channel name -> C-contiguous ``(rect.height, rect.width)`` array:
+        ``R G B A`` float32 premultiplied, ``Z`` float32, ``id`` uint32, ``velocity.X/Y`` float32.
+
+    Raises:
+        InvalidSpec: on an unknown backend, a rect outside the frame or mismatched arrays.
+    """
+    global _numba_broken
+    if width < 1 or height < 1:
+        raise InvalidSpec(f"frame size {width}x{height} must be at least 1x1", field="width")
+    aov_t = tuple(AOV(a) for a in aovs)
+    chosen = _resolve_backend(backend)
+    rects = list(rects)
+    for rect in rects:
+        _check_rect(rect, width, height)
+    if not rects:
+        return []
+    arrs = _arrays(pf)
+    region = (
+        min(r.x0 for r in rects),
+        min(r.y0 for r in rects),
+        max(r.x1 for r in rects),
+        max(r.y1 for r in rects),
+    )
+    params = camera.projection_params(width, height)
+    ranges = _chunk_ranges(pf, camera, params, region)
+    if chosen == "numba":
+        try:
+            return _render_numba(arrs, ranges, params, region, rects, aov_t)
+        except Exception as exc:
+            if backend != "auto" or not _is_compile_error(exc):
+                raise
+            _numba_broken = repr(exc)
+            log.warning("numba kernels failed to compile (%s); rendering with numpy", exc)
+    return _render_numpy(arrs, ranges, params, region, rects, aov_t)
+
+
+def _is_compile_error(exc: Exception) -> bool:
+    try:
+        from numba.core.errors import NumbaError
+    except ImportError:  # pragma: no cover - numba vanished after import
+        return True
+    return isinstance(exc, NumbaError)
+
+
+def render_rect(
+    pf: ParticleFrame,
+    camera: Camera,
+    *,
+    width: int,
+    height: int,
+    rect: PixelRect,
+    aovs: Iterable[AOV] = tuple(AOV),
+    backend: str = "auto",
+) -> dict[str, np.ndarray]:
+    """Render one rectangle (one tile) of a frame; bit for bit the same pixels as the whole frame.
+
+    Only chunks of ``pf.chunks`` that may touch the rect are read (all particles without an
+    index), then particles are culled one by one, sorted by (depth, id) and rasterised, so memory
+    grows with the particles touching the rect. Arguments as in :func:`render_tiles`.
+    """
+    return render_tiles(
+        pf, camera, width=width, height=height, rects=[rect], aovs=aovs, backend=backend
+    )[0]
+
+
+def render_frame(
+    pf: ParticleFrame,
+    camera: Camera,
+    *,
+    width: int,
+    height: int,
+    aovs: Iterable[AOV] = tuple(AOV),
+    backend: str = "auto",
+) -> dict[str, np.ndarray]:
+    """Render the whole ``width x height`` frame. Arguments as in :func:`render_tiles`."""
+    full = PixelRect(x0=0, y0=0, x1=width, y1=height)
+    return render_rect(
+        pf, camera, width=width, height=height, rect=full, aovs=aovs, backend=backend
+    )
+
+
+def _debug_info() -> dict[str, Any]:
+    """Backend state, for logs and bug reports."""
+    return {"backends": available_backends(), "numba_broken": _numba_broken}
