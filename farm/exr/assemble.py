@@ -8,8 +8,11 @@ decompressing 64 of them would cost more than the disk they save.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +28,11 @@ __all__ = [
     "read_tile",
     "write_tile",
 ]
+
+
+TILE_FILE_TILE_SIZE = 512
+"""EXR tile edge of tile files. Uncompressed scanline files are read one line per chunk, which
+made reading a 4K frame's 64 tile files cost 0.4 s; 512 px tiles read about 6x faster."""
 
 
 class TileCorrupt(InvalidSpec):
@@ -63,6 +71,9 @@ def write_tile(
 ) -> None:
     """Writes a tile's intermediate file: an uncompressed EXR whose data window is the render rect.
 
+    Uncompressed and stored as large EXR tiles (:data:`TILE_FILE_TILE_SIZE`), because assembly
+    reads every tile file once and is timed against a single frame write.
+
     The data window records where the tile sits in the frame, which renderers that crop to a
     border lose (Blender writes such crops at (0, 0)); the write is atomic, so a half-written
     tile never looks finished.
@@ -77,6 +88,8 @@ def write_tile(
         height=height,
         data_window=render_rect,
         compression=Compression.NONE,
+        layout=ExrLayout.TILED,
+        tile_size=TILE_FILE_TILE_SIZE,
         attributes=attributes,
     )
 
@@ -142,6 +155,59 @@ def _coverage_error(rects: Sequence[PixelRect], width: int, height: int) -> str 
     return f"pixel (x={x}, y={y}) is {'not covered by any tile' if n == 0 else f'in {n} tiles'}"
 
 
+class _FrameStitcher:
+    """Full-frame arrays being filled tile by tile; safe to feed from several threads.
+
+    Tiles own disjoint rects, so concurrent copies never touch the same pixels; only the lazy
+    allocation of a channel's array needs the lock.
+    """
+
+    def __init__(self, *, width: int, height: int, channels: Sequence[str]) -> None:
+        self.width, self.height, self.channels = width, height, list(channels)
+        self.out: dict[str, np.ndarray] = {}
+        self.rects: list[PixelRect] = []
+        self._lock = threading.Lock()
+
+    def _array(self, name: str, like: np.ndarray) -> np.ndarray:
+        dst = self.out.get(name)
+        if dst is None:
+            with self._lock:
+                dst = self.out.get(name)
+                if dst is None:
+                    dtype = CHANNEL_DTYPES.get(name, like.dtype)
+                    dst = self.out[name] = np.empty((self.height, self.width), dtype)
+        return dst
+
+    def add(self, tile: TileLike, pixels: Mapping[str, np.ndarray]) -> None:
+        """Copies the owned part of one tile into the frame: the only copy of its pixels."""
+        rect, render = tile.rect, tile.render_rect
+        if not render.contains(rect):
+            raise InvalidSpec(
+                f"tile {rect.as_tuple()}: render rect {render.as_tuple()} does not contain it",
+                field="tiles",
+            )
+        crop = rect.slices_within(render)
+        for name in self.channels:
+            src = pixels.get(name)
+            if src is None:
+                raise InvalidSpec(f"tile {rect.as_tuple()} has no channel {name!r}", field="tiles")
+            if src.shape != (render.height, render.width):
+                raise InvalidSpec(
+                    f"tile {rect.as_tuple()}: channel {name!r} has shape {src.shape}, "
+                    f"its render rect needs {(render.height, render.width)}",
+                    field="tiles",
+                )
+            self._array(name, src)[rect.y0 : rect.y1, rect.x0 : rect.x1] = src[crop]
+        self.rects.append(rect)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The frame, once the tiles are known to cover it exactly once."""
+        why = _coverage_error(self.rects, self.width, self.height)
+        if why is not None:
+            raise InvalidSpec(f"tiles do not cover the frame exactly once: {why}", field="tiles")
+        return self.out
+
+
 def assemble_frame(
     tiles: Iterable[tuple[TileLike, Mapping[str, np.ndarray]]],
     *,
@@ -168,35 +234,10 @@ def assemble_frame(
         InvalidSpec: (field ``tiles``) when a tile lacks a channel or has the wrong size, or
             the tiles' rects do not cover the frame exactly once.
     """
-    out: dict[str, np.ndarray] = {}
-    rects: list[PixelRect] = []
+    stitcher = _FrameStitcher(width=width, height=height, channels=channels)
     for tile, pixels in tiles:
-        rect, render = tile.rect, tile.render_rect
-        if not render.contains(rect):
-            raise InvalidSpec(
-                f"tile {rect.as_tuple()}: render rect {render.as_tuple()} does not contain it",
-                field="tiles",
-            )
-        crop = rect.slices_within(render)
-        for name in channels:
-            src = pixels.get(name)
-            if src is None:
-                raise InvalidSpec(f"tile {rect.as_tuple()} has no channel {name!r}", field="tiles")
-            if src.shape != (render.height, render.width):
-                raise InvalidSpec(
-                    f"tile {rect.as_tuple()}: channel {name!r} has shape {src.shape}, "
-                    f"its render rect needs {(render.height, render.width)}",
-                    field="tiles",
-                )
-            dst = out.get(name)
-            if dst is None:
-                dst = out[name] = np.empty((height, width), CHANNEL_DTYPES.get(name, src.dtype))
-            dst[rect.y0 : rect.y1, rect.x0 : rect.x1] = src[crop]
-        rects.append(rect)
-    why = _coverage_error(rects, width, height)
-    if why is not None:
-        raise InvalidSpec(f"tiles do not cover the frame exactly once: {why}", field="tiles")
-    return out
+        stitcher.add(tile, pixels)
+    return stitcher.finish()
 
 
 def assemble_files(
@@ -208,30 +249,39 @@ def assemble_files(
     channels: Sequence[str],
     compression: Compression = Compression.ZIP,
     layout: ExrLayout = ExrLayout.SCANLINE,
-    attributes: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, str | int | float] | None = None,
 ) -> None:
     """Reads every tile file, assembles the frame and writes it atomically.
 
-    The caller records the job, layer, frame, renderer and tile plan in ``attributes``
-    (``delta/job``, ..., ``delta/tile_plan`` as the plan's JSON string).
+    Tiles are read and stitched on one thread per core (OpenEXR and NumPy release the GIL
+    while reading and copying), so reading 64 tiles overlaps with copying them. The caller
+    records the job, layer, frame, renderer and tile plan in ``attributes`` (``delta/job``,
+    ..., ``delta/tile_plan`` as the plan's JSON string).
 
     Raises:
-        TileCorrupt: when a tile file is missing or wrong; nothing is written then.
+        TileCorrupt: for the first (in plan order) tile file that is missing or wrong;
+            nothing is written then.
         InvalidSpec: when the tiles do not cover the frame exactly once.
     """
-    wanted = list(channels)
-    frame = assemble_frame(
-        (
-            (tile, read_tile(path, expect_rect=tile.render_rect, expect_channels=wanted))
-            for tile, path in tile_files
-        ),
-        width=width,
-        height=height,
-        channels=wanted,
-    )
+    stitcher = _FrameStitcher(width=width, height=height, channels=channels)
+
+    def read_and_add(tile: TileLike, path: StrPath) -> None:
+        pixels = read_tile(path, expect_rect=tile.render_rect, expect_channels=stitcher.channels)
+        stitcher.add(tile, pixels)
+
+    workers = max(1, min(os.cpu_count() or 1, len(tile_files)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assemble") as pool:
+        futures = [pool.submit(read_and_add, tile, path) for tile, path in tile_files]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()  # a corrupt tile fails the frame: do not read the rest
+            raise
     write_exr(
         out_path,
-        frame,
+        stitcher.finish(),
         width=width,
         height=height,
         compression=compression,

@@ -233,7 +233,11 @@ def test_tiles_with_overscan_assemble_to_the_full_frame(tmp_path: Path) -> None:
     header, _ = raw_read(files[5][1])
     assert header["compression"] == OpenEXR.NO_COMPRESSION
     out = tmp_path / "frame.exr"
-    attrs = {"job": "j1", "frame": 1001, "tile_plan": json.dumps(plan.to_json())}
+    attrs: dict[str, str | int | float] = {
+        "job": "j1",
+        "frame": 1001,
+        "tile_plan": json.dumps(plan.to_json()),
+    }
     assemble_files(files, out, width=width, height=height, channels=ALL, attributes=attrs)
     image = read_exr(out)
     assert image.data_window == PixelRect(x0=0, y0=0, x1=width, y1=height)
