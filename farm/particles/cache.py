@@ -221,6 +221,8 @@ def prepare_frame(pf: ParticleFrame, chunk_size: int = 4096) -> ParticleFrame:
     """
     if chunk_size <= 0:
         raise InvalidSpec(f"chunk_size must be > 0, got {chunk_size}", field="chunk_size")
+    if pf.count == 0:
+        return replace(pf, chunks=chunk_index(pf.position, pf.radius, chunk_size))
     order = np.argsort(_morton_codes(pf.position), kind="stable")
     position = np.ascontiguousarray(pf.position[order])
     radius = np.ascontiguousarray(pf.radius[order])

@@ -70,20 +70,15 @@ def _arrays(pf: ParticleFrame) -> dict[str, np.ndarray]:
     infinite input is culled or gives NaN pixels, never a crash.
     """
     out: dict[str, np.ndarray] = {}
-    n = None
+    n = np.shape(pf.id)[0] if np.ndim(pf.id) == 1 else -1
     for name, (dtype, tail) in FIELDS.items():
         arr = np.ascontiguousarray(getattr(pf, name), dtype=dtype)
-        if (
-            arr.ndim != 1 + len(tail)
-            or arr.shape[1:] != tail
-            or (n is not None and arr.shape[0] != n)
-        ):
+        if arr.shape != (n, *tail):
             raise InvalidSpec(
-                f"particle cache frame {pf.frame}: {name} has shape {arr.shape}, which does not "
-                f"match the other arrays; run validate_frame for details",
+                f"particle cache frame {pf.frame}: {name} has shape {arr.shape} but id has "
+                f"{n} rows; every array needs one row per particle (run validate_frame)",
                 field=name,
             )
-        n = arr.shape[0]
         out[name] = arr
     return out
 

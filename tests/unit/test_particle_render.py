@@ -1,0 +1,288 @@
+"""The particle renderer: tile exactness at any grid, backend agreement and the image model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from farm.errors import InvalidSpec
+from farm.particles import (
+    Camera,
+    ParticleFrame,
+    available_backends,
+    monster_camera,
+    prepare_frame,
+    render_frame,
+    render_rect,
+    render_tiles,
+    sea_monster,
+    simulate,
+)
+from farm.vocab import AOV, PixelRect
+
+# Looks down -z from the origin: right is +x, up is +y, so pixel positions are easy to place.
+CAM = Camera(position=(0.0, 0.0, 0.0), look_at=(0.0, 0.0, -1.0), near=0.5, far=100.0)
+HAS_NUMBA = "numba" in available_backends()
+
+
+def at_pixels(
+    sx: np.ndarray,
+    sy: np.ndarray,
+    depth: np.ndarray,
+    radius_px: np.ndarray,
+    *,
+    width: int,
+    height: int,
+    rgba: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
+    velocity: np.ndarray | None = None,
+) -> ParticleFrame:
+    """Particles placed by pixel centre, depth and pixel radius under ``CAM``."""
+    f = CAM.focal_px(width)
+    x = (sx - width / 2.0) * depth / f
+    y = -(sy - height / 2.0) * depth / f
+    n = len(sx)
+    if rgba is None:
+        rgba = np.tile([0.8, 0.4, 0.2, 0.7], (n, 1))
+    return ParticleFrame(
+        frame=1,
+        position=np.stack([x, y, -depth], axis=1).astype(np.float32),
+        velocity=(np.zeros((n, 3)) if velocity is None else velocity).astype(np.float32),
+        radius=(radius_px * depth / f).astype(np.float32),
+        colour=np.asarray(rgba, np.float32),
+        id=(np.arange(n) if ids is None else ids).astype(np.uint32),
+    )
+
+
+def random_frame(seed: int, n: int, width: int, height: int) -> ParticleFrame:
+    """Awkward particles: few distinct depths (ties), centres on pixel edges and corners, huge
+    radii, full opacity, some behind the camera or past the far plane."""
+    rng = np.random.default_rng(seed)
+    sx = rng.uniform(-10, width + 10, n)
+    sy = rng.uniform(-10, height + 10, n)
+    snap = rng.random(n) < 0.4
+    sx[snap] = np.round(sx[snap] * 2) / 2
+    sy[snap] = np.round(sy[snap] * 2) / 2
+    depth = rng.choice([1.0, 2.0, 2.0, 3.5, 7.0, 120.0, -2.0], n) + (rng.random(n) < 0.3) * 0.25
+    radius = rng.choice([0.0, 0.3, 1.0, 2.5, 6.0, float(max(width, height)) * 1.5], n)
+    rgba = rng.random((n, 4))
+    rgba[rng.random(n) < 0.3, 3] = 1.0
+    ids = rng.permutation(10 * n + 1)[:n]
+    vel = rng.normal(0, 0.3, (n, 3))
+    return at_pixels(sx, sy, depth, radius, width=width, height=height, rgba=rgba, ids=ids,
+                     velocity=vel)  # fmt: skip
+
+
+def grid(width: int, height: int, xs: Sequence[int], ys: Sequence[int]) -> list[PixelRect]:
+    """Rects between the cut positions (sorted, unique, inside the frame)."""
+    xc = [0, *sorted(set(x for x in xs if 0 < x < width)), width]
+    yc = [0, *sorted(set(y for y in ys if 0 < y < height)), height]
+    return [
+        PixelRect(x0=x0, y0=y0, x1=x1, y1=y1)
+        for y0, y1 in zip(yc, yc[1:], strict=False)
+        for x0, x1 in zip(xc, xc[1:], strict=False)
+    ]
+
+
+def even_grid(width: int, height: int, nx: int, ny: int) -> list[PixelRect]:
+    return grid(
+        width, height, [width * i // nx for i in range(nx)], [height * j // ny for j in range(ny)]
+    )
+
+
+def assemble(
+    tiles: Sequence[dict[str, np.ndarray]], rects: Sequence[PixelRect], width: int, height: int
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for tile, rect in zip(tiles, rects, strict=True):
+        for name, arr in tile.items():
+            if name not in out:
+                out[name] = np.full((height, width), np.nan, arr.dtype) if arr.dtype.kind == "f" \
+                    else np.zeros((height, width), arr.dtype)  # fmt: skip
+            out[name][rect.y0 : rect.y1, rect.x0 : rect.x1] = arr
+    return out
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        assert np.array_equal(a[name], b[name], equal_nan=True), f"channel {name} differs"
+
+
+def check_tiling(
+    pf: ParticleFrame, camera: Camera, width: int, height: int, rects: list[PixelRect],
+    backend: str = "auto",
+) -> dict[str, np.ndarray]:  # fmt: skip
+    whole = render_frame(pf, camera, width=width, height=height, backend=backend)
+    per_rect = [
+        render_rect(pf, camera, width=width, height=height, rect=r, backend=backend) for r in rects
+    ]
+    assert_same(assemble(per_rect, rects, width, height), whole)
+    binned = render_tiles(pf, camera, width=width, height=height, rects=rects, backend=backend)
+    assert_same(assemble(binned, rects, width, height), whole)
+    return whole
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 60),
+    width=st.integers(1, 40),
+    height=st.integers(1, 30),
+    xs=st.lists(st.integers(1, 39), max_size=6),
+    ys=st.lists(st.integers(1, 29), max_size=6),
+    chunk_size=st.sampled_from([0, 1, 3, 16]),
+)
+def test_any_grid_assembles_to_the_whole_frame_bit_for_bit(
+    seed: int, n: int, width: int, height: int, xs: list[int], ys: list[int], chunk_size: int
+) -> None:
+    pf = random_frame(seed, n, width, height)
+    if chunk_size:
+        pf = prepare_frame(pf, chunk_size=chunk_size)
+    check_tiling(pf, CAM, width, height, grid(width, height, xs, ys))
+
+
+@pytest.fixture(scope="module")
+def monster() -> ParticleFrame:
+    return prepare_frame(simulate(sea_monster(40_000, seed=3), 7), chunk_size=512)
+
+
+def test_non_dividing_grid_1001x537_in_7x5(monster: ParticleFrame) -> None:
+    whole = check_tiling(monster, monster_camera(), 1001, 537, even_grid(1001, 537, 7, 5))
+    assert (whole["id"] > 0).mean() > 0.2, "the scene should cover a good part of the frame"
+
+
+def test_one_tile_is_the_whole_frame(monster: ParticleFrame) -> None:
+    check_tiling(monster, monster_camera(), 160, 90, [PixelRect(x0=0, y0=0, x1=160, y1=90)])
+
+
+def test_one_pixel_wide_and_tall_tiles(monster: ParticleFrame) -> None:
+    check_tiling(monster, monster_camera(), 48, 27, even_grid(48, 27, 48, 1))
+    check_tiling(monster, monster_camera(), 48, 27, even_grid(48, 27, 1, 27))
+
+
+def test_particle_on_a_tile_corner() -> None:
+    w, h = 32, 32
+    r = np.array([0.0, 0.5, 0.75, 1.0, 3.0])
+    pf = at_pixels(np.full(5, 16.0), np.full(5, 16.0), np.arange(1.0, 6.0), r, width=w, height=h)
+    whole = check_tiling(pf, CAM, w, h, even_grid(w, h, 4, 4))
+    # All four pixels around the corner see the particle: it straddles four tiles.
+    assert (whole["id"][15:17, 15:17] > 0).all()
+
+
+def test_particle_larger_than_a_tile() -> None:
+    w, h = 40, 24
+    pf = at_pixels(np.array([13.3]), np.array([11.7]), np.array([2.0]), np.array([30.0]),
+                   width=w, height=h)  # fmt: skip
+    whole = check_tiling(pf, CAM, w, h, even_grid(w, h, 5, 3))
+    assert (whole["id"] == 1).sum() > 0.8 * w * h
+
+
+def test_depth_ties_resolve_by_id_not_storage_order() -> None:
+    w, h = 16, 16
+    red, blue = [1.0, 0.0, 0.0, 0.6], [0.0, 0.0, 1.0, 0.6]
+    args = (np.full(2, 8.0), np.full(2, 8.0), np.full(2, 3.0), np.full(2, 4.0))
+    a = at_pixels(*args, width=w, height=h, rgba=np.array([red, blue]), ids=np.array([5, 9]))
+    b = at_pixels(*args, width=w, height=h, rgba=np.array([blue, red]), ids=np.array([9, 5]))
+    img_a = check_tiling(a, CAM, w, h, even_grid(w, h, 2, 2))
+    img_b = render_frame(b, CAM, width=w, height=h)
+    assert_same(img_a, img_b)
+    assert img_a["id"][8, 8] == 6, "the lower id (5) is in front"
+    assert img_a["R"][8, 8] > img_a["B"][8, 8] > 0
+
+
+def test_render_tiles_equals_render_rect_equals_render_frame_for_each_backend(
+    monster: ParticleFrame,
+) -> None:
+    rects = even_grid(120, 68, 4, 4)
+    for backend in available_backends():
+        check_tiling(monster, monster_camera(), 120, 68, rects, backend=backend)
+
+
+def test_numpy_fallback_tiles_exactly() -> None:
+    pf = random_frame(11, 50, 37, 23)
+    check_tiling(pf, CAM, 37, 23, grid(37, 23, [1, 9, 10, 30], [5, 6, 22]), backend="numpy")
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numba_and_numpy_agree(seed: int, monster: ParticleFrame) -> None:
+    cases = [(random_frame(seed, 80, 41, 29), CAM, 41, 29), (monster, monster_camera(), 200, 113)]
+    for pf, cam, w, h in cases:
+        a = render_frame(pf, cam, width=w, height=h, backend="numba")
+        b = render_frame(pf, cam, width=w, height=h, backend="numpy")
+        assert np.array_equal(a["id"], b["id"])
+        assert np.array_equal(np.isinf(a["Z"]), np.isinf(b["Z"]))
+        for name in ("R", "G", "B", "A", "Z", "velocity.X", "velocity.Y"):
+            fin = np.isfinite(a[name])
+            np.testing.assert_allclose(a[name][fin], b[name][fin], rtol=1e-6, atol=1e-6)
+
+
+def test_prepare_frame_reorders_but_keeps_the_image(monster: ParticleFrame) -> None:
+    raw = simulate(sea_monster(40_000, seed=3), 7)
+    assert not np.array_equal(raw.id, monster.id)
+    cam = monster_camera()
+    assert_same(render_frame(raw, cam, width=160, height=90),
+                render_frame(monster, cam, width=160, height=90))  # fmt: skip
+
+
+def test_image_model_single_particle() -> None:
+    w, h = 21, 21
+    vel = np.array([[0.3, 0.0, 0.0]])
+    pf = at_pixels(np.array([10.5]), np.array([10.5]), np.array([4.0]), np.array([5.0]),
+                   width=w, height=h, rgba=np.array([[0.5, 1.0, 0.0, 0.8]]), ids=np.array([41]),
+                   velocity=vel)  # fmt: skip
+    img = render_frame(pf, CAM, width=w, height=h)
+    assert img["A"][10, 10] == pytest.approx(0.8)
+    assert img["R"][10, 10] == pytest.approx(0.4) and img["G"][10, 10] == pytest.approx(0.8)
+    assert img["Z"][10, 10] == pytest.approx(4.0) and img["id"][10, 10] == 42
+    f = CAM.focal_px(w)
+    assert img["velocity.X"][10, 10] == pytest.approx(f * 0.3 / 4.0, rel=1e-5)
+    # (1 - d²/r²)² falls to zero at the radius: d = 5 is outside, d = 4 inside.
+    assert img["id"][10, 15] == 0 and img["id"][10, 14] == 42
+    assert img["A"][10, 14] == pytest.approx(0.8 * (1 - 16 / 25) ** 2, rel=1e-5)
+    assert np.isinf(img["Z"][0, 0]) and img["A"][0, 0] == 0
+
+
+def test_channels_follow_the_requested_aovs() -> None:
+    pf = random_frame(5, 10, 12, 8)
+    img = render_frame(pf, CAM, width=12, height=8, aovs=[AOV.Z, AOV.ID])
+    assert list(img) == ["Z", "id"]
+    full = render_frame(pf, CAM, width=12, height=8)
+    assert list(full) == ["R", "G", "B", "A", "Z", "id", "velocity.X", "velocity.Y"]
+    for name, arr in full.items():
+        assert arr.shape == (8, 12) and arr.flags.c_contiguous, name
+        assert arr.dtype == (np.uint32 if name == "id" else np.float32)
+
+
+def test_near_and_far_planes_drop_particles() -> None:
+    cam = Camera(position=(0.0, 0.0, 0.0), look_at=(0.0, 0.0, -1.0), near=2.0, far=5.0)
+    pf = at_pixels(np.full(3, 4.5), np.full(3, 4.5), np.array([1.0, 3.0, 6.0]), np.full(3, 2.0),
+                   width=9, height=9)  # fmt: skip
+    img = render_frame(pf, cam, width=9, height=9)
+    assert img["id"][4, 4] == 2 and img["Z"][4, 4] == pytest.approx(3.0)
+
+
+def test_bad_input_raises_invalid_spec_and_never_crashes() -> None:
+    pf = random_frame(1, 10, 8, 8)
+    short = ParticleFrame(1, pf.position[:5], pf.velocity, pf.radius, pf.colour, pf.id)
+    with pytest.raises(InvalidSpec) as err:
+        render_frame(short, CAM, width=8, height=8)
+    assert err.value.field == "position"
+    with pytest.raises(InvalidSpec) as err:
+        render_frame(pf, CAM, width=8, height=8, backend="cuda")
+    assert err.value.field == "backend"
+    with pytest.raises(InvalidSpec) as err:
+        render_rect(pf, CAM, width=8, height=8, rect=PixelRect(x0=0, y0=0, x1=9, y1=8))
+    assert err.value.field == "rect"
+    nan = pf.position.copy()
+    nan[3] = np.nan
+    bad = ParticleFrame(1, nan, pf.velocity, -pf.radius, pf.colour, pf.id)
+    for backend in available_backends():
+        img = render_frame(bad, CAM, width=8, height=8, backend=backend)
+        assert img["R"].shape == (8, 8)
