@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,8 +84,8 @@ def grid(width: int, height: int, xs: Sequence[int], ys: Sequence[int]) -> list[
     yc = [0, *sorted(set(y for y in ys if 0 < y < height)), height]
     return [
         PixelRect(x0=x0, y0=y0, x1=x1, y1=y1)
-        for y0, y1 in zip(yc, yc[1:], strict=False)
-        for x0, x1 in zip(xc, xc[1:], strict=False)
+        for y0, y1 in itertools.pairwise(yc)
+        for x0, x1 in itertools.pairwise(xc)
     ]
 
 
