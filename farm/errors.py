@@ -17,7 +17,7 @@ maps ``error`` back to the same class with :data:`ERRORS_BY_CODE`; the CLI print
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class FarmError(Exception):
@@ -100,3 +100,42 @@ ERRORS_BY_CODE: dict[str, type[FarmError]] = {
     for cls in (FarmError, InvalidSpec, Unauthenticated, Forbidden, NotFound, Conflict, Unavailable)
 }
 """Maps the ``error`` code of an API body back to its class (used by the SDK)."""
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "layers", 1, "kind")`` -> ``"layers[1].kind"``; pydantic's union tags dropped."""
+    parts: list[str] = []
+    for item in loc:
+        if item in ("body", "query", "path") and not parts:
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(item, str) and ("[" in item or "function-after" in item):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "body"
+
+
+def validation_message(errors: list[Any]) -> tuple[str, str]:
+    """One readable sentence (and the field) for the first pydantic error."""
+    first = errors[0]
+    field = field_path(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    ctx = first.get("ctx") or {}
+    if first.get("type") == "enum" and "expected" in ctx:
+        message = f"{message}; got {first.get('input')!r}"
+    if message.startswith(field.split(".")[0] + "[") or message.startswith(field + ":"):
+        text = message
+    else:
+        text = f"{field}: {message}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text, field
+
+
+def invalid_spec_from_errors(errors: list[Any]) -> InvalidSpec:
+    """An :class:`InvalidSpec` for pydantic's error list (``ValidationError.errors()``)."""
+    message, field = validation_message(errors)
+    return InvalidSpec(message, field=field)

@@ -1,0 +1,145 @@
+"""``farm submit``, ``farm status``, ``farm check-frames``, ``farm report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.live import Live
+from rich.table import Table
+
+from farm import schemas
+from farm.errors import InvalidSpec, invalid_spec_from_errors
+from farm.states import TileState
+from studio_client.cli._common import console, make_client
+from studio_client.cli._view import failures, job_view
+
+Url = Annotated[str | None, typer.Option("--url", help="API URL (FARM_API_URL)")]
+Token = Annotated[str | None, typer.Option("--token", help="API token (FARM_TOKEN)")]
+
+
+def load_spec(path: Path) -> schemas.JobSpec:
+    """Read and validate a job spec file; errors name the field, nothing is sent."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InvalidSpec(f"{path}: no such file", field="spec") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidSpec(
+            f"{path}: not JSON ({exc.msg} at line {exc.lineno})", field="spec"
+        ) from exc
+    try:
+        return schemas.JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        error = invalid_spec_from_errors(list(exc.errors()))
+        raise InvalidSpec(f"{path}: {error.message}", field=error.field) from exc
+
+
+def watch(client_url: str | None, token: str | None, job_id: int) -> schemas.JobOut:
+    """Show the job live until it finishes; returns its last state."""
+    with (
+        make_client(client_url, token) as client,
+        Live(console=console, refresh_per_second=4, transient=False) as live,
+    ):
+        job = client.wait(job_id, poll_s=0.5, on_update=lambda j: live.update(job_view(j)))
+    return job
+
+
+def submit(
+    spec: Annotated[Path, typer.Argument(help="job spec JSON file")],
+    wait: Annotated[bool, typer.Option("--wait", help="watch it until it finishes")] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Submit a job spec; prints the job id."""
+    job_spec = load_spec(spec)
+    with make_client(url, token) as client:
+        job = client.submit(job_spec)
+    console.print(f"submitted job [bold]{job.id}[/] ({job.name}): {len(job.layers)} layers")
+    if wait:
+        finished = watch(url, token, job.id)
+        _exit_for(finished)
+
+
+def status(
+    job_id: Annotated[int, typer.Argument(help="job id")],
+    follow: Annotated[bool, typer.Option("--watch", "-w", help="follow until done")] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Show a job's layers (progress bars) and its tiles (a live grid)."""
+    if follow:
+        _exit_for(watch(url, token, job_id))
+        return
+    with make_client(url, token) as client:
+        console.print(job_view(client.job(job_id)))
+
+
+def _exit_for(job: schemas.JobOut) -> None:
+    if job.state == TileState.DONE:
+        return
+    for line in failures(job):
+        console.print(f"[red]{line}[/]")
+    raise typer.Exit(1)
+
+
+def check_frames(
+    job_id: Annotated[int, typer.Argument(help="job id")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Re-read a job's frames: missing, wrong size or channels, NaN/inf pixels."""
+    with make_client(url, token) as client:
+        result = client.check_frames(job_id)
+    if not result.problems:
+        console.print(f"[green]all {result.frames_checked} frames of job {job_id} are good[/]")
+        return
+    for problem in result.problems:
+        console.print(f"[red]frame {problem.frame}: {problem.problem}[/] ({problem.path})")
+    raise typer.Exit(1)
+
+
+def report(
+    show: Annotated[str, typer.Option("--show", help="show name or id")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """What a show has cost so far: by shot, department, pool and job, with bars."""
+    with make_client(url, token) as client:
+        result = client.report(client.show(show).id)
+    print_report(result)
+
+
+def print_report(report: schemas.CostReport) -> None:
+    console.print(
+        f"[bold]cost of show {report.show}[/]: {report.total:.4f} {report.currency} "
+        f"for {report.node_hours:.4f} node-hours"
+    )
+    for title, lines in (
+        ("by shot", report.by_shot),
+        ("by department", report.by_department),
+        ("by pool", report.by_pool),
+        ("by job", report.by_job),
+    ):
+        table = Table(title=title, title_justify="left")
+        table.add_column(title.removeprefix("by "))
+        table.add_column(f"cost ({report.currency})", justify="right")
+        table.add_column("share")
+        table.add_column("node-h", justify="right")
+        table.add_column("cpu-h", justify="right")
+        table.add_column("attempts", justify="right")
+        top = max((line.cost for line in lines), default=0.0) or 1.0
+        for line in lines:
+            bar = "█" * max(1, round(24 * line.cost / top)) if line.cost > 0 else ""
+            table.add_row(
+                line.key,
+                f"{line.cost:.4f}",
+                f"[cyan]{bar}[/]",
+                f"{line.node_hours:.4f}",
+                f"{line.cpu_hours:.4f}",
+                str(line.attempts),
+            )
+        console.print(table)

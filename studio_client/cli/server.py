@@ -1,0 +1,94 @@
+"""``farm server`` and ``farm admin``: commands that run on the farm's own machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from studio_client.cli._common import console
+
+admin = typer.Typer(help="Farm administration (runs against the farm's database directly).")
+
+
+def server(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="join this Ray cluster (default: local)")
+    ] = None,
+) -> None:
+    """Run the farm: the API, the dispatcher and a local Ray (or join --ray-address)."""
+    from farm.settings import Settings
+    from scheduler.embedded import EmbeddedFarm
+
+    settings = Settings()
+    if ray_address:
+        settings = settings.model_copy(update={"ray_address": ray_address})
+    farm = EmbeddedFarm(settings, host=host, port=port).start()
+    console.print(f"farm API on [bold]{farm.url}[/] (OpenAPI at {farm.url}/docs)")
+    console.print(f"FARM_HOME {settings.home}; database {settings.resolved_database_url}")
+    for note in farm.runtime.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    try:
+        farm.serve_forever()
+    finally:
+        farm.stop()
+
+
+@admin.command("create-studio")
+def create_studio(
+    name: Annotated[str, typer.Argument(help="studio name")],
+    user: Annotated[str, typer.Option(help="first user's name")] = "admin",
+    role: Annotated[str, typer.Option(help="artist, td, producer or admin")] = "admin",
+) -> None:
+    """Create a studio and its first user; prints the user's API token (shown once)."""
+    from farm.api.context import FarmContext
+    from farm.db import queries
+    from farm.errors import InvalidSpec
+    from farm.settings import Settings
+    from farm.vocab import Role
+
+    try:
+        user_role = Role(role)
+    except ValueError as exc:
+        raise InvalidSpec(
+            f"role {role!r} is not one of {', '.join(r.value for r in Role)}", field="role"
+        ) from exc
+    context = FarmContext.from_settings(Settings())
+    with context.db.session() as session:
+        studio = queries.create_studio(session, name)
+        _, token = queries.create_user(session, studio, user, user_role)
+    console.print(f"studio {name} created; user {user} ({user_role}) token:")
+    console.print(token, soft_wrap=True)
+
+
+@admin.command("create-user")
+def create_user(
+    studio: Annotated[str, typer.Argument(help="studio name")],
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Option(help="artist, td, producer or admin")] = "artist",
+) -> None:
+    """Add a user to a studio; prints the API token (shown once)."""
+    from sqlalchemy import select
+
+    from farm.api.context import FarmContext
+    from farm.db import models as m
+    from farm.db import queries
+    from farm.errors import InvalidSpec, NotFound
+    from farm.settings import Settings
+    from farm.vocab import Role
+
+    try:
+        user_role = Role(role)
+    except ValueError as exc:
+        raise InvalidSpec(
+            f"role {role!r} is not one of {', '.join(r.value for r in Role)}", field="role"
+        ) from exc
+    context = FarmContext.from_settings(Settings())
+    with context.db.session() as session:
+        row = session.scalar(select(m.Studio).where(m.Studio.name == studio))
+        if row is None:
+            raise NotFound(f"no studio named {studio!r}")
+        _, token = queries.create_user(session, row, name, user_role)
+    console.print(token, soft_wrap=True)

@@ -1,0 +1,167 @@
+"""The studio client: one explicit object per farm connection, returning Delta models."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from farm import schemas
+from farm.errors import InvalidSpec
+from farm.states import TERMINAL
+from studio_client._http import Http
+from studio_client._upload import Progress, iter_file, sha256_path
+
+
+class Client:
+    """Talks to a farm's API.
+
+    Args:
+        url: the API's base URL, e.g. ``http://127.0.0.1:8765``.
+        token: a studio user's API token.
+        timeout_s: per-request timeout.
+        transport: an httpx transport; tests pass ``httpx.ASGITransport``-like transports to
+            drive the FastAPI app in process.
+
+    Example:
+        >>> client = Client("http://127.0.0.1:8765", token)  # doctest: +SKIP
+        >>> show = client.create_show("seamonster")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = Http(url, token, timeout_s=timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ who and where
+    def me(self) -> schemas.UserOut:
+        return self._http.call("GET", "/me", schemas.UserOut)
+
+    def pools(self) -> list[schemas.PoolOut]:
+        return self._http.call("GET", "/pools", list[schemas.PoolOut])
+
+    # ------------------------------------------------------------------ shows and shots
+    def create_show(self, name: str, *, title: str = "") -> schemas.ShowOut:
+        body = schemas.ShowCreate(name=name, title=title)
+        return self._http.send("POST", "/shows", body, schemas.ShowOut)
+
+    def shows(self) -> list[schemas.ShowOut]:
+        return self._http.call("GET", "/shows", list[schemas.ShowOut])
+
+    def show(self, name_or_id: str | int) -> schemas.ShowOut:
+        """A show by id, or by name among this studio's shows."""
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            return self._http.call("GET", f"/shows/{int(name_or_id)}", schemas.ShowOut)
+        for show in self.shows():
+            if show.name == name_or_id:
+                return show
+        raise InvalidSpec(f"no show named {name_or_id!r} in your studio", field="show")
+
+    def create_shot(self, show_id: int, name: str, *, sequence: str) -> schemas.ShotOut:
+        body = schemas.ShotCreate(name=name, sequence=sequence)
+        return self._http.send("POST", f"/shows/{show_id}/shots", body, schemas.ShotOut)
+
+    def shots(self, show_id: int) -> list[schemas.ShotOut]:
+        return self._http.call("GET", f"/shows/{show_id}/shots", list[schemas.ShotOut])
+
+    # ------------------------------------------------------------------ assets
+    def missing(self, hashes: list[str]) -> list[str]:
+        body = schemas.MissingBlobsQuery(hashes=hashes)
+        return self._http.send("POST", "/blobs/missing", body, schemas.MissingBlobsOut).missing
+
+    def upload(self, path: str | Path, *, progress: Progress | None = None) -> schemas.BlobOut:
+        """Upload a file's bytes unless the farm already has them for this studio.
+
+        Returns the blob; ``created`` is False when nothing needed sending.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidSpec(f"{path} is not a file", field="path")
+        content_hash = sha256_path(path, progress)
+        size = path.stat().st_size
+        if not self.missing([content_hash]):
+            return schemas.BlobOut(content_hash=content_hash, size_bytes=size, created=False)
+        return self._http.call(
+            "PUT",
+            f"/blobs/{content_hash}",
+            schemas.BlobOut,
+            content=iter_file(path, progress),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def register_asset_version(
+        self, show_id: int, *, asset: str, content_hash: str, kind: str = "other"
+    ) -> schemas.AssetVersionOut:
+        body = schemas.AssetVersionCreate(asset=asset, kind=kind, content_hash=content_hash)  # type: ignore[arg-type]
+        return self._http.send(
+            "POST", f"/shows/{show_id}/asset-versions", body, schemas.AssetVersionOut
+        )
+
+    def publish(
+        self,
+        show_id: int,
+        path: str | Path,
+        *,
+        asset: str,
+        kind: str = "other",
+        progress: Progress | None = None,
+    ) -> schemas.AssetVersionOut:
+        """Upload (only if missing) and register a file as the next version of ``asset``."""
+        blob = self.upload(path, progress=progress)
+        return self.register_asset_version(
+            show_id, asset=asset, content_hash=blob.content_hash, kind=kind
+        )
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, spec: schemas.JobSpec) -> schemas.JobOut:
+        return self._http.send("POST", "/jobs", spec, schemas.JobOut)
+
+    def job(self, job_id: int) -> schemas.JobOut:
+        return self._http.call("GET", f"/jobs/{job_id}", schemas.JobOut)
+
+    def jobs(self, *, show_id: int | None = None) -> list[schemas.JobSummary]:
+        params = {"show_id": show_id} if show_id is not None else None
+        return self._http.call("GET", "/jobs", list[schemas.JobSummary], params=params)
+
+    def wait(
+        self,
+        job_id: int,
+        *,
+        poll_s: float = 0.5,
+        timeout_s: float | None = None,
+        on_update: Callable[[schemas.JobOut], None] | None = None,
+    ) -> schemas.JobOut:
+        """Poll a job until it finishes; ``on_update`` sees every state read."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if on_update:
+                on_update(job)
+            if job.state in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def check_frames(self, job_id: int) -> schemas.FrameCheckOut:
+        return self._http.call("GET", f"/jobs/{job_id}/check", schemas.FrameCheckOut)
+
+    # ------------------------------------------------------------------ cost
+    def report(self, show_id: int) -> schemas.CostReport:
+        return self._http.call("GET", f"/shows/{show_id}/report", schemas.CostReport)
