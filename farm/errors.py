@@ -17,6 +17,7 @@ maps ``error`` back to the same class with :data:`ERRORS_BY_CODE`; the CLI print
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 
@@ -117,6 +118,9 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return "".join(parts) or "body"
 
 
+_NAMED_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\][\w.]*)*): ")
+
+
 def validation_message(errors: list[Any]) -> tuple[str, str]:
     """One readable sentence (and the field) for the first pydantic error."""
     first = errors[0]
@@ -126,8 +130,13 @@ def validation_message(errors: list[Any]) -> tuple[str, str]:
     ctx = first.get("ctx") or {}
     if first.get("type") == "enum" and "expected" in ctx:
         message = f"{message}; got {first.get('input')!r}"
-    if message.startswith(field.split(".")[0] + "[") or message.startswith(field + ":"):
-        text = message
+    named = _NAMED_MESSAGE.match(message)
+    if named:
+        # A model-level check names a nested field itself ("layers[2].depends_on: ..."): the
+        # error belongs to that field, below wherever pydantic raised it.
+        inner = named.group(1)
+        field = inner if field == "body" else f"{field}.{inner}"
+        text = message if field == inner else f"{field}{message[len(inner) :]}"
     else:
         text = f"{field}: {message}"
     if len(errors) > 1:

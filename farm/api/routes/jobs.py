@@ -22,6 +22,7 @@ def submit_job(
     Particle caches given as input assets are checked here, before any tile is sent, so bad
     particles (NaN, negative radii, missing frames) are a 422 naming the field, not a failed tile.
     """
+    queries.get_shot(session, user.studio_id, spec.shot_id)
     validate_job_inputs(session, context.store, user.studio_id, spec)
     job = queries.submit_job(session, user, spec)
     return queries.job_detail(session, user.studio_id, job.id)

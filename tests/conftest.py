@@ -1,0 +1,83 @@
+"""Shared fixtures: a clean environment, databases (SQLite, and PostgreSQL when set), local Ray.
+
+- ``db``: a migrated, empty database per test; runs on SQLite and, when ``FARM_TEST_PG_URL`` is
+  set, on PostgreSQL too (a clean schema per test).
+- ``ray_local``: one local Ray per test run with the farm's pools declared as custom resources
+  (``pool:cpu``, ``pool:h100`` with ``accelerator_type:H100``), so placement runs without GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from farm.db.models import Base
+from farm.db.session import Database
+
+PG_URL = os.environ.get("FARM_TEST_PG_URL")
+DB_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(autouse=True)
+def _clean_farm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's FARM_* settings; FARM_HOME points into the test's tmp dir."""
+    for key in list(os.environ):
+        if key.startswith("FARM_") and key != "FARM_TEST_PG_URL":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("FARM_HOME", str(tmp_path / "farm-home"))
+    from farm.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+def _reset_postgres(url: str) -> None:
+    database = Database(url)
+    with database.engine.begin() as connection:
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    database.dispose()
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database: SQLite in tmp, or PostgreSQL when FARM_TEST_PG_URL is set."""
+    if request.param == "postgresql":
+        if not PG_URL:
+            pytest.skip("FARM_TEST_PG_URL is not set: PostgreSQL tests skipped")
+        _reset_postgres(PG_URL)
+        url = PG_URL
+    else:
+        url = f"sqlite:///{tmp_path / 'farm.db'}"
+    database = Database(url)
+    database.migrate()
+    from farm.db.queries import ensure_default_pools
+
+    with database.session() as session:
+        ensure_default_pools(session)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the whole run, with the farm's pools as custom resources."""
+    from farm.vocab import Accelerator
+    from scheduler.runtime import PoolDecl, start_ray
+
+    import ray
+
+    start_ray(
+        address=None,
+        pools=[
+            PoolDecl("cpu", Accelerator.NONE),
+            PoolDecl("h100", Accelerator.H100),
+        ],
+        num_cpus=2,
+        object_store_memory=300 * 1024 * 1024,
+    )
+    yield
+    ray.shutdown()
