@@ -25,8 +25,9 @@ R_MIN_PX = 0.5
 """Smallest splat radius in pixels, so distant particles still cover their pixel centre."""
 R_MAX_PX = 1048576.0
 """Largest splat radius in pixels (2**20), keeping every box finite; far beyond any frame."""
-NREC = 12
-"""Record fields: sx, sy, r, r2, inv_r2, depth, R, G, B, opacity, velocity x, velocity y."""
+NREC = 16
+"""Record fields: sx, sy, r, r2, inv_r2, depth, R, G, B, opacity, velocity x, velocity y, then
+id + 1 as uint32 bits, then padding: 64 bytes, one cache line per record (see ``_aligned``)."""
 
 
 @njit(cache=True, fastmath=False)
@@ -41,11 +42,20 @@ def box(sx: float, sy: float, r: float) -> tuple[float, float, float, float]:
 
 
 @njit(cache=True, fastmath=False)
+def _aligned(rows: int) -> np.ndarray:
+    """``(rows, NREC)`` float32 records whose rows start on 64-byte cache-line boundaries."""
+    buf = np.empty((rows + 1) * NREC, np.float32)
+    skip = (-buf.ctypes.data % 64) // 4
+    return buf[skip : skip + rows * NREC].reshape((rows, NREC))
+
+
+@njit(cache=True, fastmath=False)
 def project(
     position: np.ndarray,
     velocity: np.ndarray,
     radius: np.ndarray,
     colour: np.ndarray,
+    ids: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
     params: np.ndarray,
@@ -57,20 +67,17 @@ def project(
     """Project the particles in index ranges ``[starts[c], ends[c])`` and keep those whose box
     touches the region ``[rx0, rx1) x [ry0, ry1)``, in input order.
 
-    Returns ``(m, idx, sx, sy, r, r2, inv_r2, depth, vx, vy)``; only the first ``m`` are valid.
+    Returns ``(m, proj, key)``: packed records and the depth's float32 bit pattern (the sort
+    key); only the first ``m`` rows are valid. Records are
+    packed here, while reading the input in memory order, because the later passes visit them
+    in depth order and one cache line per particle is what that costs.
     """
     total = 0
     for c in range(starts.size):
         total += ends[c] - starts[c]
-    idx = np.empty(total, np.int64)
-    o_sx = np.empty(total, np.float32)
-    o_sy = np.empty(total, np.float32)
-    o_r = np.empty(total, np.float32)
-    o_r2 = np.empty(total, np.float32)
-    o_inv = np.empty(total, np.float32)
-    o_z = np.empty(total, np.float32)
-    o_vx = np.empty(total, np.float32)
-    o_vy = np.empty(total, np.float32)
+    proj = _aligned(total)
+    bits = proj.view(np.uint32)
+    zs = np.empty(total, np.float32)
     c0, c1, c2 = params[0], params[1], params[2]
     r0, r1, r2 = params[3], params[4], params[5]
     u0, u1, u2 = params[6], params[7], params[8]
@@ -111,35 +118,43 @@ def project(
                 ze = near
             xe = ex * r0 + ey * r1 + ez * r2
             ye = ex * u0 + ey * u1 + ez * u2
-            idx[m] = i
-            o_sx[m] = sx32
-            o_sy[m] = sy32
-            o_r[m] = r32
-            o_r2[m] = np.float32(rp * rp)
-            o_inv[m] = np.float32(1.0 / (rp * rp))
-            o_z[m] = np.float32(zc)
-            o_vx[m] = np.float32(hw + f * xe / ze - s_x)
-            o_vy[m] = np.float32(hh - f * ye / ze - s_y)
+            z32 = np.float32(zc)
+            proj[m, 0] = sx32
+            proj[m, 1] = sy32
+            proj[m, 2] = r32
+            proj[m, 3] = np.float32(rp * rp)
+            proj[m, 4] = np.float32(1.0 / (rp * rp))
+            proj[m, 5] = z32
+            proj[m, 6] = colour[i, 0]
+            proj[m, 7] = colour[i, 1]
+            proj[m, 8] = colour[i, 2]
+            proj[m, 9] = op
+            proj[m, 10] = np.float32(hw + f * xe / ze - s_x)
+            proj[m, 11] = np.float32(hh - f * ye / ze - s_y)
+            bits[m, 12] = ids[i] + np.uint32(1)
+            zs[m] = z32
             m += 1
-    return m, idx, o_sx, o_sy, o_r, o_r2, o_inv, o_z, o_vx, o_vy
+    return m, proj, zs.view(np.uint32)
 
 
 @njit(cache=True, fastmath=False)
-def order_by_depth_id(depth: np.ndarray, ids: np.ndarray, idx: np.ndarray, m: int) -> np.ndarray:
+def order_by_depth_id(key: np.ndarray, proj: np.ndarray, m: int) -> np.ndarray:
     """Slots ``0..m-1`` sorted by (depth, particle id), stable: the one global blending order.
 
     An LSD radix sort on the float32 depth bits (positive floats sort like their bit patterns),
-    then an insertion sort by id inside each run of equal depth (ties are rare).
+    moving keys with their slots so every pass reads sequentially, then an insertion sort by id
+    inside each run of equal depth (ties are rare).
     """
-    bits = depth.view(np.uint32)
     hist = np.zeros((3, 2048), np.int64)
     for k in range(m):
-        b = bits[k]
+        b = key[k]
         hist[0, b & 2047] += 1
         hist[1, (b >> 11) & 2047] += 1
         hist[2, b >> 22] += 1
     src = np.arange(m).astype(np.int32)
     dst = np.empty(m, np.int32)
+    ksrc = key[:m].copy()
+    kdst = np.empty(m, np.uint32)
     for p in range(3):
         shift = 11 * p
         skip = False
@@ -154,21 +169,25 @@ def order_by_depth_id(depth: np.ndarray, ids: np.ndarray, idx: np.ndarray, m: in
             pos[d] = acc
             acc += hist[p, d]
         for k in range(m):
-            s = src[k]
-            d = (bits[s] >> shift) & 2047
-            dst[pos[d]] = s
-            pos[d] += 1
+            b = ksrc[k]
+            d = (b >> shift) & 2047
+            j = pos[d]
+            dst[j] = src[k]
+            kdst[j] = b
+            pos[d] = j + 1
         src, dst = dst, src
+        ksrc, kdst = kdst, ksrc
+    id1 = proj.view(np.uint32)
     k = 0
     while k < m:
         e = k + 1
-        while e < m and bits[src[e]] == bits[src[k]]:
+        while e < m and ksrc[e] == ksrc[k]:
             e += 1
         for a in range(k + 1, e):
             s = src[a]
-            key = ids[idx[s]]
+            tie = id1[s, 12]
             b = a - 1
-            while b >= k and ids[idx[src[b]]] > key:
+            while b >= k and id1[src[b], 12] > tie:
                 src[b + 1] = src[b]
                 b -= 1
             src[b + 1] = s
@@ -206,59 +225,44 @@ def bin_particles(
     """Project, order and bin once: packed records grouped by bin, in (depth, id) order per bin.
 
     Bins are ``BIN`` pixels square on a grid anchored at the frame origin, covering the region.
-    Returns ``(rec, rec_id, offsets, gbx0, gby0, nbx, nby)``: bin ``b`` (row-major over the
+    Returns ``(rec, offsets, gbx0, gby0, nbx, nby)``: bin ``b`` (row-major over the
     ``nbx x nby`` bins starting at bin ``(gbx0, gby0)``) owns records ``offsets[b]:offsets[b+1]``.
     """
-    m, idx, sx, sy, r, r2, inv, z, vx, vy = project(
-        position, velocity, radius, colour, starts, ends, params, rx0, ry0, rx1, ry1
+    m, proj, key = project(
+        position, velocity, radius, colour, ids, starts, ends, params, rx0, ry0, rx1, ry1
     )
-    order = order_by_depth_id(z, ids, idx, m)
+    order = order_by_depth_id(key, proj, m)
     gbx0 = rx0 // BIN
     gby0 = ry0 // BIN
     nbx = (rx1 - 1) // BIN - gbx0 + 1
     nby = (ry1 - 1) // BIN - gby0 + 1
     counts = np.zeros(nbx * nby + 1, np.int64)
-    for k in range(m):
-        s = order[k]
-        lx, ly, hx, hy = _bin_range(sx[s], sy[s], r[s], rx0, ry0, rx1, ry1)
+    for s in range(m):  # memory order: counting needs no order
+        lx, ly, hx, hy = _bin_range(proj[s, 0], proj[s, 1], proj[s, 2], rx0, ry0, rx1, ry1)
         for by in range(ly // BIN - gby0, hy // BIN - gby0 + 1):
             for bx in range(lx // BIN - gbx0, hx // BIN - gbx0 + 1):
                 counts[by * nbx + bx + 1] += 1
     for b in range(nbx * nby):
         counts[b + 1] += counts[b]
     total = counts[nbx * nby]
-    rec = np.empty((total, NREC), np.float32)
-    rec_id = np.empty(total, np.uint32)
+    rec = _aligned(total)
     fill = counts[:-1].copy()
     for k in range(m):
         s = order[k]
-        i = idx[s]
-        lx, ly, hx, hy = _bin_range(sx[s], sy[s], r[s], rx0, ry0, rx1, ry1)
+        lx, ly, hx, hy = _bin_range(proj[s, 0], proj[s, 1], proj[s, 2], rx0, ry0, rx1, ry1)
         for by in range(ly // BIN - gby0, hy // BIN - gby0 + 1):
             for bx in range(lx // BIN - gbx0, hx // BIN - gbx0 + 1):
                 b = by * nbx + bx
                 j = fill[b]
                 fill[b] = j + 1
-                rec[j, 0] = sx[s]
-                rec[j, 1] = sy[s]
-                rec[j, 2] = r[s]
-                rec[j, 3] = r2[s]
-                rec[j, 4] = inv[s]
-                rec[j, 5] = z[s]
-                rec[j, 6] = colour[i, 0]
-                rec[j, 7] = colour[i, 1]
-                rec[j, 8] = colour[i, 2]
-                rec[j, 9] = colour[i, 3]
-                rec[j, 10] = vx[s]
-                rec[j, 11] = vy[s]
-                rec_id[j] = ids[i] + np.uint32(1)
-    return rec, rec_id, counts, gbx0, gby0, nbx, nby
+                for q in range(13):
+                    rec[j, q] = proj[s, q]
+    return rec, counts, gbx0, gby0, nbx, nby
 
 
 @njit(cache=True, fastmath=False)
 def raster(
     rec: np.ndarray,
-    rec_id: np.ndarray,
     offsets: np.ndarray,
     gbx0: int,
     gby0: int,
@@ -283,6 +287,13 @@ def raster(
     h = oy1 - oy0
     w = ox1 - ox0
     trans = np.ones((h, w), np.float32)
+    rec_id = rec.view(np.uint32)
+    o_r = out_rgba[0]
+    o_g = out_rgba[1]
+    o_b = out_rgba[2]
+    o_a = out_rgba[3]
+    o_vx = out_v[0]
+    o_vy = out_v[1]
     for by in range(max(oy0 // BIN, gby0), min((oy1 - 1) // BIN, gby0 + nby - 1) + 1):
         wy0 = max(by * BIN, oy0)
         wy1 = min(by * BIN + BIN, oy1)
@@ -292,10 +303,17 @@ def raster(
             b = (by - gby0) * nbx + (bx - gbx0)
             left = (wy1 - wy0) * (wx1 - wx0)
             for j in range(offsets[b], offsets[b + 1]):
+                # Locals, not rec[j, q] in the pixel loop: the output stores could alias rec
+                # as far as LLVM knows, so it would reload every field per pixel.
                 sx = rec[j, 0]
                 sy = rec[j, 1]
                 lx, ly, hx, hy = _bin_range(sx, sy, rec[j, 2], wx0, wy0, wx1, wy1)
                 r2 = rec[j, 3]
+                inv = rec[j, 4]
+                cr = rec[j, 6]
+                cg = rec[j, 7]
+                cb = rec[j, 8]
+                op = rec[j, 9]
                 for y in range(ly, hy + 1):
                     dy = np.float32(y + 0.5) - sy
                     dy2 = dy * dy
@@ -309,20 +327,20 @@ def raster(
                         d2 = dx * dx + dy2
                         if not d2 < r2:
                             continue
-                        t = one - d2 * rec[j, 4]
-                        a = rec[j, 9] * (t * t)
+                        t = one - d2 * inv
+                        a = op * (t * t)
                         ta = t_now * a
-                        out_rgba[0, ty, tx] += ta * rec[j, 6]
-                        out_rgba[1, ty, tx] += ta * rec[j, 7]
-                        out_rgba[2, ty, tx] += ta * rec[j, 8]
-                        out_rgba[3, ty, tx] += ta
+                        o_r[ty, tx] += ta * cr
+                        o_g[ty, tx] += ta * cg
+                        o_b[ty, tx] += ta * cb
+                        o_a[ty, tx] += ta
                         t_new = t_now * (one - a)
                         trans[ty, tx] = t_new
                         if out_id[ty, tx] == 0:
                             out_z[ty, tx] = rec[j, 5]
-                            out_id[ty, tx] = rec_id[j]
-                            out_v[0, ty, tx] = rec[j, 10]
-                            out_v[1, ty, tx] = rec[j, 11]
+                            out_id[ty, tx] = rec_id[j, 12]
+                            o_vx[ty, tx] = rec[j, 10]
+                            o_vy[ty, tx] = rec[j, 11]
                         if t_new < T_MIN:
                             left -= 1
                 if left == 0:
