@@ -84,7 +84,9 @@ def numpy_splat(
             acc["Z"] += np.bincount(pix, w * zc[ok], npix)
             acc["velocity.X"] += np.bincount(pix, w * vx[ok], npix)
             acc["velocity.Y"] += np.bincount(pix, w * vy[ok], npix)
-    out = {k: v.reshape(height, width).astype(np.float32) for k, v in acc.items() if k != "W"}
+    out: dict[str, np.ndarray] = {
+        k: v.reshape(height, width).astype(np.float32) for k, v in acc.items() if k != "W"
+    }
     wsum = np.maximum(acc["W"], 1e-12).reshape(height, width)
     for k in ("Z", "velocity.X", "velocity.Y"):
         out[k] = (out[k] / wsum).astype(np.float32)
@@ -157,7 +159,7 @@ def main() -> None:
         "particles": count,
         "resolution": f"{width}x{height}",
         "goal": "speedup_vs_numpy >= 4 and tiled_overhead <= 1.15",
-        "machine": f"{os.cpu_count()} cores, python {sys.version_info.major}.{sys.version_info.minor}",
+        "machine": f"{os.cpu_count()} cores, python {sys.version_info[0]}.{sys.version_info[1]}",
     }
     print(json.dumps(result))
 
