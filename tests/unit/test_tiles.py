@@ -31,6 +31,7 @@ def grids(draw: st.DrawFn) -> tuple[int, int, int, int]:
     return width, height, cols, rows
 
 
+@settings(deadline=None)  # a loaded 2-core machine makes timings unreliable
 @given(grids())
 def test_grid_covers_frame_exactly_once(grid: tuple[int, int, int, int]) -> None:
     width, height, cols, rows = grid
@@ -43,13 +44,15 @@ def test_grid_covers_frame_exactly_once(grid: tuple[int, int, int, int]) -> None
     assert max(heights) - min(heights) <= 1
 
 
-@given(sizes, sizes, st.integers(1, 400), st.integers(1, 400))
+@settings(deadline=None)
+@given(sizes, sizes, st.integers(4, 400), st.integers(4, 400))
 def test_size_rects_cover_and_respect_target(w: int, h: int, tw: int, th: int) -> None:
     rects = size_rects(w, h, tw, th)
     check_coverage(rects, w, h)
     assert all(r.width <= tw and r.height <= th for r in rects)
 
 
+@settings(deadline=None)
 @given(grids(), st.integers(0, 64))
 def test_overscan_render_rect_contains_rect_and_stays_in_image(
     grid: tuple[int, int, int, int], overscan: int
@@ -227,3 +230,19 @@ def test_tile_times_feed_replan() -> None:
     new = replan(plan, times.seconds_for(plan), target_s=2.0)
     assert len(new) > 4 - 1
     check_coverage([t.rect for t in new], 128, 128)
+
+
+def test_merged_tiles_stay_within_target() -> None:
+    plan = plan_tiles(256, 256, cols=8, rows=8)
+    new = replan(plan, {t.index: 0.1 for t in plan}, target_s=1.0)
+    check_coverage([t.rect for t in new], 256, 256)
+    cell = plan.tiles[0].rect.area
+    assert len(new) < len(plan) // 4
+    assert all(t.rect.area // cell * 0.1 <= 1.0 + 1e-9 for t in new)
+
+
+def test_large_cold_plan_replans_quickly() -> None:
+    plan = plan_tiles(3840, 2160, cols=64, rows=36)  # 2,304 tiles
+    new = replan(plan, {t.index: 0.01 for t in plan}, target_s=1.0)
+    check_coverage([t.rect for t in new], 3840, 2160)
+    assert len(new) < 100
