@@ -171,19 +171,18 @@ def on_cancelled(state: TileState, *, by: str) -> Transition:
 def rollup(counts: Mapping[TileState, int]) -> TileState:
     """The parent's state from its children's state counts.
 
-    Rules, in order: no children or all done -> DONE; any failed -> FAILED (the failure is what a
-    user must see first); all terminal with some cancelled -> CANCELLED; anything running or a mix
-    of finished and unfinished -> RUNNING; some pending -> PENDING; otherwise WAITING.
+    Rules, in order: no children or all done -> DONE; all finished with some failed -> FAILED;
+    all finished with some cancelled -> CANCELLED; anything running, or a mix of finished and
+    unfinished -> RUNNING (a failure shows in the counts, but siblings still run); some pending
+    -> PENDING; otherwise WAITING.
     """
     live = {state: n for state, n in counts.items() if n > 0}
     total = sum(live.values())
     if total == 0 or live.get(TileState.DONE, 0) == total:
         return TileState.DONE
-    if TileState.FAILED in live:
-        return TileState.FAILED
     if all(state in TERMINAL for state in live):
-        return TileState.CANCELLED
-    if TileState.RUNNING in live or TileState.DONE in live:
+        return TileState.FAILED if TileState.FAILED in live else TileState.CANCELLED
+    if TileState.RUNNING in live or any(state in TERMINAL for state in live):
         return TileState.RUNNING
     if TileState.PENDING in live:
         return TileState.PENDING

@@ -75,6 +75,7 @@ def ray_local() -> Iterator[None]:
         pools=[
             PoolDecl("cpu", Accelerator.NONE),
             PoolDecl("h100", Accelerator.H100),
+            PoolDecl("ascend", Accelerator.ASCEND_910B),
         ],
         num_cpus=2,
         object_store_memory=300 * 1024 * 1024,

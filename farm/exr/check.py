@@ -79,7 +79,7 @@ def check_frame_file(
         return FrameProblem(frame=frame, path="" if path is None else str(path), problem=text)
 
     if path is None:
-        return [problem("no file was recorded for this frame")]
+        return [problem("missing: no file was recorded for this frame")]
     if not os.path.exists(path):
         return [problem("file is missing")]
     try:

@@ -67,8 +67,9 @@ class DiskStore(BlobStore):
                     "corrupted or the hash is wrong; nothing was stored, send it again"
                 )
             target = self.path(content_hash)
-            if target.exists():
+            if target.is_file() and target.stat().st_size == size:
                 return PutResult(content_hash, size, self.key(content_hash), created=False)
+            # Absent, or damaged on disk (truncated): the verified bytes replace it atomically.
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, target)
             tmp_name = ""

@@ -203,12 +203,12 @@ class Dispatcher:
         submissions: list[tuple[TileTask, str, InFlight]] = []
         with self.db.session() as session:
             rows = session.execute(
-                select(m.Tile, m.Job.studio_id, m.Layer.position, m.Layer.pool)
+                select(m.Tile, m.Job.studio_id, m.Layer.position, m.Layer.pool, m.Frame.number)
                 .join(m.Job, m.Job.id == m.Tile.job_id)
                 .join(m.Layer, m.Layer.id == m.Tile.layer_id)
                 .join(m.Frame, m.Frame.id == m.Tile.frame_id)
                 .where(m.Tile.state == TileState.PENDING)
-                .order_by(m.Tile.job_id, m.Layer.position, m.Frame.number, m.Tile.index)
+                .order_by(m.Tile.job_id, m.Frame.number, m.Layer.position, m.Tile.index)
                 .limit(5000)
             ).all()
             if not rows:
@@ -218,13 +218,13 @@ class Dispatcher:
                 PendingTile(
                     job_id=tile.job_id,
                     layer_position=position,
-                    frame=0,
+                    frame=number,
                     index=tile.index,
                     tile_id=tile.id,
                     studio_id=studio_id,
                     pool=pool,
                 )
-                for tile, studio_id, position, pool in rows
+                for tile, studio_id, position, pool, number in rows
             ]
             snapshot = Snapshot(pending=pending, free_slots=free)
             self._note_unplaceable(session, snapshot)
@@ -429,6 +429,7 @@ class Dispatcher:
     def _apply(self, results: list[tuple[InFlight, TileResult]]) -> None:
         """Commit a batch of attempt results, their usage records and events in one transaction."""
         now = datetime.now(UTC)
+        finished: list[int] = []
         touched_jobs: set[int] = set()
         changes: dict[int, list[list[Any]]] = defaultdict(list)
         with self.db.session() as session:
@@ -486,6 +487,11 @@ class Dispatcher:
                 session.refresh(job)
                 before = job.state
                 fr.roll_up_job(job, now)
+                # Cascade now: downstream frames of a failed frame are cancelled, and frames
+                # whose inputs just finished get their tiles planned without waiting a tick.
+                if fr.activate_frames(session, job, self._spec(job)):
+                    session.flush()
+                    fr.roll_up_job(job, now)
                 session.add(
                     m.Event(
                         studio_id=job.studio_id,
@@ -496,6 +502,36 @@ class Dispatcher:
                 )
                 if job.state != before:
                     session.add(self._job_event(job))
+                    if TileState(job.state) in TERMINAL:
+                        finished.append(job.id)
+        for job_id in finished:
+            self._contact_sheets(job_id)
+
+    def _contact_sheets(self, job_id: int) -> None:
+        """A contact sheet of each assemble layer's previews, beside its frames."""
+        from farm.exr.preview import contact_sheet
+
+        with self.db.session() as session:
+            layers = session.scalars(
+                select(m.Layer).where(m.Layer.job_id == job_id, m.Layer.kind == LayerKind.ASSEMBLE)
+            ).all()
+            sheets = [
+                [(f.number, f.preview_path) for f in layer.frames if f.preview_path]
+                for layer in layers
+            ]
+        for previews in sheets:
+            if not previews:
+                continue
+            folder = Path(previews[0][1]).parent
+            try:
+                contact_sheet(
+                    [path for _, path in previews],
+                    folder / "contact_sheet.png",
+                    columns=min(4, len(previews)),
+                    labels=[f"frame {number}" for number, _ in previews],
+                )
+            except Exception:  # noqa: BLE001 - a missing preview must not stop the farm
+                log.exception("contact sheet for job %s failed", job_id)
 
     def _output_lost(
         self, session: Session, tile_id: int, changes: dict[int, list[list[Any]]]

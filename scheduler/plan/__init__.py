@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, order=True)
 class PendingTile:
-    """A tile ready to run. Field order is the FIFO order inside one studio."""
+    """A tile ready to run. Field order is the FIFO order inside one studio.
+
+    Frame before layer: frame 1's assemble goes ahead of frame 2's render tiles, so frames
+    finish one after another (progressive) instead of all at the end.
+    """
 
     job_id: int
-    layer_position: int
     frame: int
+    layer_position: int
     index: int
     tile_id: int
     studio_id: int = field(compare=False)
@@ -51,7 +55,7 @@ class Unplaceable:
 def plan(snapshot: Snapshot) -> list[Decision]:
     """Fill each pool's free slots, alternating between studios so none waits behind another.
 
-    Inside a studio, tiles go oldest job first, then by layer, frame and tile index: earlier
+    Inside a studio, tiles go oldest job first, then by frame, layer and tile index: earlier
     frames finish (and assemble) first, which is what an artist watching dailies wants.
     """
     by_pool_studio: dict[str, dict[int, deque[PendingTile]]] = defaultdict(dict)

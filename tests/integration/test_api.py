@@ -34,7 +34,9 @@ def upload(api: TestClient, who: StudioUser, data: bytes) -> str:
     return digest
 
 
-def seed_version(api: TestClient, who: StudioUser, show_id: int, tmp_path: Path, frame: Any = None) -> int:
+def seed_version(
+    api: TestClient, who: StudioUser, show_id: int, tmp_path: Path, frame: Any = None
+) -> int:
     path = tmp_path / "seed.dpc"
     write_cache(path, [frame if frame is not None else small_frame(50)])
     digest = upload(api, who, path.read_bytes())
@@ -70,8 +72,9 @@ def test_shows_and_shots_round_trip(api: TestClient, db: Database) -> None:
     response = api.post("/shows", json={"name": "seamonster", "title": "Sea"}, headers=who.headers)
     assert response.status_code == 201
     show_id = response.json()["id"]
-    shot = api.post(f"/shows/{show_id}/shots", json={"name": "sh0100", "sequence": "sq010"},
-                    headers=who.headers)
+    shot = api.post(
+        f"/shows/{show_id}/shots", json={"name": "sh0100", "sequence": "sq010"}, headers=who.headers
+    )
     assert shot.status_code == 201, shot.text
     assert shot.json()["sequence"] == "sq010"
     assert [s["name"] for s in api.get(f"/shows/{show_id}/shots", headers=who.headers).json()] == [
@@ -81,17 +84,24 @@ def test_shows_and_shots_round_trip(api: TestClient, db: Database) -> None:
     assert again.status_code == 409
 
 
-def test_another_studios_job_show_and_blob_are_404(api: TestClient, db: Database, tmp_path: Path) -> None:
+def test_another_studios_job_show_and_blob_are_404(
+    api: TestClient, db: Database, tmp_path: Path
+) -> None:
     alpha, beta = make_studio(db, "alpha"), make_studio(db, "beta")
     shot_id, show_id = shot_and_show(db, alpha)
     version = seed_version(api, alpha, show_id, tmp_path)
-    job = api.post("/jobs", json=job_spec(shot_id, version).model_dump(mode="json"),
-                   headers=alpha.headers)
+    job = api.post(
+        "/jobs", json=job_spec(shot_id, version).model_dump(mode="json"), headers=alpha.headers
+    )
     assert job.status_code == 201, job.text
     job_id = job.json()["id"]
     assert api.get(f"/jobs/{job_id}", headers=alpha.headers).status_code == 200
-    for path in (f"/jobs/{job_id}", f"/shows/{show_id}", f"/shows/{show_id}/report",
-                 f"/jobs/{job_id}/check"):
+    for path in (
+        f"/jobs/{job_id}",
+        f"/shows/{show_id}",
+        f"/shows/{show_id}/report",
+        f"/jobs/{job_id}/check",
+    ):
         response = api.get(path, headers=beta.headers)
         assert response.status_code == 404, path
         assert response.json()["error"] == "not_found"
@@ -100,11 +110,13 @@ def test_another_studios_job_show_and_blob_are_404(api: TestClient, db: Database
     with db.session() as session:
         alpha_hash = session.scalars(select(m.AssetVersion.content_hash)).first()
     assert api.head(f"/blobs/{alpha_hash}", headers=beta.headers).status_code == 404
-    assert api.post("/blobs/missing", json={"hashes": [alpha_hash]},
-                    headers=beta.headers).json()["missing"] == [alpha_hash]
+    assert api.post("/blobs/missing", json={"hashes": [alpha_hash]}, headers=beta.headers).json()[
+        "missing"
+    ] == [alpha_hash]
     # Beta submitting against alpha's shot or asset version is refused too.
-    theirs = api.post("/jobs", json=job_spec(shot_id, version).model_dump(mode="json"),
-                      headers=beta.headers)
+    theirs = api.post(
+        "/jobs", json=job_spec(shot_id, version).model_dump(mode="json"), headers=beta.headers
+    )
     assert theirs.status_code == 404
     assert theirs.json()["field"] == "shot_id"
 
@@ -149,13 +161,20 @@ def count_jobs(db: Database) -> int:
 @pytest.mark.parametrize(
     ("mutate", "field", "words"),
     [
-        (lambda s: s["layers"][1].update(kind="volume_render"), "layers[1].kind", "particle_render"),
+        (
+            lambda s: s["layers"][1].update(kind="volume_render"),
+            "layers[1].kind",
+            "particle_render",
+        ),
         (lambda s: s.update(frames={"first": 5, "last": 1}), "frames", "empty frame range"),
         (lambda s: s.update(frames={"first": -1, "last": 1}), "frames.first", ">= 0"),
         (lambda s: s["layers"][1]["tiles"].update(cols=500), "layers[1].tiles.cols", "at most 64"),
         (lambda s: s["layers"][2].update(depends_on=["grade"]), "layers[2].depends_on", "grade"),
-        (lambda s: s["layers"][0].update(input_asset_version=99999),
-         "layers[0].input_asset_version", "does not exist"),
+        (
+            lambda s: s["layers"][0].update(input_asset_version=99999),
+            "layers[0].input_asset_version",
+            "does not exist",
+        ),
         (lambda s: s["layers"][1].update(pool="quantum"), "layers[1].pool", "unknown pool"),
     ],
 )
@@ -185,8 +204,9 @@ def test_bad_particles_in_a_seed_are_refused_before_any_tile(
     frame = small_frame(50)
     frame.position[17, 1] = float("nan")
     version = seed_version(api, who, show_id, tmp_path, frame)
-    response = api.post("/jobs", json=job_spec(shot_id, version).model_dump(mode="json"),
-                        headers=who.headers)
+    response = api.post(
+        "/jobs", json=job_spec(shot_id, version).model_dump(mode="json"), headers=who.headers
+    )
     assert response.status_code == 422
     body = response.json()
     assert body["field"] == "layers[0].input_asset_version"
@@ -194,12 +214,17 @@ def test_bad_particles_in_a_seed_are_refused_before_any_tile(
     assert count_jobs(db) == 0
 
 
-def test_a_good_job_is_stored_with_its_frames(api: TestClient, db: Database, tmp_path: Path) -> None:
+def test_a_good_job_is_stored_with_its_frames(
+    api: TestClient, db: Database, tmp_path: Path
+) -> None:
     who = make_studio(db, "alpha")
     shot_id, show_id = shot_and_show(db, who)
     version = seed_version(api, who, show_id, tmp_path)
-    response = api.post("/jobs", json=job_spec(shot_id, version, frames=(1, 3)).model_dump(mode="json"),
-                        headers=who.headers)
+    response = api.post(
+        "/jobs",
+        json=job_spec(shot_id, version, frames=(1, 3)).model_dump(mode="json"),
+        headers=who.headers,
+    )
     assert response.status_code == 201
     job = response.json()
     assert job["state"] == "waiting"

@@ -28,10 +28,17 @@ def test_round_trip_from_studio_to_tiles(db: Database) -> None:
     shot_id = make_shot(db, who)
     with db.session() as session:
         user = session.get_one(m.User, who.user_id)
-        queries.record_blob(session, who.studio_id, content_hash="a" * 64, size_bytes=10,
-                            storage_key="aa/aa/" + "a" * 64)
+        queries.record_blob(
+            session,
+            who.studio_id,
+            content_hash="a" * 64,
+            size_bytes=10,
+            storage_key="aa/aa/" + "a" * 64,
+        )
         version = queries.register_asset_version(
-            session, user, session.get_one(m.Shot, shot_id).show_id,
+            session,
+            user,
+            session.get_one(m.Shot, shot_id).show_id,
             schemas.AssetVersionCreate(asset="seed", kind="particle_seed", content_hash="a" * 64),
         )
         job = queries.submit_job(session, user, job_spec(shot_id, version.id, frames=(1001, 1003)))
@@ -55,8 +62,9 @@ def test_asset_versions_count_up_and_stay_immutable(db: Database) -> None:
         user = session.get_one(m.User, who.user_id)
         show_id = session.get_one(m.Shot, shot_id).show_id
         for digit in "bc":
-            queries.record_blob(session, who.studio_id, content_hash=digit * 64, size_bytes=1,
-                                storage_key=digit)
+            queries.record_blob(
+                session, who.studio_id, content_hash=digit * 64, size_bytes=1, storage_key=digit
+            )
         v1 = queries.register_asset_version(
             session, user, show_id, schemas.AssetVersionCreate(asset="seed", content_hash="b" * 64)
         )

@@ -5,10 +5,17 @@ from __future__ import annotations
 from scheduler.plan import PendingTile, Snapshot, Unplaceable, plan, unplaceable
 
 
-def tile(tile_id: int, *, studio: int = 1, job: int = 1, frame: int = 0, pool: str = "cpu") -> PendingTile:
+def tile(
+    tile_id: int, *, studio: int = 1, job: int = 1, frame: int = 0, pool: str = "cpu"
+) -> PendingTile:
     return PendingTile(
-        job_id=job, layer_position=0, frame=frame, index=tile_id, tile_id=tile_id,
-        studio_id=studio, pool=pool,
+        job_id=job,
+        layer_position=0,
+        frame=frame,
+        index=tile_id,
+        tile_id=tile_id,
+        studio_id=studio,
+        pool=pool,
     )
 
 
@@ -40,6 +47,24 @@ def test_same_snapshot_same_decisions() -> None:
 
 
 def test_reports_pools_that_no_node_offers() -> None:
-    snapshot = Snapshot(pending=[tile(1, pool="ascend"), tile(2, pool="ascend"), tile(3)],
-                        free_slots={"cpu": 2})
+    snapshot = Snapshot(
+        pending=[tile(1, pool="ascend"), tile(2, pool="ascend"), tile(3)], free_slots={"cpu": 2}
+    )
     assert unplaceable(snapshot, {"cpu": 2.0}) == [Unplaceable("ascend", 2)]
+
+
+def test_a_frames_assemble_goes_before_the_next_frames_render_tiles() -> None:
+    def at(tile_id: int, frame: int, layer: int) -> PendingTile:
+        return PendingTile(
+            job_id=1,
+            frame=frame,
+            layer_position=layer,
+            index=0,
+            tile_id=tile_id,
+            studio_id=1,
+            pool="cpu",
+        )
+
+    pending = [at(1, frame=2, layer=1), at(2, frame=1, layer=2), at(3, frame=2, layer=2)]
+    decisions = plan(Snapshot(pending=pending, free_slots={"cpu": 1}))
+    assert [d.tile_id for d in decisions] == [2]

@@ -22,8 +22,12 @@ def spec(**changes: Any) -> dict[str, Any]:
         "camera": small_camera().model_dump(),
         "layers": [
             {"name": "sim", "kind": "particle_sim", "input_asset_version": 1},
-            {"name": "render", "kind": "particle_render", "depends_on": ["sim"],
-             "tiles": {"cols": 4, "rows": 2}},
+            {
+                "name": "render",
+                "kind": "particle_render",
+                "depends_on": ["sim"],
+                "tiles": {"cols": 4, "rows": 2},
+            },
             {"name": "comp", "kind": "assemble", "depends_on": ["render"]},
         ],
     }

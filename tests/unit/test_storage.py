@@ -57,3 +57,13 @@ def test_store_pickles_as_its_root_for_ray_tasks(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(store))
     put = store.put_bytes(b"shared")
     assert clone.exists(put.content_hash)
+
+
+def test_a_damaged_blob_is_repaired_by_the_next_put_of_its_bytes(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path)
+    data = b"tile pixels" * 100
+    put = store.put_bytes(data)
+    store.path(put.content_hash).write_bytes(data[:10])  # truncated on disk
+    again = store.put_bytes(data, expect_hash=put.content_hash)
+    assert again.created
+    assert store.path(put.content_hash).read_bytes() == data

@@ -1,0 +1,235 @@
+"""Jobs through the real dispatcher on a local Ray: progressive assembly, retries, blocked frames.
+
+Tests that need to act between two stages hold a pool back with :class:`GatedDispatcher` (the
+planner then sees no free slots there), change something in the store, and let it go.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from farm import schemas
+from farm.db import models as m
+from farm.db import queries
+from farm.db.session import Database
+from farm.exr.io import read_exr
+from farm.frame_check import check_job_frames
+from farm.particles.cache import read_cache
+from farm.particles.camera import Camera
+from farm.particles.render import render_frame
+from farm.storage import DiskStore
+from farm.vocab import AOV_CHANNELS
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.tiles import TilePlan
+from tests.factories import job_spec, make_shot, make_studio, write_seed
+
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
+
+
+class GatedDispatcher(Dispatcher):
+    """A dispatcher that sends nothing to the pools in ``gated`` until they are removed."""
+
+    gated: set[str]
+
+    def _free_slots(self) -> dict[str, int]:
+        slots = super()._free_slots()
+        return {pool: (0 if pool in self.gated else n) for pool, n in slots.items()}
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> tuple[Database, DiskStore, Path]:
+    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
+    db.migrate()
+    with db.session() as session:
+        queries.ensure_default_pools(session)
+    return db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
+
+
+def submit(
+    db: Database, store: DiskStore, tmp_path: Path, **spec_args: object
+) -> tuple[int, schemas.JobSpec]:
+    who = make_studio(db, "alpha")
+    shot_id = make_shot(db, who)
+    put = store.put_file(write_seed(tmp_path / "seed.dpc"))
+    with db.session() as session:
+        user = session.get_one(m.User, who.user_id)
+        queries.record_blob(
+            session,
+            who.studio_id,
+            content_hash=put.content_hash,
+            size_bytes=put.size_bytes,
+            storage_key=put.storage_key,
+        )
+        show_id = session.get_one(m.Shot, shot_id).show_id
+        version = queries.register_asset_version(
+            session,
+            user,
+            show_id,
+            schemas.AssetVersionCreate(
+                asset="seed", kind="particle_seed", content_hash=put.content_hash
+            ),
+        )
+        spec = job_spec(shot_id, version.id, **spec_args)  # type: ignore[arg-type]
+        job = queries.submit_job(session, user, spec)
+        return job.id, spec
+
+
+def tick_until(
+    dispatcher: Dispatcher, condition: Callable[[], bool], timeout_s: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        dispatcher.tick()
+        assert time.monotonic() < deadline, "condition not reached in time"
+
+
+def tiles_of(db: Database, job_id: int, layer: str, frame: int) -> list[m.Tile]:
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(m.Tile)
+                .join(m.Layer, m.Layer.id == m.Tile.layer_id)
+                .join(m.Frame, m.Frame.id == m.Tile.frame_id)
+                .where(m.Tile.job_id == job_id, m.Layer.name == layer, m.Frame.number == frame)
+                .order_by(m.Tile.index)
+            )
+        )
+
+
+def frame_state(db: Database, job_id: int, layer: str, frame: int) -> str:
+    with db.session() as session:
+        return session.execute(
+            select(m.Frame.state)
+            .join(m.Layer, m.Layer.id == m.Frame.layer_id)
+            .where(m.Layer.job_id == job_id, m.Layer.name == layer, m.Frame.number == frame)
+        ).scalar_one()
+
+
+def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, spec = submit(db, store, tmp_path, frames=(1, 3), size=(61, 37), grid=(4, 3))
+    dispatcher = Dispatcher(db, store, out)
+    dispatcher.run_until_done([job_id], timeout_s=300)
+    with db.session() as session:
+        detail = queries.job_detail(session, 1, job_id)
+        assert detail.state == "done", detail.model_dump_json(indent=1)[:2000]
+        render, comp = detail.layers[1], detail.layers[2]
+        assert render.tile_counts == {"done": 3 * 12}
+        assert all(t.pool == "h100" for f in render.frames for t in f.tiles)
+        assert all(f.tile_plan == "12 tiles (4x3 grid), overscan 2 px" for f in render.frames)
+        usage = session.scalars(select(m.UsageRecord)).all()
+        assert len(usage) == 3 + 36 + 3 and all(u.cost > 0 for u in usage)
+    channels = [c for aovs in AOV_CHANNELS.values() for c in aovs]
+    for frame in comp.frames:
+        assert frame.output_path and Path(frame.output_path).is_file()
+        assert frame.preview_path and Path(frame.preview_path).is_file()
+        image = read_exr(frame.output_path)
+        assert (image.width, image.height) == (61, 37)
+        assert sorted(image.channels) == sorted(channels)
+        assert image.channels["R"].dtype == np.float16
+        assert image.channels["Z"].dtype == np.float32
+        assert image.channels["id"].dtype == np.uint32
+        assert image.attributes["delta/job"] == f"{job_id}:testjob"
+        assert image.attributes["delta/frame"] == frame.number
+        recorded = TilePlan.from_json(json.loads(str(image.attributes["delta/tile_plan"])))
+        assert len(recorded.tiles) == 12 and recorded.overscan == 2
+        # The tiled, overscanned, cropped and stitched frame is the whole-frame render.
+        tile = tiles_of(db, job_id, "sim", frame.number)[0]
+        with store.local_path(tile.output_hash or "") as cache_path:
+            whole = render_frame(
+                read_cache(cache_path).frame(frame.number),
+                Camera.model_validate(spec.camera.model_dump()),
+                width=61,
+                height=37,
+            )
+        for name in ("R", "G", "B", "A"):
+            assert np.array_equal(image.channels[name], whole[name].astype(np.float16)), name
+        for name in ("Z", "id", "velocity.X", "velocity.Y"):
+            assert np.array_equal(image.channels[name], whole[name]), name
+    assert (Path(comp.frames[0].output_path or "").parent / "contact_sheet.png").is_file()
+
+
+def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 4), size=(64, 48), grid=(4, 4))
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=300)
+    first_frame_written = tiles_of(db, job_id, "comp", 1)[0].finished_at
+    last_render_tiles = [t.finished_at for t in tiles_of(db, job_id, "render", 4)]
+    assert first_frame_written is not None
+    assert first_frame_written < max(t for t in last_render_tiles if t is not None)
+
+
+def test_a_corrupt_tile_file_is_rendered_again_never_assembled(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2))
+    with db.session() as session:
+        for layer in session.scalars(select(m.Layer).where(m.Layer.name == "comp")):
+            layer.pool = "ascend"
+    dispatcher = GatedDispatcher(db, store, out)
+    dispatcher.gated = {"ascend"}
+    tick_until(dispatcher, lambda: frame_state(db, job_id, "render", 1) == "done")
+    victim, missing = tiles_of(db, job_id, "render", 1)[1:3]
+    path = store.path(victim.output_hash or "")
+    path.write_bytes(path.read_bytes()[:200])  # truncated: a corrupt EXR
+    store.delete(missing.output_hash or "")  # and one tile file gone entirely
+    dispatcher.gated = set()
+    dispatcher.run_until_done([job_id], timeout_s=120)
+    retried = {t.id: t for t in tiles_of(db, job_id, "render", 1)}
+    for tile in (victim, missing):
+        assert retried[tile.id].state == "done"
+        assert retried[tile.id].attempts == 2
+    assert frame_state(db, job_id, "comp", 1) == "done"
+    with db.session() as session:
+        failed = session.scalars(
+            select(m.UsageRecord).where(m.UsageRecord.succeeded.is_(False))
+        ).all()
+        assert {u.tile_id for u in failed} == {tiles_of(db, job_id, "comp", 1)[0].id}
+
+
+def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 2), grid=(2, 1))
+    dispatcher = GatedDispatcher(db, store, out, max_attempts=2)
+    dispatcher.gated = {"h100"}
+    tick_until(
+        dispatcher,
+        lambda: (
+            frame_state(db, job_id, "sim", 2) == "done"
+            and frame_state(db, job_id, "sim", 1) == "done"
+        ),
+    )
+    store.delete(tiles_of(db, job_id, "sim", 2)[0].output_hash or "")  # frame 2's cache is lost
+    dispatcher.gated = set()
+    dispatcher.run_until_done([job_id], timeout_s=120)
+    assert frame_state(db, job_id, "render", 2) == "failed"
+    assert frame_state(db, job_id, "comp", 2) == "cancelled"
+    assert frame_state(db, job_id, "comp", 1) == "done"
+    failed = tiles_of(db, job_id, "render", 2)
+    assert all(t.state == "failed" and t.attempts == 2 for t in failed)
+    assert all("failed 2 times" in t.reason and "not in the store" in t.reason for t in failed)
+    with db.session() as session:
+        assert session.get_one(m.Job, job_id).state == "failed"
+        report = check_job_frames(session, 1, job_id)
+    assert report.frames_checked == 2
+    assert [p.frame for p in report.problems] == [2]
+    assert "missing" in report.problems[0].problem
+
+
+def test_restart_requeues_tiles_left_running(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
+    first = Dispatcher(db, store, out)
+    first._activate()
+    assert first._dispatch() == 1  # committed RUNNING and sent to Ray, never collected
+    # The first dispatcher "dies" here; a new one finds the tile RUNNING and requeues it.
+    second = Dispatcher(db, store, out)
+    assert tiles_of(db, job_id, "sim", 1)[0].state == "pending"
+    second.run_until_done([job_id], timeout_s=120)
+    assert tiles_of(db, job_id, "sim", 1)[0].attempts == 1
