@@ -86,21 +86,21 @@ def sea_monster(count: int = 1_000_000, *, seed: int = 0) -> ParticleFrame:
     rad: list[np.ndarray] = []
 
     n = b["sea"][1] - b["sea"][0]
-    x = rng.uniform(-70.0, 70.0, n)
     z = -90.0 + 115.0 * np.sqrt(rng.random(n))  # denser towards the camera
+    x = -5.0 + rng.uniform(-1.0, 1.0, n) * (0.75 * (34.0 - z) + 4.0)  # the visible wedge
     y = _wave(x, z, 0.0)
-    foam = np.clip(y * 2.5 + rng.normal(0, 0.3, n), 0, 1)
+    foam = np.clip(y * 2.0 - 0.1 + rng.normal(0, 0.25, n), 0, 1) ** 2
     pos.append(np.stack([x, y, z], 1))
     rgb.append(np.stack([0.02 + 0.8 * foam, 0.12 + 0.75 * foam, 0.22 + 0.7 * foam], 1))
     op.append(0.55 + 0.4 * rng.random(n))
-    rad.append(0.09 + 0.0025 * np.abs(z))
+    rad.append(0.05 + 0.0012 * np.abs(z))
 
     n = b["body"][1] - b["body"][0]
     p, c = _body(rng, n)
     pos.append(p)
     rgb.append(c)
     op.append(np.full(n, 0.9))
-    rad.append(rng.uniform(0.06, 0.1, n))
+    rad.append(rng.uniform(0.04, 0.065, n))
 
     n = b["fins"][1] - b["fins"][0]
     s = rng.uniform(0.05, 0.95, 4 * n + 64)
@@ -111,7 +111,7 @@ def sea_monster(count: int = 1_000_000, *, seed: int = 0) -> ParticleFrame:
     pos.append(fin)
     rgb.append(np.stack([0.8 - 0.3 * h, 0.25 + 0.1 * h, 0.1 + 0.0 * h], 1))
     op.append(np.full(n, 0.8))
-    rad.append(np.full(n, 0.07))
+    rad.append(np.full(n, 0.05))
 
     n = b["eyes"][1] - b["eyes"][0]
     head = _spine(np.array([0.985]))[0]

@@ -155,7 +155,7 @@ def monster() -> ParticleFrame:
 
 def test_non_dividing_grid_1001x537_in_7x5(monster: ParticleFrame) -> None:
     whole = check_tiling(monster, monster_camera(), 1001, 537, even_grid(1001, 537, 7, 5))
-    assert (whole["id"] > 0).mean() > 0.2, "the scene should cover a good part of the frame"
+    assert (whole["id"] > 0).mean() > 0.1, "the scene should cover a good part of the frame"
 
 
 def test_one_tile_is_the_whole_frame(monster: ParticleFrame) -> None:
