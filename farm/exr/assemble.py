@@ -240,6 +240,48 @@ def assemble_frame(
     return stitcher.finish()
 
 
+def stitch_files(
+    tile_files: Sequence[tuple[TileLike, StrPath]],
+    *,
+    width: int,
+    height: int,
+    channels: Sequence[str],
+) -> tuple[dict[str, np.ndarray], list[tuple[int, TileCorrupt]]]:
+    """Reads every tile file and stitches the frame, on one thread per core.
+
+    OpenEXR and NumPy release the GIL while reading and copying, so reading 64 tiles overlaps
+    with copying them into preallocated frame arrays.
+
+    Returns:
+        The frame's channels, and ``(position in tile_files, error)`` for every tile whose file
+        was missing or wrong. When that list is not empty the frame has holes: never write it,
+        render those tiles again.
+    """
+    stitcher = _FrameStitcher(width=width, height=height, channels=channels)
+    corrupt: list[tuple[int, TileCorrupt]] = []
+
+    def read_and_add(position: int, tile: TileLike, path: StrPath) -> None:
+        try:
+            pixels = read_tile(
+                path, expect_rect=tile.render_rect, expect_channels=stitcher.channels
+            )
+        except TileCorrupt as exc:
+            corrupt.append((position, exc))
+            return
+        stitcher.add(tile, pixels)
+
+    workers = max(1, min(os.cpu_count() or 1, len(tile_files)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assemble") as pool:
+        for future in [
+            pool.submit(read_and_add, i, tile, path) for i, (tile, path) in enumerate(tile_files)
+        ]:
+            future.result()
+    corrupt.sort(key=lambda item: item[0])
+    if corrupt:
+        return {}, corrupt
+    return stitcher.finish(), corrupt
+
+
 def assemble_files(
     tile_files: Sequence[tuple[TileLike, StrPath]],
     out_path: StrPath,
@@ -263,25 +305,12 @@ def assemble_files(
             nothing is written then.
         InvalidSpec: when the tiles do not cover the frame exactly once.
     """
-    stitcher = _FrameStitcher(width=width, height=height, channels=channels)
-
-    def read_and_add(tile: TileLike, path: StrPath) -> None:
-        pixels = read_tile(path, expect_rect=tile.render_rect, expect_channels=stitcher.channels)
-        stitcher.add(tile, pixels)
-
-    workers = max(1, min(os.cpu_count() or 1, len(tile_files)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assemble") as pool:
-        futures = [pool.submit(read_and_add, tile, path) for tile, path in tile_files]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()  # a corrupt tile fails the frame: do not read the rest
-            raise
+    frame, corrupt = stitch_files(tile_files, width=width, height=height, channels=channels)
+    if corrupt:
+        raise corrupt[0][1]
     write_exr(
         out_path,
-        stitcher.finish(),
+        frame,
         width=width,
         height=height,
         compression=compression,

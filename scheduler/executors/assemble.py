@@ -10,36 +10,34 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import numpy as np
-
-from farm.errors import NotFound
-from farm.exr.assemble import TileCorrupt, assemble_frame, read_tile
+from farm.errors import InvalidSpec, NotFound
+from farm.exr.assemble import stitch_files
 from farm.exr.io import write_exr
 from farm.exr.preview import preview_png
 from farm.storage import BlobStore
 from farm.vocab import Compression, ExrLayout
-from scheduler.executors.base import ExecutorOutput, TileTask
+from scheduler.executors.base import ExecutorOutput, InputTile, TileTask
 
 
 def run_assemble(task: TileTask, store: BlobStore) -> ExecutorOutput:
     spec = task.layer_spec
     channels = list(task.channels)
     corrupt: list[int] = []
-    pieces: list[tuple[object, dict[str, np.ndarray]]] = []
+    present: list[tuple[InputTile, Path]] = []
     with contextlib.ExitStack() as stack:
         for tile in task.input_tiles:
             try:
-                path = stack.enter_context(store.local_path(tile.content_hash))
-                pixels = read_tile(path, expect_rect=tile.render_rect, expect_channels=channels)
-            except (TileCorrupt, NotFound, OSError):
-                # A missing blob, an unreadable file or a tile of the wrong window all mean
-                # "render this tile again", never "write the frame anyway".
-                corrupt.append(tile.tile_id)
-                continue
-            pieces.append((tile, pixels))
+                present.append((tile, stack.enter_context(store.local_path(tile.content_hash))))
+            except (NotFound, InvalidSpec):
+                corrupt.append(tile.tile_id)  # the blob is gone (or never was): render it again
+        if not corrupt:
+            frame, unreadable = stitch_files(
+                present, width=task.width, height=task.height, channels=channels
+            )
+            corrupt.extend(present[position][0].tile_id for position, _ in unreadable)
     if corrupt:
-        return ExecutorOutput(output_hash=None, corrupt_input_tiles=tuple(corrupt))
-    frame = assemble_frame(pieces, width=task.width, height=task.height, channels=channels)  # type: ignore[arg-type]
+        # A frame with a hole is never written: these tiles are rendered again first.
+        return ExecutorOutput(output_hash=None, corrupt_input_tiles=tuple(sorted(corrupt)))
     assert task.output_path is not None
     out = Path(task.output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
