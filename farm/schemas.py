@@ -17,7 +17,7 @@ from farm.particles.camera import Camera
 from farm.states import TileState
 from farm.vocab import AOV, Accelerator, Compression, ExrLayout, LayerKind, PixelRect, Role
 
-SPEC_VERSION = "delta/2026-11"
+SPEC_VERSION: Literal["delta/2026-11"] = "delta/2026-11"
 """The one job-spec version this farm reads; decoding lists the allowed values on a mismatch."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -125,7 +125,7 @@ class PixelRect(BaseModel):
         return (self.x0, self.y0, self.x1, self.y1)
 
     def expand(self, margin: int, *, width: int, height: int) -> PixelRect:
-        """This rectangle grown by ``margin`` px on every side, clipped to a ``width x height`` image."""
+        """This rectangle grown by ``margin`` px on every side, clipped to the image."""
         return PixelRect(
             x0=max(0, self.x0 - margin),
             y0=max(0, self.y0 - margin),

@@ -62,6 +62,6 @@ def error_from_response(response: httpx.Response) -> FarmError:
         cls = ERRORS_BY_CODE.get(body.get("error", ""), FarmError)
         return cls(str(body.get("message", response.reason_phrase)), field=body.get("field"))
     except (ValueError, AttributeError):
-        cls = {401: "unauthenticated", 404: "not_found", 503: "unavailable"}
-        error_cls = ERRORS_BY_CODE.get(cls.get(response.status_code, ""), FarmError)
+        codes = {401: "unauthenticated", 404: "not_found", 503: "unavailable"}
+        error_cls = ERRORS_BY_CODE.get(codes.get(response.status_code, ""), FarmError)
         return error_cls(f"HTTP {response.status_code} from {response.url}: {response.text[:200]}")

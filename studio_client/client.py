@@ -108,7 +108,9 @@ class Client:
     def register_asset_version(
         self, show_id: int, *, asset: str, content_hash: str, kind: str = "other"
     ) -> schemas.AssetVersionOut:
-        body = schemas.AssetVersionCreate(asset=asset, kind=kind, content_hash=content_hash)  # type: ignore[arg-type]
+        body = schemas.AssetVersionCreate.model_validate(
+            {"asset": asset, "kind": kind, "content_hash": content_hash}
+        )
         return self._http.send(
             "POST", f"/shows/{show_id}/asset-versions", body, schemas.AssetVersionOut
         )

@@ -65,10 +65,10 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """One local Ray for the whole run, with the farm's pools as custom resources."""
+    import ray
+
     from farm.vocab import Accelerator
     from scheduler.runtime import PoolDecl, start_ray
-
-    import ray
 
     start_ray(
         address=None,

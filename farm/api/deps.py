@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,7 +37,7 @@ def get_user(
     return user_for_token(session, credentials.credentials)
 
 
-def require_role(*roles: Role) -> object:
+def require_role(*roles: Role) -> Any:
     allowed = {r.value for r in roles}
 
     def check(user: Annotated[m.User, Depends(get_user)]) -> m.User:

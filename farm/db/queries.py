@@ -290,7 +290,7 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
     session.add(job)
     session.flush()
     for position, layer_spec in enumerate(spec.layers):
-        layer = m.Layer(
+        row = m.Layer(
             job_id=job.id,
             position=position,
             name=layer_spec.name,
@@ -300,10 +300,10 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
             spec=layer_spec.model_dump(mode="json"),
             tile_times=[],
         )
-        session.add(layer)
+        session.add(row)
         session.flush()
         session.add_all(
-            m.Frame(layer_id=layer.id, job_id=job.id, number=n, state=TileState.WAITING.value)
+            m.Frame(layer_id=row.id, job_id=job.id, number=n, state=TileState.WAITING.value)
             for n in range(spec.frames.first, spec.frames.last + 1)
         )
     session.add(m.Event(studio_id=user.studio_id, job_id=job.id, kind="job_submitted", payload={}))

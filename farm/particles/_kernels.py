@@ -246,9 +246,15 @@ def bin_particles(
         counts[b + 1] += counts[b]
     total = counts[nbx * nby]
     rec = _aligned(total)
-    fill = counts[:-1].copy()
+    rec_bits = rec.view(np.uint32)
+    rank = np.empty(m, np.uint32)
     for k in range(m):
-        s = order[k]
+        rank[order[k]] = k
+    # Fill in memory (Morton) order: reads stream and each bin's writes come from a few runs of
+    # the input. Depth order is then restored per bin, where the records fit in cache.
+    fill = counts[:-1].copy()
+    proj_bits = proj.view(np.uint32)
+    for s in range(m):
         lx, ly, hx, hy = _bin_range(proj[s, 0], proj[s, 1], proj[s, 2], rx0, ry0, rx1, ry1)
         for by in range(ly // BIN - gby0, hy // BIN - gby0 + 1):
             for bx in range(lx // BIN - gbx0, hx // BIN - gbx0 + 1):
@@ -256,7 +262,28 @@ def bin_particles(
                 j = fill[b]
                 fill[b] = j + 1
                 for q in range(13):
-                    rec[j, q] = proj[s, q]
+                    rec_bits[j, q] = proj_bits[s, q]
+                rec_bits[j, 13] = rank[s]
+    most = 0
+    for b in range(nbx * nby):
+        most = max(most, counts[b + 1] - counts[b])
+    keys = np.empty(most, np.uint64)
+    scratch = np.empty((most, NREC), np.uint32)
+    for b in range(nbx * nby):
+        lo = counts[b]
+        n = counts[b + 1] - lo
+        if n < 2:
+            continue
+        for q in range(n):
+            keys[q] = (np.uint64(rec_bits[lo + q, 13]) << np.uint64(32)) | np.uint64(q)
+        kb = np.sort(keys[:n])
+        for q in range(n):
+            for c in range(13):
+                scratch[q, c] = rec_bits[lo + q, c]
+        for q in range(n):
+            src = np.int64(kb[q] & np.uint64(0xFFFFFFFF))
+            for c in range(13):
+                rec_bits[lo + q, c] = scratch[src, c]
     return rec, counts, gbx0, gby0, nbx, nby
 
 

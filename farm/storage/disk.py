@@ -48,9 +48,9 @@ class DiskStore(BlobStore):
         chunks: Iterable[bytes]
         if hasattr(stream, "read"):
             reader = stream
-            chunks = iter(lambda: reader.read(1 << 20), b"")  # type: ignore[union-attr]
+            chunks = iter(lambda: reader.read(1 << 20), b"")
         else:
-            chunks = stream  # type: ignore[assignment]
+            chunks = stream
         fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
         try:
             with os.fdopen(fd, "wb") as out:

@@ -530,7 +530,7 @@ class Dispatcher:
                     columns=min(4, len(previews)),
                     labels=[f"frame {number}" for number, _ in previews],
                 )
-            except Exception:  # noqa: BLE001 - a missing preview must not stop the farm
+            except Exception:
                 log.exception("contact sheet for job %s failed", job_id)
 
     def _output_lost(

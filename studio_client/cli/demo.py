@@ -82,7 +82,7 @@ def demo(
                         name="comp", kind="assemble", pool="cpu", depends_on=("render",)
                     ),
                 ),
-            )  # type: ignore[arg-type]
+            )
             job = client.submit(spec)
             console.print(
                 f"submitted job {job.id}: {frames} frames x {tiles}x{tiles} tiles of "
