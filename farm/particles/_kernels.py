@@ -50,6 +50,18 @@ def _aligned(rows: int) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=False)
+def _bin_range(
+    sx: float, sy: float, r: float, gx0: int, gy0: int, gx1: int, gy1: int
+) -> tuple[int, int, int, int]:
+    bx0, by0, bx1, by1 = box(sx, sy, r)
+    lo_x = gx0 if bx0 < gx0 else math.ceil(bx0)
+    lo_y = gy0 if by0 < gy0 else math.ceil(by0)
+    hi_x = gx1 - 1 if bx1 > gx1 - 1 else math.floor(bx1)
+    hi_y = gy1 - 1 if by1 > gy1 - 1 else math.floor(by1)
+    return lo_x, lo_y, hi_x, hi_y
+
+
+@njit(cache=True, fastmath=False)
 def project(
     position: np.ndarray,
     velocity: np.ndarray,
@@ -67,8 +79,10 @@ def project(
     """Project the particles in index ranges ``[starts[c], ends[c])`` and keep those whose box
     touches the region ``[rx0, rx1) x [ry0, ry1)``, in input order.
 
-    Returns ``(m, proj, key)``: packed records and the depth's float32 bit pattern (the sort
-    key); only the first ``m`` rows are valid. Records are
+    Returns ``(m, proj, key, bins, counts)``: packed records, the depth's float32 bit pattern (the
+    sort key), each record's inclusive range of bins (x0, y0, x1, y1, relative to the region's
+    first bin) and the number of records per bin (shifted by one, ready for a prefix sum); only
+    the first ``m`` rows are valid. Records are
     packed here, while reading the input in memory order, because the later passes visit them
     in depth order and one cache line per particle is what that costs.
     """
@@ -78,6 +92,12 @@ def project(
     proj = _aligned(total)
     bits = proj.view(np.uint32)
     zs = np.empty(total, np.float32)
+    bins = np.empty((total, 4), np.int32)
+    gbx0 = rx0 // BIN
+    gby0 = ry0 // BIN
+    nbx = (rx1 - 1) // BIN - gbx0 + 1
+    nby = (ry1 - 1) // BIN - gby0 + 1
+    counts = np.zeros(nbx * nby + 1, np.int64)
     c0, c1, c2 = params[0], params[1], params[2]
     r0, r1, r2 = params[3], params[4], params[5]
     u0, u1, u2 = params[6], params[7], params[8]
@@ -97,9 +117,10 @@ def project(
                 continue
             xc = dx * r0 + dy * r1 + dz * r2
             yc = dx * u0 + dy * u1 + dz * u2
-            s_x = hw + f * xc / zc
-            s_y = hh - f * yc / zc
-            rp = f * np.float64(radius[i]) / zc
+            iz = 1.0 / zc
+            s_x = hw + f * xc * iz
+            s_y = hh - f * yc * iz
+            rp = f * np.float64(radius[i]) * iz
             if not rp >= R_MIN_PX:
                 rp = R_MIN_PX
             if rp > R_MAX_PX:
@@ -118,6 +139,7 @@ def project(
                 ze = near
             xe = ex * r0 + ey * r1 + ez * r2
             ye = ex * u0 + ey * u1 + ez * u2
+            ize = 1.0 / ze
             z32 = np.float32(zc)
             proj[m, 0] = sx32
             proj[m, 1] = sy32
@@ -129,12 +151,24 @@ def project(
             proj[m, 7] = colour[i, 1]
             proj[m, 8] = colour[i, 2]
             proj[m, 9] = op
-            proj[m, 10] = np.float32(hw + f * xe / ze - s_x)
-            proj[m, 11] = np.float32(hh - f * ye / ze - s_y)
+            proj[m, 10] = np.float32(hw + f * xe * ize - s_x)
+            proj[m, 11] = np.float32(hh - f * ye * ize - s_y)
             bits[m, 12] = ids[i] + np.uint32(1)
             zs[m] = z32
+            lx, ly, hx, hy = _bin_range(sx32, sy32, r32, rx0, ry0, rx1, ry1)
+            bx_lo = lx // BIN - gbx0
+            by_lo = ly // BIN - gby0
+            bx_hi = hx // BIN - gbx0
+            by_hi = hy // BIN - gby0
+            bins[m, 0] = bx_lo
+            bins[m, 1] = by_lo
+            bins[m, 2] = bx_hi
+            bins[m, 3] = by_hi
+            for by in range(by_lo, by_hi + 1):
+                for bx in range(bx_lo, bx_hi + 1):
+                    counts[by * nbx + bx + 1] += 1
             m += 1
-    return m, proj, zs.view(np.uint32)
+    return m, proj, zs.view(np.uint32), bins, counts
 
 
 @njit(cache=True, fastmath=False)
@@ -196,18 +230,6 @@ def order_by_depth_id(key: np.ndarray, proj: np.ndarray, m: int) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=False)
-def _bin_range(
-    sx: float, sy: float, r: float, gx0: int, gy0: int, gx1: int, gy1: int
-) -> tuple[int, int, int, int]:
-    bx0, by0, bx1, by1 = box(sx, sy, r)
-    lo_x = gx0 if bx0 < gx0 else math.ceil(bx0)
-    lo_y = gy0 if by0 < gy0 else math.ceil(by0)
-    hi_x = gx1 - 1 if bx1 > gx1 - 1 else math.floor(bx1)
-    hi_y = gy1 - 1 if by1 > gy1 - 1 else math.floor(by1)
-    return lo_x, lo_y, hi_x, hi_y
-
-
-@njit(cache=True, fastmath=False)
 def bin_particles(
     position: np.ndarray,
     velocity: np.ndarray,
@@ -225,10 +247,11 @@ def bin_particles(
     """Project, order and bin once: packed records grouped by bin, in (depth, id) order per bin.
 
     Bins are ``BIN`` pixels square on a grid anchored at the frame origin, covering the region.
-    Returns ``(rec, offsets, gbx0, gby0, nbx, nby)``: bin ``b`` (row-major over the
-    ``nbx x nby`` bins starting at bin ``(gbx0, gby0)``) owns records ``offsets[b]:offsets[b+1]``.
+    Returns ``(rec, entries, offsets, gbx0, gby0, nbx, nby)``: bin ``b`` (row-major over the
+    ``nbx x nby`` bins starting at bin ``(gbx0, gby0)``) owns records
+    ``rec[entries[offsets[b]:offsets[b+1]]]``, in (depth, id) order.
     """
-    m, proj, key = project(
+    m, proj, key, bins, counts = project(
         position, velocity, radius, colour, ids, starts, ends, params, rx0, ry0, rx1, ry1
     )
     order = order_by_depth_id(key, proj, m)
@@ -236,60 +259,29 @@ def bin_particles(
     gby0 = ry0 // BIN
     nbx = (rx1 - 1) // BIN - gbx0 + 1
     nby = (ry1 - 1) // BIN - gby0 + 1
-    counts = np.zeros(nbx * nby + 1, np.int64)
-    for s in range(m):  # memory order: counting needs no order
-        lx, ly, hx, hy = _bin_range(proj[s, 0], proj[s, 1], proj[s, 2], rx0, ry0, rx1, ry1)
-        for by in range(ly // BIN - gby0, hy // BIN - gby0 + 1):
-            for bx in range(lx // BIN - gbx0, hx // BIN - gbx0 + 1):
-                counts[by * nbx + bx + 1] += 1
     for b in range(nbx * nby):
         counts[b + 1] += counts[b]
-    total = counts[nbx * nby]
-    rec = _aligned(total)
-    rec_bits = rec.view(np.uint32)
-    rank = np.empty(m, np.uint32)
-    for k in range(m):
-        rank[order[k]] = k
-    # Fill in memory (Morton) order: reads stream and each bin's writes come from a few runs of
-    # the input. Depth order is then restored per bin, where the records fit in cache.
+    # Bins hold record numbers, not copies: 4 bytes written per (record, bin) instead of 64,
+    # and a bin's records come from a few runs of the Morton-ordered input, so the raster's
+    # reads through them stay in cache.
+    entries = np.empty(counts[nbx * nby], np.int32)
     fill = counts[:-1].copy()
-    proj_bits = proj.view(np.uint32)
-    for s in range(m):
-        lx, ly, hx, hy = _bin_range(proj[s, 0], proj[s, 1], proj[s, 2], rx0, ry0, rx1, ry1)
-        for by in range(ly // BIN - gby0, hy // BIN - gby0 + 1):
-            for bx in range(lx // BIN - gbx0, hx // BIN - gbx0 + 1):
+    for k in range(m):
+        s = order[k]
+        bx_lo = bins[s, 0]
+        bx_hi = bins[s, 2]
+        for by in range(bins[s, 1], bins[s, 3] + 1):
+            for bx in range(bx_lo, bx_hi + 1):
                 b = by * nbx + bx
-                j = fill[b]
-                fill[b] = j + 1
-                for q in range(13):
-                    rec_bits[j, q] = proj_bits[s, q]
-                rec_bits[j, 13] = rank[s]
-    most = 0
-    for b in range(nbx * nby):
-        most = max(most, counts[b + 1] - counts[b])
-    keys = np.empty(most, np.uint64)
-    scratch = np.empty((most, NREC), np.uint32)
-    for b in range(nbx * nby):
-        lo = counts[b]
-        n = counts[b + 1] - lo
-        if n < 2:
-            continue
-        for q in range(n):
-            keys[q] = (np.uint64(rec_bits[lo + q, 13]) << np.uint64(32)) | np.uint64(q)
-        kb = np.sort(keys[:n])
-        for q in range(n):
-            for c in range(13):
-                scratch[q, c] = rec_bits[lo + q, c]
-        for q in range(n):
-            src = np.int64(kb[q] & np.uint64(0xFFFFFFFF))
-            for c in range(13):
-                rec_bits[lo + q, c] = scratch[src, c]
-    return rec, counts, gbx0, gby0, nbx, nby
+                entries[fill[b]] = s
+                fill[b] += 1
+    return proj, entries, counts, gbx0, gby0, nbx, nby
 
 
 @njit(cache=True, fastmath=False)
 def raster(
     rec: np.ndarray,
+    entries: np.ndarray,
     offsets: np.ndarray,
     gbx0: int,
     gby0: int,
@@ -329,7 +321,8 @@ def raster(
             wx1 = min(bx * BIN + BIN, ox1)
             b = (by - gby0) * nbx + (bx - gbx0)
             left = (wy1 - wy0) * (wx1 - wx0)
-            for j in range(offsets[b], offsets[b + 1]):
+            for e in range(offsets[b], offsets[b + 1]):
+                j = entries[e]
                 # Locals, not rec[j, q] in the pixel loop: the output stores could alias rec
                 # as far as LLVM knows, so it would reload every field per pixel.
                 sx = rec[j, 0]

@@ -71,9 +71,10 @@ def project(
         zc = dx * f0 + dy * f1 + dz * f2
         xc = dx * r0 + dy * r1 + dz * r2
         yc = dx * u0 + dy * u1 + dz * u2
-        s_x = hw + f * xc / zc
-        s_y = hh - f * yc / zc
-        rp = f * radius[idx].astype(np.float64) / zc
+        iz = 1.0 / zc
+        s_x = hw + f * xc * iz
+        s_y = hh - f * yc * iz
+        rp = f * radius[idx].astype(np.float64) * iz
         rp = np.where(rp >= R_MIN_PX, rp, R_MIN_PX)
         rp = np.where(rp > R_MAX_PX, R_MAX_PX, rp)
         sx32 = s_x.astype(np.float32)
@@ -89,8 +90,9 @@ def project(
         ze = np.where(ze >= near, ze, near)
         xe = ex * r0 + ey * r1 + ez * r2
         ye = ex * u0 + ey * u1 + ez * u2
-        vx = (hw + f * xe / ze - s_x).astype(np.float32)
-        vy = (hh - f * ye / ze - s_y).astype(np.float32)
+        ize = 1.0 / ze
+        vx = (hw + f * xe * ize - s_x).astype(np.float32)
+        vy = (hh - f * ye * ize - s_y).astype(np.float32)
         r2v = (rp * rp).astype(np.float32)
         inv = (1.0 / (rp * rp)).astype(np.float32)
     k = np.flatnonzero(keep)
