@@ -127,6 +127,8 @@ def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list
                 continue
             if any(up.state != TileState.DONE for up in upstream):
                 continue
+            if _waits_for_measurements(layer, layer_spec, frame):
+                continue
             if frame.tile_plan is None:
                 plan = frame_plan(spec, layer_spec, layer.tile_times)
                 frame.tile_plan = {**plan.to_json(), "describe": plan.describe()}
@@ -139,6 +141,18 @@ def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list
             frame.state = TileState.PENDING.value
             events.append({"frame": frame.number, "layer": layer.name, "state": "pending"})
     return events
+
+
+def _waits_for_measurements(layer: m.Layer, spec: schemas.LayerSpec, frame: m.Frame) -> bool:
+    """Adaptive tiles: a later frame is planned only once the layer's first frame has finished.
+
+    Without this every frame would be planned from the base grid the moment the sim is done,
+    before a single tile time is measured, and the target runtime would change nothing.
+    """
+    if spec.tiles is None or spec.tiles.target_runtime_s is None:
+        return False
+    first = layer.frames[0]
+    return frame.number != first.number and first.state != TileState.DONE
 
 
 def roll_up_job(job: m.Job, now: datetime) -> TileState:

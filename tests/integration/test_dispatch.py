@@ -233,3 +233,44 @@ def test_restart_requeues_tiles_left_running(farm, tmp_path: Path) -> None:  # t
     assert tiles_of(db, job_id, "sim", 1)[0].state == "pending"
     second.run_until_done([job_id], timeout_s=120)
     assert tiles_of(db, job_id, "sim", 1)[0].attempts == 1
+
+
+def test_adaptive_tiles_replan_later_frames_from_measured_times(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A target far above the measured tile times merges cheap neighbours after frame 1."""
+    db, store, out = farm
+    job_id, spec = submit(
+        db,
+        store,
+        tmp_path,
+        frames=(1, 3),
+        size=(64, 48),
+        grid=(4, 4),
+        tiles={"cols": 4, "rows": 4, "overscan": 2, "target_runtime_s": 60.0},
+    )
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=300)
+    with db.session() as session:
+        detail = queries.job_detail(session, 1, job_id)
+    assert detail.state == "done"
+    render = detail.layers[1]
+    counts = [len(f.tiles) for f in render.frames]
+    assert counts[0] == 16
+    assert all(n < 16 for n in counts[1:]), counts
+    for frame in render.frames:  # every plan still covers the frame exactly once
+        area = sum(t.rect.width * t.rect.height for t in frame.tiles)
+        assert area == 64 * 48
+    comp = detail.layers[2]
+    image = read_exr(comp.frames[2].output_path or "")
+    plan = TilePlan.from_json(json.loads(str(image.attributes["delta/tile_plan"])))
+    assert len(plan.tiles) == counts[2]
+
+
+def test_a_layer_gets_only_the_aovs_it_asks_for(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2), aovs=["rgba", "z"])
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=120)
+    with db.session() as session:
+        comp = queries.job_detail(session, 1, job_id).layers[2]
+        report = check_job_frames(session, 1, job_id)
+    image = read_exr(comp.frames[0].output_path or "")
+    assert sorted(image.channels) == ["A", "B", "G", "R", "Z"]
+    assert report.problems == []
