@@ -308,6 +308,8 @@ def render_frame(
     backend: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Render the whole ``width x height`` frame. Arguments as in :func:`render_tiles`."""
+    if width < 1 or height < 1:
+        raise InvalidSpec(f"frame size {width}x{height} must be at least 1x1", field="width")
     full = PixelRect(x0=0, y0=0, x1=width, y1=height)
     return render_rect(
         pf, camera, width=width, height=height, rect=full, aovs=aovs, backend=backend
