@@ -274,3 +274,23 @@ def test_a_layer_gets_only_the_aovs_it_asks_for(farm, tmp_path: Path) -> None:  
     image = read_exr(comp.frames[0].output_path or "")
     assert sorted(image.channels) == ["A", "B", "G", "R", "Z"]
     assert report.problems == []
+
+
+def test_adaptive_tiles_split_tiles_that_ran_over_the_target(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(
+        db,
+        store,
+        tmp_path,
+        frames=(1, 2),
+        size=(96, 64),
+        grid=(2, 2),
+        tiles={"cols": 2, "rows": 2, "overscan": 2, "target_runtime_s": 1e-6},
+    )
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=300)
+    with db.session() as session:
+        detail = queries.job_detail(session, 1, job_id)
+    assert detail.state == "done"
+    first, second = (frame.tiles for frame in detail.layers[1].frames)
+    assert len(first) == 4 and len(second) > 4
+    assert sum(t.rect.area for t in second) == 96 * 64
