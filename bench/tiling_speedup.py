@@ -21,14 +21,16 @@ from typing import Any
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from farm.particles.cache import ParticleFrame, prepare_frame  # noqa: E402
-from farm.particles.camera import Camera  # noqa: E402
-from farm.particles.monster import monster_camera, sea_monster  # noqa: E402
-from farm.particles.render import render_frame, render_rect  # noqa: E402
-from farm.vocab import PixelRect  # noqa: E402
-from scheduler.tiles import grid_rects  # noqa: E402
+from farm.particles.cache import ParticleFrame, prepare_frame
+from farm.particles.camera import Camera
+from farm.particles.monster import monster_camera, sea_monster
+from farm.particles.render import render_frame, render_rect
+from farm.vocab import PixelRect
+from scheduler.tiles import grid_rects
+
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def render_tile(
@@ -69,7 +71,9 @@ def main() -> None:
     remote = ray.remote(num_cpus=1, max_retries=0)(render_tile)
     frame_ref = ray.put(frame)
     small = PixelRect(x0=0, y0=0, x1=8, y1=8)
-    ray.get([remote.remote(frame_ref, camera, width, height, small) for _ in range(args.workers * 2)])
+    ray.get(
+        [remote.remote(frame_ref, camera, width, height, small) for _ in range(args.workers * 2)]
+    )
 
     tiled_runs = []
     tiles: list[Any] = []
@@ -105,7 +109,7 @@ def main() -> None:
                 "particles": count,
                 "resolution": f"{width}x{height}",
                 "goal": "speedup >= 1.8 on 2 cores",
-                "machine": f"{os.cpu_count()} cores, python {sys.version_info.major}.{sys.version_info.minor}",
+                "machine": f"{os.cpu_count()} cores, python {PYTHON}",
             }
         )
     )

@@ -238,7 +238,7 @@ def test_restart_requeues_tiles_left_running(farm, tmp_path: Path) -> None:  # t
 def test_adaptive_tiles_replan_later_frames_from_measured_times(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A target far above the measured tile times merges cheap neighbours after frame 1."""
     db, store, out = farm
-    job_id, spec = submit(
+    job_id, _spec = submit(
         db,
         store,
         tmp_path,
