@@ -287,74 +287,21 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ task building
     def _task(self, session: Session, tile: m.Tile) -> TileTask:
+        """Everything one attempt needs, resolved from the DB into plain data for Ray."""
         layer = session.get_one(m.Layer, tile.layer_id)
         job = session.get_one(m.Job, tile.job_id)
         frame = session.get_one(m.Frame, tile.frame_id)
         spec = self._spec(job)
         layer_spec = spec.layer(layer.name)
-        x0, y0, x1, y1 = tile.render_rect
-        inputs: dict[str, str] = {}
-        input_tiles: tuple[InputTile, ...] = ()
-        out_path: str | None = None
-        channels: tuple[str, ...] = ()
-        attributes: dict[str, str | int | float] = {}
         kind = LayerKind(layer.kind)
+        extra: dict[str, Any] = {}
         if kind is LayerKind.PARTICLE_SIM:
-            inputs["seed"] = self._asset_hash(session, layer_spec)
+            extra["inputs"] = {"seed": self._asset_hash(session, layer_spec)}
         elif kind is LayerKind.PARTICLE_RENDER:
-            if layer_spec.input_asset_version is not None:
-                inputs["cache"] = self._asset_hash(session, layer_spec)
-            else:
-                sim = next(
-                    d for d in layer.depends_on if spec.layer(d).kind is LayerKind.PARTICLE_SIM
-                )
-                inputs["cache"] = (
-                    self._upstream_tiles(session, job, sim, frame.number)[0].output_hash or ""
-                )
+            extra["inputs"] = {"cache": self._cache_hash(session, job, spec, layer, frame)}
         elif kind is LayerKind.ASSEMBLE:
-            render = next(
-                d for d in layer.depends_on if spec.layer(d).kind is LayerKind.PARTICLE_RENDER
-            )
-            upstream = self._upstream_tiles(session, job, render, frame.number)
-            input_tiles = tuple(
-                InputTile(
-                    tile_id=t.id,
-                    rect=t.rect,
-                    render_rect=PixelRect(
-                        **dict(zip(("x0", "y0", "x1", "y1"), t.render_rect, strict=True))
-                    ),
-                    content_hash=t.output_hash or "",
-                )
-                for t in upstream
-            )
-            channels = tuple(expected_channels(spec, layer_spec))
-            shot = session.get_one(m.Shot, job.shot_id)
-            show = session.get_one(m.Show, job.show_id)
-            studio = session.get_one(m.Studio, job.studio_id)
-            out_path = str(
-                fr.output_path(
-                    self.output_root,
-                    studio=studio.name,
-                    show=show.name,
-                    sequence=shot.sequence,
-                    shot=shot.name,
-                    job=job,
-                    layer=layer.name,
-                    frame=frame.number,
-                )
-            )
-            render_frame = self._upstream_frame(session, job, render, frame.number)
-            attributes = {
-                "delta/studio": studio.name,
-                "delta/show": show.name,
-                "delta/shot": f"{shot.sequence}/{shot.name}",
-                "delta/job": f"{job.id}:{job.name}",
-                "delta/layer": render,
-                "delta/frame": frame.number,
-                "delta/renderer": RENDERER,
-                "delta/tile_plan": _plan_json(render_frame.tile_plan),
-                "delta/submitted_by": job.submitted_by,
-            }
+            extra = self._assemble_inputs(session, job, spec, layer, frame)
+        x0, y0, x1, y1 = tile.render_rect
         return TileTask(
             tile_id=tile.id,
             attempt=tile.attempts,
@@ -369,12 +316,65 @@ class Dispatcher:
             render_rect=PixelRect(x0=x0, y0=y0, x1=x1, y1=y1),
             layer_spec=layer_spec.model_dump(mode="json"),
             camera=spec.camera.model_dump(mode="json"),
-            inputs=inputs,
-            input_tiles=input_tiles,
-            channels=channels,
-            output_path=out_path,
-            attributes=attributes,
+            **extra,
         )
+
+    def _cache_hash(
+        self, session: Session, job: m.Job, spec: schemas.JobSpec, layer: m.Layer, frame: m.Frame
+    ) -> str:
+        """A render reads its own cache asset, or the frame cache its sim layer wrote."""
+        layer_spec = spec.layer(layer.name)
+        if layer_spec.input_asset_version is not None:
+            return self._asset_hash(session, layer_spec)
+        sim = next(d for d in layer.depends_on if spec.layer(d).kind is LayerKind.PARTICLE_SIM)
+        return self._upstream_tiles(session, job, sim, frame.number)[0].output_hash or ""
+
+    def _assemble_inputs(
+        self, session: Session, job: m.Job, spec: schemas.JobSpec, layer: m.Layer, frame: m.Frame
+    ) -> dict[str, Any]:
+        """The frame's render tiles, where the EXR goes, and the provenance for its header."""
+        render = next(
+            d for d in layer.depends_on if spec.layer(d).kind is LayerKind.PARTICLE_RENDER
+        )
+        input_tiles = tuple(
+            InputTile(
+                tile_id=t.id,
+                rect=t.rect,
+                render_rect=fr.planned_tile(t).render_rect,
+                content_hash=t.output_hash or "",
+            )
+            for t in self._upstream_tiles(session, job, render, frame.number)
+        )
+        shot = session.get_one(m.Shot, job.shot_id)
+        show = session.get_one(m.Show, job.show_id)
+        studio = session.get_one(m.Studio, job.studio_id)
+        out_path = fr.output_path(
+            self.output_root,
+            studio=studio.name,
+            show=show.name,
+            sequence=shot.sequence,
+            shot=shot.name,
+            job=job,
+            layer=layer.name,
+            frame=frame.number,
+        )
+        render_frame = self._upstream_frame(session, job, render, frame.number)
+        return {
+            "input_tiles": input_tiles,
+            "channels": tuple(expected_channels(spec, spec.layer(layer.name))),
+            "output_path": str(out_path),
+            "attributes": {
+                "delta/studio": studio.name,
+                "delta/show": show.name,
+                "delta/shot": f"{shot.sequence}/{shot.name}",
+                "delta/job": f"{job.id}:{job.name}",
+                "delta/layer": render,
+                "delta/frame": frame.number,
+                "delta/renderer": RENDERER,
+                "delta/tile_plan": _plan_json(render_frame.tile_plan),
+                "delta/submitted_by": job.submitted_by,
+            },
+        }
 
     def _asset_hash(self, session: Session, layer_spec: schemas.LayerSpec) -> str:
         version = session.get_one(m.AssetVersion, layer_spec.input_asset_version)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from studio_client.cli._common import console
+
+if TYPE_CHECKING:
+    from farm.api.context import FarmContext
+    from farm.vocab import Role
 
 admin = typer.Typer(help="Farm administration (runs against the farm's database directly).")
 
@@ -36,6 +40,27 @@ def server(
         farm.stop()
 
 
+def _role(role: str) -> Role:
+    """The role named on the command line, or a one-line error listing the roles."""
+    from farm.errors import InvalidSpec
+    from farm.vocab import Role
+
+    try:
+        return Role(role)
+    except ValueError as exc:
+        raise InvalidSpec(
+            f"role {role!r} is not one of {', '.join(r.value for r in Role)}", field="role"
+        ) from exc
+
+
+def _context() -> FarmContext:
+    """The farm's database and store, as ``FARM_*`` settings name them (migrated if needed)."""
+    from farm.api.context import FarmContext
+    from farm.settings import Settings
+
+    return FarmContext.from_settings(Settings())
+
+
 @admin.command("create-studio")
 def create_studio(
     name: Annotated[str, typer.Argument(help="studio name")],
@@ -43,20 +68,10 @@ def create_studio(
     role: Annotated[str, typer.Option(help="artist, td, producer or admin")] = "admin",
 ) -> None:
     """Create a studio and its first user; prints the user's API token (shown once)."""
-    from farm.api.context import FarmContext
     from farm.db import queries
-    from farm.errors import InvalidSpec
-    from farm.settings import Settings
-    from farm.vocab import Role
 
-    try:
-        user_role = Role(role)
-    except ValueError as exc:
-        raise InvalidSpec(
-            f"role {role!r} is not one of {', '.join(r.value for r in Role)}", field="role"
-        ) from exc
-    context = FarmContext.from_settings(Settings())
-    with context.db.session() as session:
+    user_role = _role(role)
+    with _context().db.session() as session:
         studio = queries.create_studio(session, name)
         _, token = queries.create_user(session, studio, user, user_role)
     console.print(f"studio {name} created; user {user} ({user_role}) token:")
@@ -72,21 +87,12 @@ def create_user(
     """Add a user to a studio; prints the API token (shown once)."""
     from sqlalchemy import select
 
-    from farm.api.context import FarmContext
     from farm.db import models as m
     from farm.db import queries
-    from farm.errors import InvalidSpec, NotFound
-    from farm.settings import Settings
-    from farm.vocab import Role
+    from farm.errors import NotFound
 
-    try:
-        user_role = Role(role)
-    except ValueError as exc:
-        raise InvalidSpec(
-            f"role {role!r} is not one of {', '.join(r.value for r in Role)}", field="role"
-        ) from exc
-    context = FarmContext.from_settings(Settings())
-    with context.db.session() as session:
+    user_role = _role(role)
+    with _context().db.session() as session:
         row = session.scalar(select(m.Studio).where(m.Studio.name == studio))
         if row is None:
             raise NotFound(f"no studio named {studio!r}")

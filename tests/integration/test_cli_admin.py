@@ -1,0 +1,36 @@
+"""``farm admin``: studios and users straight in the farm's database under FARM_HOME."""
+
+from __future__ import annotations
+
+import pytest
+
+from farm.api.context import FarmContext
+from farm.db import queries
+from farm.settings import Settings
+from studio_client.cli import main
+
+
+def test_create_studio_prints_a_token_that_authenticates(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["admin", "create-studio", "nimble", "--user", "ana", "--role", "td"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    context = FarmContext.from_settings(Settings())
+    with context.db.session() as session:
+        user = queries.user_for_token(session, token)
+        assert (user.name, user.role, user.studio.name) == ("ana", "td", "nimble")
+    assert main(["admin", "create-user", "nimble", "bo", "--role", "producer"]) == 0
+    assert len(capsys.readouterr().out.strip()) > 30
+
+
+def test_bad_role_and_duplicate_studio_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["admin", "create-studio", "nimble", "--role", "boss"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: role 'boss' is not one of artist, td, producer, admin"]
+    assert main(["admin", "create-studio", "nimble"]) == 0
+    capsys.readouterr()
+    assert main(["admin", "create-studio", "nimble"]) == 4
+    assert "already exists" in capsys.readouterr().err
+    assert main(["admin", "create-user", "nobody-studio", "x"]) == 3
