@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from farm.particles.camera import Camera
+from farm.camera import Camera
 from farm.states import TileState
 from farm.vocab import AOV, Accelerator, Compression, ExrLayout, LayerKind, PixelRect, Role
 

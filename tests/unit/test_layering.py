@@ -28,6 +28,7 @@ def test_the_client_imports_neither_ray_nor_the_database() -> None:
     assert "ray" not in loaded
     assert "sqlalchemy" not in loaded
     assert "scheduler" not in loaded
+    assert "numpy" not in loaded
 
 
 def test_the_public_sdk_surface_is_pinned() -> None:
