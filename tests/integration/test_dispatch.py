@@ -294,3 +294,24 @@ def test_adaptive_tiles_split_tiles_that_ran_over_the_target(farm, tmp_path: Pat
     first, second = (frame.tiles for frame in detail.layers[1].frames)
     assert len(first) == 4 and len(second) > 4
     assert sum(t.rect.area for t in second) == 96 * 64
+
+
+def test_output_options_reach_the_exr(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A layer may ask for tiled EXR and another compression instead of ZIP scanlines."""
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2))
+    with db.session() as session:
+        job = session.get_one(m.Job, job_id)
+        spec = dict(job.spec)
+        spec["layers"] = [dict(layer) for layer in spec["layers"]]
+        spec["layers"][2]["output"] = {"compression": "piz", "layout": "tiled", "preview": False}
+        job.spec = spec
+        comp = session.scalars(select(m.Layer).where(m.Layer.name == "comp")).one()
+        comp.spec = spec["layers"][2]
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=120)
+    with db.session() as session:
+        frame = queries.job_detail(session, 1, job_id).layers[2].frames[0]
+    assert frame.preview_path is None
+    image = read_exr(frame.output_path or "")
+    assert image.layout == "tiled"
+    assert "piz" in image.compression.lower()
