@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm import schemas
@@ -44,7 +44,7 @@ from farm.storage import BlobStore
 from farm.vocab import Accelerator, LayerKind, PixelRect
 from scheduler.dispatch import frames as fr
 from scheduler.executors.base import InputTile, TileResult, TileTask, run_tile
-from scheduler.plan import PendingTile, Snapshot, plan, unplaceable
+from scheduler.plan import PendingTile, Snapshot, plan
 from scheduler.runtime import pool_capacity, pool_resource
 
 log = logging.getLogger("scheduler.dispatch")
@@ -98,19 +98,13 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._capacity: dict[str, float] = {}
         self._capacity_at = 0.0
+        self._swept_at = time.monotonic()
         self.recover()
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> int:
         """Requeue tiles left RUNNING by a dispatcher that is gone; returns how many."""
-        with self.db.session() as session:
-            tiles = session.scalars(select(m.Tile).where(m.Tile.state == TileState.RUNNING))
-            count = 0
-            for tile in tiles:
-                change = on_requeued(TileState(tile.state))
-                tile.state, tile.reason = change.after.value, change.reason
-                tile.attempts = max(0, tile.attempts - 1)
-                count += 1
+        count = self._sweep_orphans()
         if count:
             log.info("requeued %d tiles left running by a previous dispatcher", count)
         return count
@@ -150,6 +144,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ one tick
     def tick(self) -> bool:
         """One round of activate, dispatch and collect. Returns whether anything happened."""
+        now = time.monotonic()
+        if now - self._swept_at > 10.0:
+            self._swept_at = now
+            self._sweep_orphans()
         activated = self._activate()
         dispatched = self._dispatch()
         collected = self._collect(timeout_s=self.poll_s if self._in_flight else 0.0)
@@ -202,15 +200,8 @@ class Dispatcher:
             return 0
         submissions: list[tuple[TileTask, str, InFlight]] = []
         with self.db.session() as session:
-            rows = session.execute(
-                select(m.Tile, m.Job.studio_id, m.Layer.position, m.Layer.pool, m.Frame.number)
-                .join(m.Job, m.Job.id == m.Tile.job_id)
-                .join(m.Layer, m.Layer.id == m.Tile.layer_id)
-                .join(m.Frame, m.Frame.id == m.Tile.frame_id)
-                .where(m.Tile.state == TileState.PENDING)
-                .order_by(m.Tile.job_id, m.Frame.number, m.Layer.position, m.Tile.index)
-                .limit(5000)
-            ).all()
+            self._note_unplaceable(session)
+            rows = self._pending_rows(session, free)
             if not rows:
                 return 0
             tiles = {row[0].id: row for row in rows}
@@ -227,7 +218,6 @@ class Dispatcher:
                 for tile, studio_id, position, pool, number in rows
             ]
             snapshot = Snapshot(pending=pending, free_slots=free)
-            self._note_unplaceable(session, snapshot)
             for decision in plan(snapshot):
                 tile = tiles[decision.tile_id][0]
                 change = on_dispatched(TileState(tile.state), pool=decision.pool)
@@ -257,9 +247,43 @@ class Dispatcher:
             accelerator = accelerators.get(pool)
             if accelerator is not None:
                 options["accelerator_type"] = accelerator
-            ref = self._remote.options(**options).remote(task, self.store)
+            try:
+                ref = self._remote.options(**options).remote(task, self.store)
+            except Exception as exc:
+                self._apply([(flight, _lost(flight, exc))])
+                continue
             self._in_flight[ref] = flight
         return len(submissions)
+
+    def _pending_rows(self, session: Session, free: dict[str, int]) -> list[Any]:
+        """The oldest pending tiles of each studio on each pool that has free slots.
+
+        Bounded per (pool, studio) by the pool's free slots, so one studio's huge job never
+        hides another studio's tiles from the planner, and a pool without capacity costs nothing.
+        """
+        base = (
+            select(m.Tile, m.Job.studio_id, m.Layer.position, m.Layer.pool, m.Frame.number)
+            .join(m.Job, m.Job.id == m.Tile.job_id)
+            .join(m.Layer, m.Layer.id == m.Tile.layer_id)
+            .join(m.Frame, m.Frame.id == m.Tile.frame_id)
+            .where(m.Tile.state == TileState.PENDING)
+            .order_by(m.Tile.job_id, m.Frame.number, m.Layer.position, m.Tile.index)
+        )
+        rows: list[Any] = []
+        for pool, slots in sorted(free.items()):
+            if slots <= 0:
+                continue
+            studios = session.scalars(
+                select(m.Job.studio_id)
+                .join(m.Tile, m.Tile.job_id == m.Job.id)
+                .join(m.Layer, m.Layer.id == m.Tile.layer_id)
+                .where(m.Tile.state == TileState.PENDING, m.Layer.pool == pool)
+                .distinct()
+            ).all()
+            for studio_id in studios:
+                query = base.where(m.Layer.pool == pool, m.Job.studio_id == studio_id)
+                rows.extend(session.execute(query.limit(slots)).all())
+        return rows
 
     def _accelerators(self) -> dict[str, str]:
         with self.db.session() as session:
@@ -269,21 +293,30 @@ class Dispatcher:
                 if p.accelerator != Accelerator.NONE
             }
 
-    def _note_unplaceable(self, session: Session, snapshot: Snapshot) -> None:
-        """Ray queues a task for a missing resource forever: say so on the job instead."""
-        stuck = unplaceable(snapshot, self._capacity)
-        if not stuck:
-            return
-        jobs = {t.job_id for t in snapshot.pending if t.pool in {s.pool for s in stuck}}
-        for job_id in jobs:
-            job = session.get(m.Job, job_id)
-            if job is not None:
-                job.message = "; ".join(
-                    f"{s.tiles} tile(s) wait for pool '{s.pool}': no Ray node offers "
-                    f"resource '{pool_resource(s.pool)}' (start one with "
-                    f"ray start --resources '{{\"{pool_resource(s.pool)}\": 4}}')"
-                    for s in stuck
+    def _note_unplaceable(self, session: Session) -> None:
+        """Ray queues a task for a missing resource forever: say so on the job instead.
+
+        The note is cleared as soon as a node offers the pool.
+        """
+        waiting = session.execute(
+            select(m.Layer.pool, m.Tile.job_id, func.count(m.Tile.id))
+            .join(m.Layer, m.Layer.id == m.Tile.layer_id)
+            .where(m.Tile.state == TileState.PENDING)
+            .group_by(m.Layer.pool, m.Tile.job_id)
+        ).all()
+        stuck: dict[int, list[str]] = defaultdict(list)
+        for pool, job_id, count in waiting:
+            if self._capacity.get(pool, 0) <= 0:
+                resource = pool_resource(pool)
+                stuck[job_id].append(
+                    f"{count} tile(s) wait for pool '{pool}': no Ray node offers resource "
+                    f"'{resource}' (start one with ray start --resources "
+                    f"'{{\"{resource}\": 4}}')"
                 )
+        for job in session.scalars(select(m.Job).where(m.Job.state.in_(fr.ACTIVE))):
+            message = "; ".join(stuck.get(job.id, []))
+            if job.message != message and (message or job.message.endswith("4}')")):
+                job.message = message
 
     # ------------------------------------------------------------------ task building
     def _task(self, session: Session, tile: m.Tile) -> TileTask:
@@ -409,22 +442,33 @@ class Dispatcher:
             return 0
         results: list[tuple[InFlight, TileResult]] = []
         for ref in ready:
-            flight = self._in_flight.pop(ref)
+            flight = self._in_flight[ref]
             try:
                 result: TileResult = ray.get(ref)
             except Exception as exc:
-                result = TileResult(
-                    tile_id=flight.tile_id,
-                    attempt=flight.attempt,
-                    ok=False,
-                    node="?",
-                    wall_seconds=time.monotonic() - flight.started,
-                    cpu_seconds=0.0,
-                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                )
+                result = _lost(flight, exc)
             results.append((flight, result))
         self._apply(results)
+        # Forgotten only once committed: if the commit fails, the next tick applies them again.
+        for ref in ready:
+            del self._in_flight[ref]
         return len(results)
+
+    def _sweep_orphans(self) -> int:
+        """Requeue RUNNING tiles this dispatcher has no task for (a submission or commit that
+        failed half-way). This process is the farm's only driver, so such a tile runs nowhere.
+        """
+        mine = {flight.tile_id for flight in self._in_flight.values()}
+        count = 0
+        with self.db.session() as session:
+            for tile in session.scalars(select(m.Tile).where(m.Tile.state == TileState.RUNNING)):
+                if tile.id in mine:
+                    continue
+                change = on_requeued(TileState(tile.state))
+                tile.state, tile.reason = change.after.value, change.reason
+                tile.attempts = max(0, tile.attempts - 1)
+                count += 1
+        return count
 
     def _apply(self, results: list[tuple[InFlight, TileResult]]) -> None:
         """Commit a batch of attempt results, their usage records and events in one transaction."""
@@ -588,6 +632,20 @@ class Dispatcher:
         return m.Event(
             studio_id=job.studio_id, job_id=job.id, kind="job_state", payload={"state": job.state}
         )
+
+
+def _lost(flight: InFlight, exc: BaseException) -> TileResult:
+    """A failed attempt for a task whose result never came back (worker or node lost)."""
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return TileResult(
+        tile_id=flight.tile_id,
+        attempt=flight.attempt,
+        ok=False,
+        node="?",
+        wall_seconds=time.monotonic() - flight.started,
+        cpu_seconds=0.0,
+        error=f"{type(exc).__name__}: {first_line}".rstrip(": "),
+    )
 
 
 def _plan_json(plan: dict[str, Any] | None) -> str:

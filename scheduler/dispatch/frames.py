@@ -152,7 +152,8 @@ def _waits_for_measurements(layer: m.Layer, spec: schemas.LayerSpec, frame: m.Fr
     if spec.tiles is None or spec.tiles.target_runtime_s is None:
         return False
     first = layer.frames[0]
-    return frame.number != first.number and first.state != TileState.DONE
+    # Any end counts: a first frame that failed or was cancelled must not hold the rest forever.
+    return frame.number != first.number and TileState(first.state) not in TERMINAL
 
 
 def roll_up_job(job: m.Job, now: datetime) -> TileState:

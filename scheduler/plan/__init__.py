@@ -44,14 +44,6 @@ class Decision:
     pool: str
 
 
-@dataclass(frozen=True)
-class Unplaceable:
-    """A pool that has ready tiles but no capacity in the cluster at all."""
-
-    pool: str
-    tiles: int
-
-
 def plan(snapshot: Snapshot) -> list[Decision]:
     """Fill each pool's free slots, alternating between studios so none waits behind another.
 
@@ -74,12 +66,3 @@ def plan(snapshot: Snapshot) -> list[Decision]:
                 if not queue:
                     queues.remove(queue)
     return decisions
-
-
-def unplaceable(snapshot: Snapshot, capacity: Mapping[str, float]) -> list[Unplaceable]:
-    """Pools with ready tiles that no node of the cluster offers (Ray would queue them forever)."""
-    counts: dict[str, int] = defaultdict(int)
-    for tile in snapshot.pending:
-        if capacity.get(tile.pool, 0) <= 0:
-            counts[tile.pool] += 1
-    return [Unplaceable(pool, n) for pool, n in sorted(counts.items())]

@@ -315,3 +315,52 @@ def test_output_options_reach_the_exr(farm, tmp_path: Path) -> None:  # type: ig
     image = read_exr(frame.output_path or "")
     assert image.layout == "tiled"
     assert "piz" in image.compression.lower()
+
+
+def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
+    with db.session() as session:
+        session.add(
+            m.Pool(
+                name="quantum",
+                accelerator="none",
+                price_per_node_hour=1.0,
+                cpus_per_node=1,
+                currency="USD",
+            )
+        )
+        session.flush()
+        render = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
+        render.pool = "quantum"
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 1) == "done")
+    for _ in range(5):
+        dispatcher.tick()
+    with db.session() as session:
+        job = session.get_one(m.Job, job_id)
+        assert "no Ray node offers resource 'pool:quantum'" in job.message
+        assert job.state == "running"
+    assert all(t.state == "pending" for t in tiles_of(db, job_id, "render", 1))
+    assert not dispatcher._in_flight
+
+
+def test_a_failed_first_frame_does_not_hold_an_adaptive_layer_forever(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db, store, out = farm
+    job_id, _ = submit(
+        db,
+        store,
+        tmp_path,
+        frames=(1, 2),
+        grid=(2, 1),
+        tiles={"cols": 2, "rows": 1, "overscan": 2, "target_runtime_s": 1.0},
+    )
+    dispatcher = GatedDispatcher(db, store, out, max_attempts=1)
+    dispatcher.gated = {"h100"}
+    tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 1) == "done")
+    store.delete(tiles_of(db, job_id, "sim", 1)[0].output_hash or "")  # frame 1 will fail
+    dispatcher.gated = set()
+    dispatcher.run_until_done([job_id], timeout_s=120)
+    assert frame_state(db, job_id, "render", 1) == "failed"
+    assert frame_state(db, job_id, "render", 2) == "done"
+    assert frame_state(db, job_id, "comp", 2) == "done"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduler.plan import PendingTile, Snapshot, Unplaceable, plan, unplaceable
+from scheduler.plan import PendingTile, Snapshot, plan
 
 
 def tile(
@@ -44,13 +44,6 @@ def test_same_snapshot_same_decisions() -> None:
     pending = [tile(i, studio=i % 3, job=i % 4) for i in range(40)]
     snapshot = Snapshot(pending=pending, free_slots={"cpu": 17})
     assert plan(snapshot) == plan(Snapshot(pending=list(reversed(pending)), free_slots={"cpu": 17}))
-
-
-def test_reports_pools_that_no_node_offers() -> None:
-    snapshot = Snapshot(
-        pending=[tile(1, pool="ascend"), tile(2, pool="ascend"), tile(3)], free_slots={"cpu": 2}
-    )
-    assert unplaceable(snapshot, {"cpu": 2.0}) == [Unplaceable("ascend", 2)]
 
 
 def test_a_frames_assemble_goes_before_the_next_frames_render_tiles() -> None:
