@@ -124,6 +124,8 @@ _NAMED_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\][\w.]*)*): ")
 def validation_message(errors: list[Any]) -> tuple[str, str]:
     """One readable sentence (and the field) for the first pydantic error."""
     first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {first.get('msg', '')}", "body"
     field = field_path(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")

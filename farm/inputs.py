@@ -35,12 +35,15 @@ def validate_job_inputs(
         with store.local_path(version.content_hash) as path:
             try:
                 cache = read_cache(path)
+                if not cache.frames:
+                    raise InvalidSpec("the particle cache holds no frames", field="frames")
                 if layer.kind is LayerKind.PARTICLE_SIM:
                     validate_frame(cache.frame(cache.frames[0]))
                 else:
                     validate_cache(cache, range(spec.frames.first, spec.frames.last + 1))
             except InvalidSpec as exc:
+                # Name the asset, never the server's file path.
+                why = exc.message.replace(str(path), "the file")
                 raise InvalidSpec(
-                    f"{field} (asset {version.asset!r} v{version.version}): {exc.message}",
-                    field=field,
+                    f"{field} (asset {version.asset!r} v{version.version}): {why}", field=field
                 ) from exc

@@ -7,6 +7,7 @@ Incoming specs are strict (``extra="forbid"``, frozen) and carry ``spec_version`
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -15,7 +16,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from farm.camera import Camera
 from farm.states import TileState
-from farm.vocab import AOV, Accelerator, Compression, ExrLayout, LayerKind, PixelRect, Role
+from farm.vocab import (
+    AOV,
+    MAX_ID,
+    Accelerator,
+    Compression,
+    ExrLayout,
+    LayerKind,
+    PixelRect,
+    Role,
+)
+
+MAX_FRAMES_PER_JOB = 100_000
+"""More frames than any shot has: a typo like 1-1000000000 is refused before rows are written."""
+MAX_TILES_PER_FRAME = 4096
+"""A 64x64 grid: finer tiling costs more in dispatch than it saves in render time."""
 
 SPEC_VERSION: Literal["delta/2026-11"] = "delta/2026-11"
 """The one job-spec version this farm reads; decoding lists the allowed values on a mismatch."""
@@ -23,7 +38,8 @@ SPEC_VERSION: Literal["delta/2026-11"] = "delta/2026-11"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
+    """``value`` if it is a safe farm name (letters, digits, ``_ . -``), else ValueError."""
     if not _NAME.match(value):
         raise ValueError(
             f"{value!r} is not a valid name: use 1-64 letters, digits, '_', '.' or '-', "
@@ -32,7 +48,7 @@ def _check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, AfterValidator(check_name)]
 """A show, sequence, shot, layer, pool or asset name: safe in paths, URLs and Ray resource keys."""
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes, hex")]
 
@@ -53,6 +69,11 @@ class FrameRange(BaseModel):
         if self.last < self.first:
             raise ValueError(
                 f"empty frame range {self.first}-{self.last}: 'last' must be >= 'first'"
+            )
+        if self.last - self.first + 1 > MAX_FRAMES_PER_JOB:
+            raise ValueError(
+                f"frame range {self.first}-{self.last} has {self.last - self.first + 1:,} frames; "
+                f"a job may have at most {MAX_FRAMES_PER_JOB:,}: split it into several jobs"
             )
         return self
 
@@ -128,7 +149,10 @@ class LayerSpec(BaseModel):
         default=None, max_length=64, description="cost-report grouping; default from the kind"
     )
     input_asset_version: int | None = Field(
-        default=None, description="asset version id read by a sim (seed) or render (cache)"
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="asset version id read by a sim (seed) or render (cache)",
     )
     tiles: TilingSpec | None = Field(default=None, description="particle_render only")
     aovs: tuple[AOV, ...] = Field(default=tuple(AOV), min_length=1)
@@ -169,7 +193,7 @@ class JobSpec(BaseModel):
     model_config = _STRICT
     spec_version: Literal["delta/2026-11"] = SPEC_VERSION
     name: Name
-    shot_id: int
+    shot_id: int = Field(ge=1, le=MAX_ID)
     frames: FrameRange
     resolution: Resolution
     camera: Camera
@@ -184,6 +208,7 @@ class JobSpec(BaseModel):
                 raise ValueError(f"layers[{i}].name: duplicate layer name {name!r}")
             seen.add(name)
         for i, layer in enumerate(self.layers):
+            _check_tile_count(i, layer, self.resolution)
             for dep in layer.depends_on:
                 if dep not in seen:
                     raise ValueError(
@@ -208,6 +233,23 @@ class JobSpec(BaseModel):
 
     def layer(self, name: str) -> LayerSpec:
         return next(layer for layer in self.layers if layer.name == name)
+
+
+def _check_tile_count(i: int, layer: LayerSpec, resolution: Resolution) -> None:
+    tiling = layer.tiles
+    if tiling is None:
+        return
+    if tiling.cols is not None and tiling.rows is not None:
+        count = tiling.cols * tiling.rows
+    else:
+        assert tiling.tile_width is not None and tiling.tile_height is not None
+        cols = math.ceil(resolution.width / tiling.tile_width)
+        count = cols * math.ceil(resolution.height / tiling.tile_height)
+    if count > MAX_TILES_PER_FRAME:
+        raise ValueError(
+            f"layers[{i}].tiles: {count:,} tiles per frame is more than the "
+            f"{MAX_TILES_PER_FRAME:,} allowed; use fewer columns and rows or larger tiles"
+        )
 
 
 def _check_acyclic(layers: tuple[LayerSpec, ...]) -> None:
@@ -294,7 +336,7 @@ class AssetVersionOut(BaseModel):
 class BlobOut(BaseModel):
     content_hash: str
     size_bytes: int
-    created: bool = Field(description="false when the store already had these bytes")
+    created: bool = Field(description="false when your studio had already sent these bytes")
 
 
 class MissingBlobsQuery(BaseModel):

@@ -10,6 +10,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_ID = 2**63 - 1
+"""Largest id a database row can have (signed 64-bit): bigger numbers are refused at the edge."""
+
 
 class Role(StrEnum):
     """What a user of a studio may do."""

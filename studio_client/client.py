@@ -65,12 +65,12 @@ class Client:
         return self._http.call("GET", "/shows", list[schemas.ShowOut])
 
     def show(self, name_or_id: str | int) -> schemas.ShowOut:
-        """A show by id, or by name among this studio's shows."""
+        """A show by name among this studio's shows, or by id (a name wins: shows may be "2024")."""
+        for show in self.shows():
+            if show.name == str(name_or_id):
+                return show
         if isinstance(name_or_id, int) or str(name_or_id).isdigit():
             return self._http.call("GET", f"/shows/{int(name_or_id)}", schemas.ShowOut)
-        for show in self.shows():
-            if show.name == name_or_id:
-                return show
         raise InvalidSpec(f"no show named {name_or_id!r} in your studio", field="show")
 
     def create_shot(self, show_id: int, name: str, *, sequence: str) -> schemas.ShotOut:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -13,7 +13,7 @@ from farm.api.context import FarmContext
 from farm.db import models as m
 from farm.db.queries import user_for_token
 from farm.errors import Forbidden, Unauthenticated
-from farm.vocab import Role
+from farm.vocab import MAX_ID, Role
 
 _bearer = HTTPBearer(auto_error=False, description="API token of a studio user")
 
@@ -29,7 +29,7 @@ def get_session(context: Annotated[FarmContext, Depends(get_context)]) -> Iterat
 
 
 def get_user(
-    session: Annotated[Session, Depends(get_session)],
+    session: Annotated[Session, Depends(get_session, scope="function")],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> m.User:
     if credentials is None or not credentials.credentials:
@@ -51,6 +51,10 @@ def require_role(*roles: Role) -> Any:
 
 
 Ctx = Annotated[FarmContext, Depends(get_context)]
-Db = Annotated[Session, Depends(get_session)]
+Db = Annotated[Session, Depends(get_session, scope="function")]
+"""A session committed when the route returns, *before* the response is sent: a client that
+reads right after a 201 finds the row (FastAPI's default would commit after sending)."""
 CurrentUser = Annotated[m.User, Depends(get_user)]
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="numeric id")]
+"""A path id: out-of-range numbers are a 422, never an overflow inside the database."""
 SUBMITTERS = (Role.ARTIST, Role.TD, Role.ADMIN)

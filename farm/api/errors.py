@@ -12,9 +12,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from farm.errors import FarmError, invalid_spec_from_errors
+from farm.errors import Conflict, FarmError, Unavailable, invalid_spec_from_errors
 
 log = logging.getLogger("farm.api")
 
@@ -36,6 +37,17 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             content={"error": code, "message": str(exc.detail), "field": None},
         )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        error = Conflict("a concurrent request changed the same object; retry the request")
+        return JSONResponse(status_code=error.http_status, content=error.to_dict())
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database error: %s", exc.orig)
+        error = Unavailable("the farm's database is busy or unreachable; retry in a moment")
+        return JSONResponse(status_code=error.http_status, content=error.to_dict())
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -37,6 +37,11 @@ def hash_token(token: str) -> str:
 
 # ----------------------------------------------------------------------------- studios and users
 def create_studio(session: Session, name: str) -> m.Studio:
+    """A new studio; its name becomes a folder of the outputs, so it must be a plain name."""
+    try:
+        schemas.check_name(name)
+    except ValueError as exc:
+        raise InvalidSpec(f"studio name: {exc}", field="name") from exc
     if session.scalar(select(m.Studio).where(m.Studio.name == name)) is not None:
         raise Conflict(f"studio {name!r} already exists; pick another name")
     studio = m.Studio(name=name)
@@ -156,8 +161,12 @@ def get_show_or_none(session: Session, studio_id: int, show_id: int) -> m.Show |
 # ----------------------------------------------------------------------------- blobs and assets
 def record_blob(
     session: Session, studio_id: int, *, content_hash: str, size_bytes: int, storage_key: str
-) -> None:
-    """Note that the store holds a blob and that ``studio_id`` may use it (it sent the bytes)."""
+) -> bool:
+    """Note that the store holds a blob and that ``studio_id`` may use it (it sent the bytes).
+
+    Returns True when this studio had not sent these bytes before. Whether *another* studio
+    had is never revealed.
+    """
     if session.get(m.Blob, content_hash) is None:
         session.add(
             m.Blob(content_hash=content_hash, size_bytes=size_bytes, storage_key=storage_key)
@@ -166,6 +175,8 @@ def record_blob(
     if session.get(m.BlobGrant, (studio_id, content_hash)) is None:
         session.add(m.BlobGrant(studio_id=studio_id, content_hash=content_hash))
         session.flush()
+        return True
+    return False
 
 
 def studio_has_blob(session: Session, studio_id: int, content_hash: str) -> bool:
@@ -271,11 +282,11 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
                 "tile_width/tile_height)",
                 field=f"layers[{i}].tiles",
             )
-        if layer.kind is LayerKind.ASSEMBLE and not any(
-            spec.layer(dep).kind is LayerKind.PARTICLE_RENDER for dep in layer.depends_on
-        ):
+        renders = [d for d in layer.depends_on if spec.layer(d).kind is LayerKind.PARTICLE_RENDER]
+        if layer.kind is LayerKind.ASSEMBLE and len(renders) != 1:
             raise InvalidSpec(
-                f"layers[{i}].depends_on: an assemble layer must depend on a particle_render layer",
+                f"layers[{i}].depends_on: an assemble layer stitches the tiles of exactly one "
+                f"particle_render layer; it depends on {len(renders)}",
                 field=f"layers[{i}].depends_on",
             )
     job = m.Job(

@@ -67,13 +67,14 @@ class DiskStore(BlobStore):
                     "corrupted or the hash is wrong; nothing was stored, send it again"
                 )
             target = self.path(content_hash)
-            if target.is_file() and target.stat().st_size == size:
-                return PutResult(content_hash, size, self.key(content_hash), created=False)
-            # Absent, or damaged on disk (truncated): the verified bytes replace it atomically.
+            existed = target.is_file()
+            # The bytes just written are verified; renaming them over the stored copy is as
+            # cheap as deleting them, and repairs a stored copy damaged on disk (bit rot,
+            # truncation) that a size check would miss.
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, target)
             tmp_name = ""
-            return PutResult(content_hash, size, self.key(content_hash), created=True)
+            return PutResult(content_hash, size, self.key(content_hash), created=not existed)
         finally:
             if tmp_name:
                 with contextlib.suppress(FileNotFoundError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.text import Text
 
 from farm import schemas
 from studio_client import Client
@@ -95,13 +96,13 @@ def demo(
                 job = client.wait(job.id, poll_s=0.4, on_update=lambda j: live.update(job_view(j)))
             if job.state != "done":
                 for line in failures(job):
-                    console.print(f"[red]{line}[/]")
+                    console.print(Text(line, style="red"))
                 raise typer.Exit(1)
             _show_outputs(job)
             check = client.check_frames(job.id)
             if check.problems:
                 for problem in check.problems:
-                    console.print(f"[red]frame {problem.frame}: {problem.problem}[/]")
+                    console.print(Text(f"frame {problem.frame}: {problem.problem}", "red"))
                 raise typer.Exit(1)
             console.print(f"[green]check-frames: all {check.frames_checked} frames are good[/]")
             from studio_client.cli.jobs import print_report

@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from farm import schemas
 from farm.errors import InvalidSpec, invalid_spec_from_errors
@@ -27,6 +28,8 @@ def load_spec(path: Path) -> schemas.JobSpec:
         raw = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise InvalidSpec(f"{path}: no such file", field="spec") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(f"{path}: cannot read it as a JSON file ({exc})", field="spec") from exc
     except json.JSONDecodeError as exc:
         raise InvalidSpec(
             f"{path}: not JSON ({exc.msg} at line {exc.lineno})", field="spec"
@@ -82,7 +85,7 @@ def _exit_for(job: schemas.JobOut) -> None:
     if job.state == TileState.DONE:
         return
     for line in failures(job):
-        console.print(f"[red]{line}[/]")
+        console.print(Text(line, style="red"))
     raise typer.Exit(1)
 
 
@@ -98,7 +101,7 @@ def check_frames(
         console.print(f"[green]all {result.frames_checked} frames of job {job_id} are good[/]")
         return
     for problem in result.problems:
-        console.print(f"[red]frame {problem.frame}: {problem.problem}[/] ({problem.path})")
+        console.print(Text(f"frame {problem.frame}: {problem.problem} ({problem.path})", "red"))
     raise typer.Exit(1)
 
 

@@ -244,3 +244,74 @@ def test_producers_cannot_submit(api: TestClient, db: Database) -> None:
 
 def test_openapi_is_served(api: TestClient) -> None:
     assert "/jobs" in api.get("/openapi.json").json()["paths"]
+
+
+def test_out_of_range_ids_and_bad_json_are_422_not_500(api: TestClient, db: Database) -> None:
+    who = make_studio(db, "alpha")
+    for path in ("/jobs/99999999999999999999", "/shows/0", "/jobs?show_id=99999999999999999999"):
+        response = api.get(path, headers=who.headers)
+        assert response.status_code == 422, path
+        assert response.json()["error"] == "invalid_spec"
+    broken = api.post(
+        "/jobs", content=b"{not json", headers={**who.headers, "Content-Type": "application/json"}
+    )
+    assert broken.status_code == 422
+    assert broken.json()["field"] == "body"
+    assert "not valid JSON" in broken.json()["message"]
+
+
+def test_uploading_bytes_another_studio_has_does_not_reveal_it(
+    api: TestClient, db: Database
+) -> None:
+    alpha, beta = make_studio(db, "alpha"), make_studio(db, "beta")
+    data = b"the same plate"
+    digest = hashlib.sha256(data).hexdigest()
+    first = api.put(f"/blobs/{digest}", content=data, headers=alpha.headers).json()
+    second = api.put(f"/blobs/{digest}", content=data, headers=beta.headers).json()
+    again = api.put(f"/blobs/{digest}", content=data, headers=beta.headers).json()
+    assert (first["created"], second["created"], again["created"]) == (True, True, False)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "words"),
+    [
+        (lambda s: s.update(frames={"first": 1, "last": 1_000_000}), "frames", "at most 100,000"),
+        (
+            lambda s: (
+                s.update(resolution={"width": 640, "height": 480})
+                or s["layers"][1].update(tiles={"tile_width": 1, "tile_height": 1})
+            ),
+            "layers[1].tiles",
+            "4,096 allowed",
+        ),
+        (lambda s: s.update(shot_id=2**70), "shot_id", "less than or equal"),
+        (
+            lambda s: (
+                s["layers"].append(
+                    {
+                        "name": "render2",
+                        "kind": "particle_render",
+                        "depends_on": ["sim"],
+                        "tiles": {"cols": 1, "rows": 1},
+                    }
+                )
+                or s["layers"][2].update(depends_on=["render", "render2"])
+            ),
+            "layers[2].depends_on",
+            "exactly one",
+        ),
+    ],
+)
+def test_specs_that_would_swamp_the_farm_are_refused(
+    api: TestClient, db: Database, tmp_path: Path, mutate: Any, field: str, words: str
+) -> None:
+    who = make_studio(db, "alpha")
+    shot_id, show_id = shot_and_show(db, who)
+    version = seed_version(api, who, show_id, tmp_path)
+    raw = job_spec(shot_id, version).model_dump(mode="json")
+    mutate(raw)
+    response = api.post("/jobs", json=raw, headers=who.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert words in response.json()["message"]
+    assert count_jobs(db) == 0

@@ -34,3 +34,11 @@ def test_bad_role_and_duplicate_studio_are_one_line_errors(
     assert main(["admin", "create-studio", "nimble"]) == 4
     assert "already exists" in capsys.readouterr().err
     assert main(["admin", "create-user", "nobody-studio", "x"]) == 3
+
+
+def test_a_studio_name_that_is_not_a_plain_name_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Studio names become output folders: no path tricks."""
+    assert main(["admin", "create-studio", "../../etc"]) == 2
+    assert "studio name" in capsys.readouterr().err

@@ -64,6 +64,11 @@ def test_a_damaged_blob_is_repaired_by_the_next_put_of_its_bytes(tmp_path: Path)
     data = b"tile pixels" * 100
     put = store.put_bytes(data)
     store.path(put.content_hash).write_bytes(data[:10])  # truncated on disk
+    store.put_bytes(data, expect_hash=put.content_hash)
+    assert store.path(put.content_hash).read_bytes() == data
+    rotten = bytearray(data)
+    rotten[7] ^= 0xFF  # same size, one flipped byte
+    store.path(put.content_hash).write_bytes(bytes(rotten))
     again = store.put_bytes(data, expect_hash=put.content_hash)
-    assert again.created
+    assert not again.created
     assert store.path(put.content_hash).read_bytes() == data

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from farm import schemas
-from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, require_role
+from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
 from farm.db import queries
 from farm.errors import NotFound
 from farm.storage import check_hash
@@ -57,7 +57,8 @@ async def put_blob(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spool.name)
-    queries.record_blob(
+    new_for_studio = await run_in_threadpool(
+        queries.record_blob,
         session,
         user.studio_id,
         content_hash=result.content_hash,
@@ -65,7 +66,7 @@ async def put_blob(
         storage_key=result.storage_key,
     )
     return schemas.BlobOut(
-        content_hash=result.content_hash, size_bytes=result.size_bytes, created=result.created
+        content_hash=result.content_hash, size_bytes=result.size_bytes, created=new_for_studio
     )
 
 
@@ -73,7 +74,7 @@ async def put_blob(
     "/shows/{show_id}/asset-versions", status_code=201, dependencies=[require_role(*SUBMITTERS)]
 )
 def register_asset_version(
-    show_id: int, spec: schemas.AssetVersionCreate, user: CurrentUser, session: Db
+    show_id: Id, spec: schemas.AssetVersionCreate, user: CurrentUser, session: Db
 ) -> schemas.AssetVersionOut:
     version = queries.register_asset_version(session, user, show_id, spec)
     return schemas.AssetVersionOut.model_validate(version)

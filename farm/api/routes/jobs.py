@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from farm import schemas
-from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, require_role
+from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
 from farm.db import queries
 from farm.frame_check import check_job_frames
 from farm.inputs import validate_job_inputs
+from farm.vocab import MAX_ID
 
 router = APIRouter(tags=["jobs"])
 
@@ -30,7 +33,9 @@ def submit_job(
 
 @router.get("/jobs")
 def list_jobs(
-    user: CurrentUser, session: Db, show_id: int | None = None
+    user: CurrentUser,
+    session: Db,
+    show_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[schemas.JobSummary]:
     return [
         schemas.JobSummary.model_validate(j)
@@ -39,11 +44,11 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, user: CurrentUser, session: Db) -> schemas.JobOut:
+def get_job(job_id: Id, user: CurrentUser, session: Db) -> schemas.JobOut:
     return queries.job_detail(session, user.studio_id, job_id)
 
 
 @router.get("/jobs/{job_id}/check")
-def check_frames(job_id: int, user: CurrentUser, session: Db) -> schemas.FrameCheckOut:
+def check_frames(job_id: Id, user: CurrentUser, session: Db) -> schemas.FrameCheckOut:
     """Re-read the job's assembled frames: missing, wrong size or channels, NaN/inf pixels."""
     return check_job_frames(session, user.studio_id, job_id)

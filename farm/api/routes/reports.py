@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from farm import schemas
-from farm.api.deps import CurrentUser, Db
+from farm.api.deps import CurrentUser, Db, Id
 from farm.cost.report import show_cost_report
 from farm.db import queries
 
@@ -13,7 +13,7 @@ router = APIRouter(tags=["reports"])
 
 
 @router.get("/shows/{show_id}/report")
-def show_report(show_id: int, user: CurrentUser, session: Db) -> schemas.CostReport:
+def show_report(show_id: Id, user: CurrentUser, session: Db) -> schemas.CostReport:
     return show_cost_report(session, user.studio_id, show_id)
 
 
