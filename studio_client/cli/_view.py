@@ -59,6 +59,8 @@ def tile_grid(layer: schemas.LayerOut, *, max_frames: int = 12) -> RenderableTyp
                 line.append(BLOCK, style=STYLE[tile.state])
             if i == 0:
                 line.append(f"  {frame.state}", style=STYLE[frame.state])
+                if frame.tile_plan:
+                    line.append(f"  {frame.tile_plan}", style="dim")
             lines.append(line)
     return Group(*lines)
 
