@@ -118,8 +118,8 @@ def report(
 
 def print_report(report: schemas.CostReport) -> None:
     console.print(
-        f"[bold]cost of show {report.show}[/]: {report.total:.4f} {report.currency} "
-        f"for {report.node_hours:.4f} node-hours"
+        f"[bold]cost of show {report.show}[/]: {report.total:.4g} {report.currency} "
+        f"for {report.node_hours:.4g} node-hours"
     )
     for title, lines in (
         ("by shot", report.by_shot),
@@ -139,10 +139,10 @@ def print_report(report: schemas.CostReport) -> None:
             bar = "█" * max(1, round(24 * line.cost / top)) if line.cost > 0 else ""
             table.add_row(
                 line.key,
-                f"{line.cost:.4f}",
+                f"{line.cost:.4g}",
                 f"[cyan]{bar}[/]",
-                f"{line.node_hours:.4f}",
-                f"{line.cpu_hours:.4f}",
+                f"{line.node_hours:.4g}",
+                f"{line.cpu_hours:.4g}",
                 str(line.attempts),
             )
         console.print(table)
