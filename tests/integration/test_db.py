@@ -74,3 +74,12 @@ def test_asset_versions_count_up_and_stay_immutable(db: Database) -> None:
         assert (v1.version, v2.version) == (1, 2)
         assert v1.asset_id == v2.asset_id
         assert v1.content_hash == "b" * 64
+
+
+def test_migrations_match_the_tables_exactly(db: Database) -> None:
+    """A model change without a new alembic revision fails here, not in production."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), m.Base.metadata) == []
