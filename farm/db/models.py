@@ -232,6 +232,12 @@ class Tile(Base):
     def rect(self) -> PixelRect:
         return PixelRect(x0=self.x0, y0=self.y0, x1=self.x1, y1=self.y1)
 
+    @property
+    def render_pixels(self) -> PixelRect:
+        """The rectangle actually rendered: ``rect`` grown by the overscan, clipped to the image."""
+        x0, y0, x1, y1 = self.render_rect
+        return PixelRect(x0=x0, y0=y0, x1=x1, y1=y1)
+
 
 class UsageRecord(Base):
     """One attempt of one tile on one pool: what cost reports and budgets add up."""

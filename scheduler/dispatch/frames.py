@@ -70,12 +70,7 @@ def tile_rows(frame: m.Frame, layer: m.Layer, plan: TilePlan, state: TileState) 
 
 
 def planned_tile(tile: m.Tile) -> PlannedTile:
-    x0, y0, x1, y1 = tile.render_rect
-    return PlannedTile(
-        index=tile.index,
-        rect=tile.rect,
-        render_rect=PixelRect(x0=x0, y0=y0, x1=x1, y1=y1),
-    )
+    return PlannedTile(index=tile.index, rect=tile.rect, render_rect=tile.render_pixels)
 
 
 def active_jobs(session: Session) -> list[m.Job]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from farm import schemas
 from farm.db import models as m
 from farm.frame_check import expected_channels
-from farm.vocab import LayerKind, PixelRect
+from farm.vocab import LayerKind
 from scheduler.dispatch import frames as fr
 from scheduler.executors.base import InputTile, TileTask
 
@@ -40,7 +40,6 @@ def build_task(
         extra["inputs"] = {"cache": _cache_hash(session, job, spec, layer, frame)}
     elif kind is LayerKind.ASSEMBLE:
         extra = _assemble_inputs(session, job, spec, layer, frame, output_root=output_root)
-    x0, y0, x1, y1 = tile.render_rect
     return TileTask(
         tile_id=tile.id,
         attempt=tile.attempts,
@@ -52,7 +51,7 @@ def build_task(
         width=spec.resolution.width,
         height=spec.resolution.height,
         rect=tile.rect,
-        render_rect=PixelRect(x0=x0, y0=y0, x1=x1, y1=y1),
+        render_rect=tile.render_pixels,
         layer_spec=layer_spec.model_dump(mode="json"),
         camera=spec.camera.model_dump(mode="json"),
         **extra,
@@ -85,7 +84,7 @@ def _assemble_inputs(
         InputTile(
             tile_id=t.id,
             rect=t.rect,
-            render_rect=fr.planned_tile(t).render_rect,
+            render_rect=t.render_pixels,
             content_hash=t.output_hash or "",
         )
         for t in _upstream_tiles(session, job, render, frame.number)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.text import Text
 
@@ -90,10 +89,10 @@ def demo(
                 f"{particles:,} particles at {width}x{height}; sim on 'cpu', render on 'h100', "
                 "assemble on 'cpu'"
             )
-            from studio_client.cli._view import failures, job_view
+            from studio_client.cli._view import failures
+            from studio_client.cli.jobs import watch_job
 
-            with Live(console=console, refresh_per_second=4) as live:
-                job = client.wait(job.id, poll_s=0.4, on_update=lambda j: live.update(job_view(j)))
+            job = watch_job(client, job.id)
             if job.state != "done":
                 for line in failures(job):
                     console.print(Text(line, style="red"))

@@ -15,6 +15,7 @@ from rich.text import Text
 from farm import schemas
 from farm.errors import InvalidSpec, invalid_spec_from_errors
 from farm.states import TileState
+from studio_client import Client
 from studio_client.cli._common import console, make_client
 from studio_client.cli._view import failures, job_view
 
@@ -43,12 +44,14 @@ def load_spec(path: Path) -> schemas.JobSpec:
 
 def watch(client_url: str | None, token: str | None, job_id: int) -> schemas.JobOut:
     """Show the job live until it finishes; returns its last state."""
-    with (
-        make_client(client_url, token) as client,
-        Live(console=console, refresh_per_second=4, transient=False) as live,
-    ):
-        job = client.wait(job_id, poll_s=0.5, on_update=lambda j: live.update(job_view(j)))
-    return job
+    with make_client(client_url, token) as client:
+        return watch_job(client, job_id)
+
+
+def watch_job(client: Client, job_id: int) -> schemas.JobOut:
+    """Layer progress bars and the tile grid, redrawn from every poll until the job ends."""
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        return client.wait(job_id, poll_s=0.5, on_update=lambda j: live.update(job_view(j)))
 
 
 def submit(
