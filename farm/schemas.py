@@ -354,6 +354,10 @@ class TileOut(BaseModel):
     index: int
     rect: PixelRect
     state: TileState
+    rank: int = Field(default=0, description="dispatch position in its frame: slowest first")
+    estimate_s: float | None = Field(
+        default=None, description="seconds estimated from the layer's finished tiles, before it ran"
+    )
     attempts: int
     reason: str
     pool: str | None

@@ -20,6 +20,23 @@ from farm.vocab import Accelerator
 log = logging.getLogger("scheduler.runtime")
 
 
+WORKER_ENV: dict[str, str] = {
+    "NUMBA_NUM_THREADS": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+}
+"""Environment of every Ray worker the farm starts (and of KubeRay worker pods, see ``infra/``).
+
+A worker holds one CPU slot, so numba runs one thread. The two glibc settings keep the memory a
+render frees for the next tile: by default every array over 128 KiB-32 MiB is ``mmap``-ed and
+handed back on free, and taking a page again costs a page fault, about 4 us on this VM. A hot
+1080p tile allocates tens of MB of binning and pixel buffers, so a render paid 5,000-12,000
+faults per tile and ~35,000 per whole frame; with these settings it pays none after the first
+(``bench/tiling_speedup.py``, docs/performance.md). Up to 1 GiB of freed heap stays with each
+worker instead of going back to the OS.
+"""
+
+
 def pool_resource(pool: str) -> str:
     """The Ray custom resource that marks a node as part of ``pool``."""
     return f"pool:{pool}"
@@ -86,6 +103,7 @@ def start_ray(
         logging_level=logging.WARNING,
         log_to_driver=False,
         object_store_memory=object_store_memory,
+        runtime_env={"env_vars": WORKER_ENV},
         _node_ip_address="127.0.0.1",
     )
     return RayRuntime(address="local", started_locally=True, virtual_pools=virtual, notes=notes)

@@ -30,6 +30,7 @@ __all__ = [
     "TilePlan",
     "TileTimes",
     "check_coverage",
+    "dispatch_ranks",
     "grid_rects",
     "plan_tiles",
     "replan",
@@ -405,6 +406,32 @@ def replan(
     rects = kept + _merge_cold(measured, target_s)
     check_coverage(rects, plan.width, plan.height)
     return TilePlan.from_rects(rects, width=plan.width, height=plan.height, overscan=plan.overscan)
+
+
+def dispatch_ranks(plan: TilePlan, tile_seconds: Mapping[int, float]) -> list[int]:
+    """The order to send a frame's tiles in: each tile's rank, slowest first.
+
+    Sending the slow tiles first is the longest-processing-time rule: the cheap tiles fill in
+    at the end, so the workers finish a frame together instead of one waiting on a slow tile
+    that started last. Before anything is measured, tiles go centre-out (nearest the image
+    centre first, like Arnold's default spiral bucket order), since the subject, and so the
+    cost, is usually framed near the centre. Tiles without an estimate go before measured
+    ones (nothing says they are cheap). Ties keep index order, so ranks are deterministic.
+
+    Returns:
+        ``ranks[i]`` is the position (0 = first) at which tile ``i`` of ``plan`` is sent.
+    """
+    cx, cy = plan.width / 2, plan.height / 2
+
+    def key(i: int) -> tuple[bool, float, float, int]:
+        r = plan.tiles[i].rect
+        off_centre = ((r.x0 + r.x1) / 2 - cx) ** 2 + ((r.y0 + r.y1) / 2 - cy) ** 2
+        return (i in tile_seconds, -tile_seconds.get(i, 0.0), off_centre, i)
+
+    ranks = [0] * len(plan.tiles)
+    for rank, index in enumerate(sorted(range(len(plan.tiles)), key=key)):
+        ranks[index] = rank
+    return ranks
 
 
 class TileTimes:

@@ -208,6 +208,15 @@ class Tile(Base):
     layer_id: Mapped[int] = mapped_column(ForeignKey("layers.id"), index=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     index: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        server_default="0",
+        doc="dispatch position in the frame: slowest estimate first",
+    )
+    estimate_s: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="seconds estimated from the layer's measured tiles"
+    )
     x0: Mapped[int] = mapped_column(Integer)
     y0: Mapped[int] = mapped_column(Integer)
     x1: Mapped[int] = mapped_column(Integer)

@@ -208,7 +208,7 @@ class Dispatcher:
                     job_id=tile.job_id,
                     layer_position=position,
                     frame=number,
-                    index=tile.index,
+                    rank=tile.rank,
                     tile_id=tile.id,
                     studio_id=studio_id,
                     pool=pool,
@@ -266,7 +266,7 @@ class Dispatcher:
             .join(m.Layer, m.Layer.id == m.Tile.layer_id)
             .join(m.Frame, m.Frame.id == m.Tile.frame_id)
             .where(m.Tile.state == TileState.PENDING)
-            .order_by(m.Tile.job_id, m.Frame.number, m.Layer.position, m.Tile.index)
+            .order_by(m.Tile.job_id, m.Frame.number, m.Layer.position, m.Tile.rank, m.Tile.id)
         )
         rows: list[Any] = []
         for pool, slots in sorted(free.items()):

@@ -7,6 +7,7 @@ Only then are its tiles planned, so adaptive tiles can use the times measured on
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,42 @@ from farm import schemas
 from farm.db import models as m
 from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed, rollup
 from farm.vocab import LayerKind, PixelRect
-from scheduler.tiles import PlannedTile, TilePlan, TileTimes, plan_tiles, replan
+from scheduler.tiles import (
+    PlannedTile,
+    TilePlan,
+    TileTimes,
+    dispatch_ranks,
+    plan_tiles,
+    replan,
+)
 
 ACTIVE = [s.value for s in TileState if s not in TERMINAL]
 
 
-def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list[Any]) -> TilePlan:
+@dataclass(frozen=True)
+class FramePlan:
+    """One frame's tiles and, once the layer has measured tiles, each tile's estimated seconds."""
+
+    tiles: TilePlan
+    estimates: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def ranks(self) -> list[int]:
+        """The dispatch position of each tile: slowest estimate first (see ``dispatch_ranks``)."""
+        return dispatch_ranks(self.tiles, self.estimates)
+
+
+def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list[Any]) -> FramePlan:
     """The tile plan of one frame of ``layer``: a grid or size plan, re-split from measured times.
 
-    Layers that are not tiled get one tile covering the frame.
+    Layers that are not tiled get one tile covering the frame. Measured times (``[x0, y0, x1,
+    y1, seconds]`` of the layer's finished tiles) give every tile an estimate, which orders the
+    frame's dispatch even when the layer sets no target runtime.
     """
     width, height = spec.resolution.width, spec.resolution.height
     tiling = layer.tiles
     if tiling is None:
-        return plan_tiles(width, height, cols=1, rows=1, overscan=0)
+        return FramePlan(plan_tiles(width, height, cols=1, rows=1, overscan=0))
     base = plan_tiles(
         width,
         height,
@@ -41,21 +64,27 @@ def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list
         tile_height=tiling.tile_height,
         overscan=tiling.overscan,
     )
-    if tiling.target_runtime_s is None or not tile_times:
-        return base
+    if not tile_times:
+        return FramePlan(base)
     times = TileTimes()
     for x0, y0, x1, y1, seconds in tile_times:
         times.record(PixelRect(x0=x0, y0=y0, x1=x1, y1=y1), float(seconds))
-    return replan(base, times.seconds_for(base), target_s=tiling.target_runtime_s)
+    plan = base
+    if tiling.target_runtime_s is not None:
+        plan = replan(base, times.seconds_for(base), target_s=tiling.target_runtime_s)
+    return FramePlan(plan, times.seconds_for(plan))
 
 
-def tile_rows(frame: m.Frame, layer: m.Layer, plan: TilePlan, state: TileState) -> list[m.Tile]:
+def tile_rows(frame: m.Frame, layer: m.Layer, plan: FramePlan, state: TileState) -> list[m.Tile]:
+    ranks = plan.ranks
     return [
         m.Tile(
             frame_id=frame.id,
             layer_id=layer.id,
             job_id=layer.job_id,
             index=tile.index,
+            rank=ranks[tile.index],
+            estimate_s=plan.estimates.get(tile.index),
             x0=tile.rect.x0,
             y0=tile.rect.y0,
             x1=tile.rect.x1,
@@ -126,7 +155,7 @@ def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list
                 continue
             if frame.tile_plan is None:
                 plan = frame_plan(spec, layer_spec, layer.tile_times)
-                frame.tile_plan = {**plan.to_json(), "describe": plan.describe()}
+                frame.tile_plan = {**plan.tiles.to_json(), "describe": plan.tiles.describe()}
                 session.add_all(tile_rows(frame, layer, plan, TileState.PENDING))
             else:
                 for tile in frame.tiles:

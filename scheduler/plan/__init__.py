@@ -17,13 +17,14 @@ class PendingTile:
     """A tile ready to run. Field order is the FIFO order inside one studio.
 
     Frame before layer: frame 1's assemble goes ahead of frame 2's render tiles, so frames
-    finish one after another (progressive) instead of all at the end.
+    finish one after another (progressive) instead of all at the end. Inside a frame's layer,
+    ``rank`` puts the slowest estimated tiles first (``scheduler.tiles.dispatch_ranks``).
     """
 
     job_id: int
     frame: int
     layer_position: int
-    index: int
+    rank: int
     tile_id: int
     studio_id: int = field(compare=False)
     pool: str = field(compare=False)
@@ -47,8 +48,9 @@ class Decision:
 def plan(snapshot: Snapshot) -> list[Decision]:
     """Fill each pool's free slots, alternating between studios so none waits behind another.
 
-    Inside a studio, tiles go oldest job first, then by frame, layer and tile index: earlier
-    frames finish (and assemble) first, which is what an artist watching dailies wants.
+    Inside a studio, tiles go oldest job first, then by frame, layer and rank: earlier frames
+    finish (and assemble) first, which is what an artist watching dailies wants, and each
+    frame's slow tiles start before its cheap ones, so the workers finish the frame together.
     """
     by_pool_studio: dict[str, dict[int, deque[PendingTile]]] = defaultdict(dict)
     for tile in sorted(snapshot.pending):

@@ -264,6 +264,34 @@ def test_adaptive_tiles_replan_later_frames_from_measured_times(farm, tmp_path: 
     assert len(plan.tiles) == counts[2]
 
 
+def test_a_frames_slowest_estimated_tiles_are_sent_first(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Measured tile times rank the next frame's tiles; the dispatcher sends them in that order.
+
+    The layer's measurements say the bottom-right quarter of the frame is slow (as if earlier
+    frames had been rendered), so tile 8 of the 3x3 grid, then its neighbours, go first.
+    """
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), size=(60, 60), grid=(3, 3))
+    with db.session() as session:
+        render = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
+        render.tile_times = [[0, 0, 60, 60, 0.9], [40, 40, 60, 60, 4.0]]
+    dispatcher = GatedDispatcher(db, store, out)
+    dispatcher.gated = {"h100"}
+    tick_until(dispatcher, lambda: frame_state(db, job_id, "render", 1) == "pending")
+    planned = tiles_of(db, job_id, "render", 1)
+    assert all(t.estimate_s is not None for t in planned)
+    by_rank = [t.index for t in sorted(planned, key=lambda t: t.rank)]
+    assert by_rank[0] == 8, by_rank  # the slow corner
+    assert sorted(t.rank for t in planned) == list(range(9))
+    estimates = [t.estimate_s for t in sorted(planned, key=lambda t: t.rank)]
+    assert estimates == sorted(estimates, reverse=True)
+    dispatcher.gated = set()
+    dispatcher.run_until_done([job_id], timeout_s=120)
+    done = tiles_of(db, job_id, "render", 1)
+    started = sorted(done, key=lambda t: (t.started_at, t.rank))
+    assert [t.index for t in started] == by_rank
+
+
 def test_a_layer_gets_only_the_aovs_it_asks_for(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2), aovs=["rgba", "z"])

@@ -14,6 +14,7 @@ from scheduler.tiles import (
     TilePlan,
     TileTimes,
     check_coverage,
+    dispatch_ranks,
     grid_rects,
     plan_tiles,
     replan,
@@ -246,3 +247,30 @@ def test_large_cold_plan_replans_quickly() -> None:
     new = replan(plan, {t.index: 0.01 for t in plan}, target_s=1.0)
     check_coverage([t.rect for t in new], 3840, 2160)
     assert len(new) < 100
+
+
+def test_dispatch_ranks_sends_slow_tiles_first_and_unmeasured_ones_before_them() -> None:
+    plan = plan_tiles(40, 10, cols=4, rows=1)
+    ranks = dispatch_ranks(plan, {0: 0.1, 1: 3.0, 3: 3.0})
+    # Tile 2 has no estimate: first. Then 1 and 3 (a tie: the one nearer the centre first),
+    # then the cheap tile 0.
+    assert ranks == [3, 1, 0, 2]
+
+
+def test_dispatch_ranks_go_centre_out_before_anything_is_measured() -> None:
+    grid = plan_tiles(30, 30, cols=3, rows=3)
+    ranks = dispatch_ranks(grid, {})
+    assert ranks[4] == 0  # the centre tile first
+    assert sorted(ranks[i] for i in (1, 3, 5, 7)) == [1, 2, 3, 4]  # then its edge neighbours
+    assert sorted(ranks[i] for i in (0, 2, 6, 8)) == [5, 6, 7, 8]  # the corners last
+    assert dispatch_ranks(plan_tiles(40, 10, cols=4, rows=1), {}) == [2, 0, 1, 3]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=100), min_size=6, max_size=6))
+def test_dispatch_ranks_is_a_permutation_ordered_by_estimate(seconds: list[float]) -> None:
+    plan = plan_tiles(60, 10, cols=6, rows=1)
+    ranks = dispatch_ranks(plan, dict(enumerate(seconds)))
+    assert sorted(ranks) == list(range(6))
+    by_rank = sorted(range(6), key=lambda i: ranks[i])
+    assert [seconds[i] for i in by_rank] == sorted(seconds, reverse=True)
