@@ -25,7 +25,7 @@ WORKER_ENV: dict[str, str] = {
     "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
 }
-"""Environment of every Ray worker the farm starts (and of KubeRay worker pods, see ``infra/``).
+"""Environment of every Ray worker the farm starts, locally or on a cluster it joins.
 
 A worker holds one CPU slot, so numba runs one thread. The two glibc settings keep the memory a
 render frees for the next tile: by default every array over 128 KiB-32 MiB is ``mmap``-ed and
@@ -76,7 +76,12 @@ def start_ray(
         return RayRuntime(address="existing", started_locally=False)
     if address:
         try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(
+                address=address,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                runtime_env={"env_vars": WORKER_ENV},  # job-wide: every worker of this farm
+            )
         except Exception as exc:
             raise Unavailable(f"cannot join the Ray cluster at {address}: {exc}") from exc
         return RayRuntime(address=address, started_locally=False)

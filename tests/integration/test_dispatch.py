@@ -392,3 +392,18 @@ def test_a_failed_first_frame_does_not_hold_an_adaptive_layer_forever(farm, tmp_
     assert frame_state(db, job_id, "render", 1) == "failed"
     assert frame_state(db, job_id, "render", 2) == "done"
     assert frame_state(db, job_id, "comp", 2) == "done"
+
+
+def test_render_workers_run_with_the_farms_worker_environment() -> None:
+    """Workers keep freed memory for the next tile and run numba on their one CPU slot."""
+    import os
+
+    import ray
+
+    from scheduler.runtime import WORKER_ENV
+
+    @ray.remote(num_cpus=1)
+    def environment() -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in WORKER_ENV}
+
+    assert ray.get(environment.remote()) == WORKER_ENV
