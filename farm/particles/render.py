@@ -31,7 +31,7 @@ import numpy as np
 
 from farm.errors import InvalidSpec
 from farm.particles import _numpy_kernels as npk
-from farm.particles.cache import FIELDS, ParticleFrame
+from farm.particles.cache import FIELDS, ChunkIndex, ParticleFrame
 from farm.particles.camera import Camera
 from farm.vocab import AOV, AOV_CHANNELS, PixelRect
 
@@ -90,19 +90,33 @@ def _check_rect(rect: PixelRect, width: int, height: int) -> None:
         )
 
 
-def _chunk_ranges(
-    pf: ParticleFrame, camera: Camera, params: np.ndarray, region: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Index ranges of the chunks that may touch ``region`` (all particles without an index).
+ChunkHulls = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_HULLS: dict[bytes, ChunkHulls] = {}
+_HULLS_KEPT = 4
+"""Frames whose chunk hulls a process keeps: the tiles of one frame, sent to the same worker
+one after another, project the chunk corners once instead of once per tile."""
 
-    Conservative: a chunk's centre box grown by its largest radius projects inside the convex hull
-    of its projected corners (when all lie in front of the camera), which contains every splat
-    disc; 3 pixels of margin cover the 0.5 px minimum radius and rounding.
+
+def _chunk_hulls(ch: ChunkIndex, camera: Camera, params: np.ndarray) -> ChunkHulls:
+    """Each chunk's projected screen box and depth test, cached by content of chunks and view.
+
+    Returns ``(sx_min, sx_max, sy_min, sy_max, in_depth, unbounded)`` per chunk: the box of the
+    projected corners of the chunk's centre box grown by its largest radius, whether the chunk
+    may lie within ``[near, far]``, and whether its projection is unbounded (a corner behind or
+    near the camera, or not finite), which no screen box can describe.
     """
-    n = pf.count
-    ch = pf.chunks
-    if ch is None or ch.count == 0 or ch.chunk_size <= 0:
-        return np.array([0], np.int64), np.array([n], np.int64)
+    key = b"".join(
+        (
+            np.ascontiguousarray(ch.lo).tobytes(),
+            np.ascontiguousarray(ch.hi).tobytes(),
+            np.ascontiguousarray(ch.max_radius).tobytes(),
+            np.ascontiguousarray(params, dtype=np.float64).tobytes(),
+            np.array([*camera.position, *np.ravel(camera.basis())], np.float64).tobytes(),
+        )
+    )
+    hit = _HULLS.get(key)
+    if hit is not None:
+        return hit
     right, up, forward = (np.array(v) for v in camera.basis())
     f, hw, hh, near, far = params[12:17]
     rmax = ch.max_radius.astype(np.float64)[:, None]
@@ -116,22 +130,51 @@ def _chunk_ranges(
     with np.errstate(all="ignore"):
         zc = corners(lo, hi) @ forward
         slack = 1e-6 * (np.abs(zc).max(axis=1) + 1.0)
-        keep = (zc.max(axis=1) >= near - slack) & (zc.min(axis=1) <= far + slack)
+        in_depth = (zc.max(axis=1) >= near - slack) & (zc.min(axis=1) <= far + slack)
         grown = corners(lo - rmax, hi + rmax)
         gz = grown @ forward
         sx = hw + f * (grown @ right) / gz
         sy = hh - f * (grown @ up) / gz
-        m = 3.0
-        rx0, ry0, rx1, ry1 = region
-        on_screen = (
-            (sx.max(axis=1) + m >= rx0)
-            & (sx.min(axis=1) - m <= rx1 - 1)
-            & (sy.max(axis=1) + m >= ry0)
-            & (sy.min(axis=1) - m <= ry1 - 1)
-        )
         unbounded = ~(gz.min(axis=1) > 0.5 * near) | ~np.isfinite(sx).all(axis=1)
         unbounded |= ~np.isfinite(sy).all(axis=1)
-    keep &= on_screen | unbounded
+        hulls = (
+            sx.min(axis=1),
+            sx.max(axis=1),
+            sy.min(axis=1),
+            sy.max(axis=1),
+            in_depth,
+            unbounded,
+        )
+    if len(_HULLS) >= _HULLS_KEPT:
+        _HULLS.pop(next(iter(_HULLS)))
+    _HULLS[key] = hulls
+    return hulls
+
+
+def _chunk_ranges(
+    pf: ParticleFrame, camera: Camera, params: np.ndarray, region: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index ranges of the chunks that may touch ``region`` (all particles without an index).
+
+    Conservative: a chunk's centre box grown by its largest radius projects inside the convex hull
+    of its projected corners (when all lie in front of the camera), which contains every splat
+    disc; 3 pixels of margin cover the 0.5 px minimum radius and rounding.
+    """
+    n = pf.count
+    ch = pf.chunks
+    if ch is None or ch.count == 0 or ch.chunk_size <= 0:
+        return np.array([0], np.int64), np.array([n], np.int64)
+    sx_min, sx_max, sy_min, sy_max, in_depth, unbounded = _chunk_hulls(ch, camera, params)
+    m = 3.0
+    rx0, ry0, rx1, ry1 = region
+    with np.errstate(all="ignore"):
+        on_screen = (
+            (sx_max + m >= rx0)
+            & (sx_min - m <= rx1 - 1)
+            & (sy_max + m >= ry0)
+            & (sy_min - m <= ry1 - 1)
+        )
+    keep = in_depth & (on_screen | unbounded)
     k = np.flatnonzero(keep)
     if k.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)

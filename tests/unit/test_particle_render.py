@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -156,6 +157,18 @@ def monster() -> ParticleFrame:
 def test_non_dividing_grid_1001x537_in_7x5(monster: ParticleFrame) -> None:
     whole = check_tiling(monster, monster_camera(), 1001, 537, even_grid(1001, 537, 7, 5))
     assert (whole["id"] > 0).mean() > 0.1, "the scene should cover a good part of the frame"
+
+
+def test_tiles_after_a_camera_move_use_the_new_view_not_a_cached_cull(
+    monster: ParticleFrame,
+) -> None:
+    """Chunk culling is cached per frame and view; the same chunks seen anew must cull anew."""
+    rects = even_grid(320, 180, 4, 3)
+    check_tiling(monster, monster_camera(), 320, 180, rects)
+    moved = monster_camera().model_copy(update={"look_at": (-4.0, 1.5, 0.0)})
+    whole = check_tiling(monster, moved, 320, 180, rects)
+    unculled = render_frame(dataclasses.replace(monster, chunks=None), moved, width=320, height=180)
+    assert_same(whole, unculled)
 
 
 def test_one_tile_is_the_whole_frame(monster: ParticleFrame) -> None:
