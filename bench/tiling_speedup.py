@@ -74,12 +74,13 @@ Ranks = list[int]
 
 
 def parse_plans(text: str) -> list[tuple[int, int]]:
+    usage = f"--plans {text!r}: write plans as COLSxROWS, comma-separated, e.g. 4x4,3x3"
     try:
         plans = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
     except ValueError:
-        sys.exit(f"--plans {text!r}: write plans as COLSxROWS, comma-separated, e.g. 4x4,3x3")
+        sys.exit(usage)
     if not plans or any(len(p) != 2 or min(p) < 1 for p in plans):
-        sys.exit(f"--plans {text!r}: write plans as COLSxROWS, comma-separated, e.g. 4x4,3x3")
+        sys.exit(usage)
     return [(p[0], p[1]) for p in plans]
 
 
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=12)
     args = parser.parse_args()
     grids = parse_plans(args.plans)
+    head = "{}x{}".format(*grids[0])
     count, (width, height) = (500_000, (960, 540)) if args.quick else (2_000_000, (1920, 1080))
 
     import ray
@@ -153,7 +155,7 @@ def main() -> None:
         name = f"{cols}x{rows}"
         variants[f"{name} first"] = (plan, first)
         variants[f"{name} measured"] = (plan, dispatch_ranks(plan, times.seconds_for(plan)))
-        if name == "{}x{}".format(*grids[0]):
+        if name == head:
             variants[f"{name} row_major"] = (plan, list(range(len(plan.tiles))))
 
     names = list(variants)
@@ -167,7 +169,6 @@ def main() -> None:
             elapsed, last[name] = send(*variants[name])
             runs[name].append(elapsed)
     ray.shutdown()
-    head = "{}x{}".format(*grids[0])
     stitched = {name: np.empty_like(array) for name, array in whole.items()}
     head_plan = variants[f"{head} first"][0]
     for tile, (pixels, _) in zip(head_plan.tiles, last[f"{head} first"], strict=True):

@@ -416,7 +416,8 @@ def dispatch_ranks(plan: TilePlan, tile_seconds: Mapping[int, float]) -> list[in
     that started last. Before anything is measured, tiles go centre-out (nearest the image
     centre first, like Arnold's default spiral bucket order), since the subject, and so the
     cost, is usually framed near the centre. Tiles without an estimate go before measured
-    ones (nothing says they are cheap). Ties keep index order, so ranks are deterministic.
+    ones (nothing says they are cheap). Ties go centre-out, then by index, so ranks are
+    deterministic.
 
     Returns:
         ``ranks[i]`` is the position (0 = first) at which tile ``i`` of ``plan`` is sent.

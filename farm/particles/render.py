@@ -97,8 +97,11 @@ _HULLS_KEPT = 4
 one after another, project the chunk corners once instead of once per tile."""
 
 
-def _chunk_hulls(ch: ChunkIndex, camera: Camera, params: np.ndarray) -> ChunkHulls:
-    """Each chunk's projected screen box and depth test, cached by content of chunks and view.
+def _chunk_hulls(ch: ChunkIndex, params: np.ndarray) -> ChunkHulls:
+    """Each chunk's projected screen box and depth test, cached by chunk bounds and view.
+
+    ``params`` (:meth:`Camera.projection_params`) holds the whole view: position, basis, focal
+    length, image centre and clip range, so it is the cache key with the chunk bounds.
 
     Returns ``(sx_min, sx_max, sy_min, sy_max, in_depth, unbounded)`` per chunk: the box of the
     projected corners of the chunk's centre box grown by its largest radius, whether the chunk
@@ -106,18 +109,13 @@ def _chunk_hulls(ch: ChunkIndex, camera: Camera, params: np.ndarray) -> ChunkHul
     near the camera, or not finite), which no screen box can describe.
     """
     key = b"".join(
-        (
-            np.ascontiguousarray(ch.lo).tobytes(),
-            np.ascontiguousarray(ch.hi).tobytes(),
-            np.ascontiguousarray(ch.max_radius).tobytes(),
-            np.ascontiguousarray(params, dtype=np.float64).tobytes(),
-            np.array([*camera.position, *np.ravel(camera.basis())], np.float64).tobytes(),
-        )
+        np.ascontiguousarray(a).tobytes()
+        for a in (ch.lo, ch.hi, ch.max_radius, np.asarray(params, np.float64))
     )
     hit = _HULLS.get(key)
     if hit is not None:
         return hit
-    right, up, forward = (np.array(v) for v in camera.basis())
+    position, right, up, forward = params[0:3], params[3:6], params[6:9], params[9:12]
     f, hw, hh, near, far = params[12:17]
     rmax = ch.max_radius.astype(np.float64)[:, None]
     lo = ch.lo.astype(np.float64)
@@ -125,7 +123,7 @@ def _chunk_hulls(ch: ChunkIndex, camera: Camera, params: np.ndarray) -> ChunkHul
     sel = np.array([[i >> a & 1 for a in range(3)] for i in range(8)], bool)  # (8, 3) corner mask
 
     def corners(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(sel[None], b[:, None, :], a[:, None, :]) - np.array(camera.position)
+        return np.where(sel[None], b[:, None, :], a[:, None, :]) - position
 
     with np.errstate(all="ignore"):
         zc = corners(lo, hi) @ forward
@@ -152,7 +150,7 @@ def _chunk_hulls(ch: ChunkIndex, camera: Camera, params: np.ndarray) -> ChunkHul
 
 
 def _chunk_ranges(
-    pf: ParticleFrame, camera: Camera, params: np.ndarray, region: tuple[int, int, int, int]
+    pf: ParticleFrame, params: np.ndarray, region: tuple[int, int, int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index ranges of the chunks that may touch ``region`` (all particles without an index).
 
@@ -164,7 +162,7 @@ def _chunk_ranges(
     ch = pf.chunks
     if ch is None or ch.count == 0 or ch.chunk_size <= 0:
         return np.array([0], np.int64), np.array([n], np.int64)
-    sx_min, sx_max, sy_min, sy_max, in_depth, unbounded = _chunk_hulls(ch, camera, params)
+    sx_min, sx_max, sy_min, sy_max, in_depth, unbounded = _chunk_hulls(ch, params)
     m = 3.0
     rx0, ry0, rx1, ry1 = region
     with np.errstate(all="ignore"):
@@ -300,7 +298,7 @@ def render_tiles(
         max(r.y1 for r in rects),
     )
     params = camera.projection_params(width, height)
-    ranges = _chunk_ranges(pf, camera, params, region)
+    ranges = _chunk_ranges(pf, params, region)
     if chosen == "numba":
         try:
             return _render_numba(arrs, ranges, params, region, rects, aov_t)
