@@ -96,10 +96,18 @@ class Resolution(BaseModel):
 
 
 class TilingSpec(BaseModel):
-    """How a render layer cuts each frame: a grid or a target tile size, plus overscan.
+    """How a render layer cuts each frame: a grid, a target tile size or balanced tiles.
 
-    ``target_runtime_s`` turns on adaptive tiles: after the first frames the planner splits tiles
-    that ran over ~2x the target and merges cheap neighbours (like OpenJD's targetRuntimeSeconds).
+    * ``cols`` and ``rows``: a fixed grid.
+    * ``tile_width`` and ``tile_height``: tiles of about that size.
+    * ``balanced``: that many tiles per frame, cut where the layer's measured cost divides
+      evenly (equal areas until a tile has been measured). Pick about the number of slots a
+      frame should use, or twice that: each tile then takes the same time, so the slots finish
+      a frame together and the per-tile overhead is paid a few times, not hundreds.
+
+    ``overscan`` is the margin rendered around each tile. ``target_runtime_s`` turns on adaptive
+    grid or size tiles: after the first frames the planner splits tiles that ran over ~2x the
+    target and merges cheap neighbours (like OpenJD's targetRuntimeSeconds).
     """
 
     model_config = _STRICT
@@ -107,6 +115,9 @@ class TilingSpec(BaseModel):
     rows: int | None = Field(default=None, ge=1, description="grid rows")
     tile_width: int | None = Field(default=None, ge=1, description="target tile width, px")
     tile_height: int | None = Field(default=None, ge=1, description="target tile height, px")
+    balanced: int | None = Field(
+        default=None, ge=1, le=MAX_TILES_PER_FRAME, description="tiles of equal measured cost"
+    )
     overscan: int = Field(default=8, ge=0, le=512, description="margin rendered around a tile, px")
     target_runtime_s: float | None = Field(default=None, gt=0, description="adaptive tiles")
 
@@ -114,12 +125,18 @@ class TilingSpec(BaseModel):
     def _one_way(self) -> TilingSpec:
         grid = self.cols is not None or self.rows is not None
         size = self.tile_width is not None or self.tile_height is not None
-        if grid == size:
-            raise ValueError("give either cols and rows, or tile_width and tile_height")
+        balanced = self.balanced is not None
+        if grid + size + balanced != 1:
+            raise ValueError("give one of: cols and rows, tile_width and tile_height, or balanced")
         if grid and (self.cols is None or self.rows is None):
             raise ValueError("a grid needs both cols and rows")
         if size and (self.tile_width is None or self.tile_height is None):
             raise ValueError("a tile size needs both tile_width and tile_height")
+        if balanced and self.target_runtime_s is not None:
+            raise ValueError(
+                "balanced tiles re-cut every frame from measured cost already: "
+                "drop target_runtime_s, or use a grid or tile size with it"
+            )
         return self
 
 
@@ -239,6 +256,8 @@ def _check_tile_count(i: int, layer: LayerSpec, resolution: Resolution) -> None:
     tiling = layer.tiles
     if tiling is None:
         return
+    if tiling.balanced is not None:
+        return  # bounded by the field itself
     if tiling.cols is not None and tiling.rows is not None:
         count = tiling.cols * tiling.rows
     else:

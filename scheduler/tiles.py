@@ -26,9 +26,11 @@ from farm.errors import InvalidSpec
 from farm.vocab import PixelRect
 
 __all__ = [
+    "CostMap",
     "PlannedTile",
     "TilePlan",
     "TileTimes",
+    "balanced_plan",
     "check_coverage",
     "dispatch_ranks",
     "grid_rects",
@@ -463,24 +465,26 @@ class TileTimes:
     def __len__(self) -> int:
         return sum(len(v) for v in self._records.values())
 
-    def seconds_for(self, plan: TilePlan) -> dict[int, float]:
-        """Estimates each tile's time in ``plan``, area-weighted from the recorded rects.
+    def density(self, width: int, height: int, edges: Iterable[PixelRect] = ()) -> CostMap | None:
+        """The recorded cost as a :class:`CostMap` of the ``width x height`` frame, or None.
 
-        A tile partly covered by records is scaled up from its covered part; a tile no record
-        touches is left out of the result (``replan`` then keeps it as it is).
+        ``edges`` adds rect edges to the map's cells, so sums over those rects are exact.
         """
         if not self._records:
-            return {}
+            return None
         # Coordinate compression: cells between all edges are uniform, so the sums are exact
         # and the work is independent of the image size.
         keys = list(self._records)
+        extra = list(edges)
         xs = np.unique(
-            [v for k in keys for v in (k[0], k[2])]
-            + [e for t in plan.tiles for e in (t.rect.x0, t.rect.x1)]
+            [0, width]
+            + [v for k in keys for v in (k[0], k[2])]
+            + [e for r in extra for e in (r.x0, r.x1)]
         )
         ys = np.unique(
-            [v for k in keys for v in (k[1], k[3])]
-            + [e for t in plan.tiles for e in (t.rect.y0, t.rect.y1)]
+            [0, height]
+            + [v for k in keys for v in (k[1], k[3])]
+            + [e for r in extra for e in (r.y0, r.y1)]
         )
         dens = np.zeros((len(ys) - 1, len(xs) - 1))
         count = np.zeros_like(dens)
@@ -489,14 +493,138 @@ class TileTimes:
             j0, j1 = np.searchsorted(ys, [y0, y1])
             dens[j0:j1, i0:i1] += sum(secs) / ((x1 - x0) * (y1 - y0))
             count[j0:j1, i0:i1] += len(secs)
-        cell_area = np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)
         covered = count > 0
-        cost = np.where(covered, dens / np.maximum(count, 1), 0.0) * cell_area
+        return CostMap(xs, ys, np.where(covered, dens / np.maximum(count, 1), 0.0), covered)
+
+    def seconds_for(self, plan: TilePlan) -> dict[int, float]:
+        """Estimates each tile's time in ``plan``, area-weighted from the recorded rects.
+
+        A tile partly covered by records is scaled up from its covered part; a tile no record
+        touches is left out of the result (``replan`` then keeps it as it is).
+        """
+        cost = self.density(plan.width, plan.height, (t.rect for t in plan.tiles))
+        if cost is None:
+            return {}
         out: dict[int, float] = {}
         for t in plan.tiles:
-            i0, i1 = np.searchsorted(xs, [t.rect.x0, t.rect.x1])
-            j0, j1 = np.searchsorted(ys, [t.rect.y0, t.rect.y1])
-            area = float((cell_area[j0:j1, i0:i1] * covered[j0:j1, i0:i1]).sum())
+            seconds, area = cost.sum(t.rect)
             if area > 0:
-                out[t.index] = float(cost[j0:j1, i0:i1].sum()) * t.rect.area / area
+                out[t.index] = seconds * t.rect.area / area
         return out
+
+
+@dataclass(frozen=True)
+class CostMap:
+    """Seconds per pixel over a frame, uniform within each cell of a compressed grid.
+
+    Attributes:
+        xs: the cells' column edges, ascending, from 0 to the frame width.
+        ys: the cells' row edges, ascending, from 0 to the frame height.
+        density: seconds per pixel of each cell, shape ``(len(ys) - 1, len(xs) - 1)``.
+        covered: which cells a measurement covers (uncovered cells have density 0).
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    density: np.ndarray
+    covered: np.ndarray
+
+    def _overlap(self, rect: PixelRect) -> tuple[np.ndarray, np.ndarray]:
+        w = np.clip(np.minimum(self.xs[1:], rect.x1) - np.maximum(self.xs[:-1], rect.x0), 0, None)
+        h = np.clip(np.minimum(self.ys[1:], rect.y1) - np.maximum(self.ys[:-1], rect.y0), 0, None)
+        return w.astype(np.float64), h.astype(np.float64)
+
+    def sum(self, rect: PixelRect) -> tuple[float, float]:
+        """The seconds in ``rect`` and the measured area (pixels) they come from."""
+        w, h = self._overlap(rect)
+        area = np.outer(h, w)
+        return float((self.density * area).sum()), float((area * self.covered).sum())
+
+    def filled(self) -> CostMap:
+        """The map with unmeasured cells given the mean measured density (nothing says cheap)."""
+        if self.covered.all():
+            return self
+        area = np.outer(np.diff(self.ys), np.diff(self.xs)).astype(np.float64)
+        measured = float((area * self.covered).sum())
+        mean = float((self.density * area).sum()) / measured if measured else 1.0
+        density = np.where(self.covered, self.density, mean)
+        return CostMap(self.xs, self.ys, density, np.ones_like(self.covered))
+
+    def cut(self, rect: PixelRect, axis: int, share: float) -> float:
+        """Where to cut ``rect`` across ``axis`` (0 = x) so ``share`` of its cost lies before it.
+
+        The cumulative cost along the axis is piecewise linear (uniform cells), so the position
+        is exact, not sampled; it comes back as a float pixel coordinate.
+        """
+        w, h = self._overlap(rect)
+        if axis == 0:
+            edges, lo, hi = self.xs, rect.x0, rect.x1
+            per_px = (self.density * h[:, None]).sum(axis=0)  # seconds per pixel column
+            size = w
+        else:
+            edges, lo, hi = self.ys, rect.y0, rect.y1
+            per_px = (self.density * w[None, :]).sum(axis=1)
+            size = h
+        cells = per_px * size
+        total = float(cells.sum())
+        if total <= 0:
+            return lo + share * (hi - lo)
+        goal = share * total
+        before = np.concatenate([[0.0], np.cumsum(cells)])
+        i = int(np.searchsorted(before, goal, side="right")) - 1
+        i = min(max(i, 0), len(cells) - 1)
+        start = max(float(edges[i]), lo)
+        if per_px[i] <= 0:
+            return start
+        return start + (goal - before[i]) / float(per_px[i])
+
+
+def balanced_plan(
+    width: int,
+    height: int,
+    parts: int,
+    *,
+    cost: CostMap | None = None,
+    overscan: int = 0,
+    min_tile: int = 16,
+) -> TilePlan:
+    """Cuts a frame into ``parts`` tiles of about equal estimated cost.
+
+    Recursive bisection: the frame is cut across its longer side where the cost divides in
+    the ratio of the parts on each side, and each side again, until every piece is one tile.
+    This is what a frame on a pool of ``S`` slots wants: a few tiles per slot, each worth the
+    same time, so the slots finish together and the per-task overhead is paid a few times,
+    not hundreds. Without a ``cost`` (nothing measured yet) cost is taken as uniform, which
+    gives tiles of equal area. No side drops below ``min_tile`` pixels (so a small frame may
+    get fewer tiles than ``parts``).
+
+    Raises:
+        InvalidSpec: when ``parts`` or ``min_tile`` is below 1 (field ``tiles``).
+    """
+    _check_size(width, height)
+    if parts < 1:
+        raise InvalidSpec(f"{parts} tiles per frame: use 1 or more", field="tiles")
+    if min_tile < 1:
+        raise InvalidSpec(f"min_tile {min_tile} must be at least 1 px", field="min_tile")
+    costs = cost.filled() if cost is not None else None
+    rects: list[PixelRect] = []
+
+    def bisect(rect: PixelRect, n: int) -> None:
+        axis = 0 if rect.width >= rect.height else 1
+        length = rect.width if axis == 0 else rect.height
+        if n == 1 or length < 2 * min_tile:
+            rects.append(rect)
+            return
+        first = n // 2
+        lo = rect.x0 if axis == 0 else rect.y0
+        at = costs.cut(rect, axis, first / n) if costs is not None else lo + length * first / n
+        k = min(max(round(at), lo + min_tile), lo + length - min_tile)
+        if axis == 0:
+            a, b = _rect(rect.x0, rect.y0, k, rect.y1), _rect(k, rect.y0, rect.x1, rect.y1)
+        else:
+            a, b = _rect(rect.x0, rect.y0, rect.x1, k), _rect(rect.x0, k, rect.x1, rect.y1)
+        bisect(a, first)
+        bisect(b, n - first)
+
+    bisect(_rect(0, 0, width, height), parts)
+    return TilePlan.from_rects(rects, width=width, height=height, overscan=overscan)

@@ -23,6 +23,7 @@ from scheduler.tiles import (
     PlannedTile,
     TilePlan,
     TileTimes,
+    balanced_plan,
     dispatch_ranks,
     plan_tiles,
     replan,
@@ -45,17 +46,25 @@ class FramePlan:
 
 
 def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list[Any]) -> FramePlan:
-    """The tile plan of one frame of ``layer``: a grid or size plan, re-split from measured times.
+    """The tile plan of one frame of ``layer``, from its tiling and the layer's measured times.
 
-    Layers that are not tiled get one tile covering the frame. Measured times (``[x0, y0, x1,
-    y1, seconds]`` of the layer's finished tiles) give every tile an estimate, which orders the
-    frame's dispatch even when the layer sets no target runtime.
+    Layers that are not tiled get one tile covering the frame. A grid or size plan is re-split
+    from measured times when the layer sets a target runtime; a balanced plan is cut at equal
+    measured cost. Measured times (``[x0, y0, x1, y1, seconds]`` of the layer's finished tiles)
+    also give every tile an estimate, which orders the frame's dispatch.
     """
     width, height = spec.resolution.width, spec.resolution.height
     tiling = layer.tiles
     if tiling is None:
         return FramePlan(plan_tiles(width, height, cols=1, rows=1, overscan=0))
-    base = plan_tiles(
+    times = TileTimes()
+    for x0, y0, x1, y1, seconds in tile_times:
+        times.record(PixelRect(x0=x0, y0=y0, x1=x1, y1=y1), float(seconds))
+    if tiling.balanced is not None:
+        cost = times.density(width, height)
+        plan = balanced_plan(width, height, tiling.balanced, cost=cost, overscan=tiling.overscan)
+        return FramePlan(plan, times.seconds_for(plan))
+    plan = plan_tiles(
         width,
         height,
         cols=tiling.cols,
@@ -64,14 +73,8 @@ def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list
         tile_height=tiling.tile_height,
         overscan=tiling.overscan,
     )
-    if not tile_times:
-        return FramePlan(base)
-    times = TileTimes()
-    for x0, y0, x1, y1, seconds in tile_times:
-        times.record(PixelRect(x0=x0, y0=y0, x1=x1, y1=y1), float(seconds))
-    plan = base
-    if tiling.target_runtime_s is not None:
-        plan = replan(base, times.seconds_for(base), target_s=tiling.target_runtime_s)
+    if tiling.target_runtime_s is not None and tile_times:
+        plan = replan(plan, times.seconds_for(plan), target_s=tiling.target_runtime_s)
     return FramePlan(plan, times.seconds_for(plan))
 
 
@@ -168,12 +171,14 @@ def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list
 
 
 def _waits_for_measurements(layer: m.Layer, spec: schemas.LayerSpec, frame: m.Frame) -> bool:
-    """Adaptive tiles: a later frame is planned only once the layer's first frame has finished.
+    """Adaptive and balanced tiles: a later frame is planned once the layer's first has finished.
 
-    Without this every frame would be planned from the base grid the moment the sim is done,
-    before a single tile time is measured, and the target runtime would change nothing.
+    Without this every frame would be planned from the base cut the moment the sim is done,
+    before a single tile time is measured, and neither the target runtime nor the balance
+    would change anything.
     """
-    if spec.tiles is None or spec.tiles.target_runtime_s is None:
+    tiling = spec.tiles
+    if tiling is None or (tiling.target_runtime_s is None and tiling.balanced is None):
         return False
     first = layer.frames[0]
     # Any end counts: a first frame that failed or was cancelled must not hold the rest forever.

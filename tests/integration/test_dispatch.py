@@ -292,6 +292,52 @@ def test_a_frames_slowest_estimated_tiles_are_sent_first(farm, tmp_path: Path) -
     assert [t.index for t in started] == by_rank
 
 
+def test_balanced_tiles_cut_the_next_frames_where_measured_cost_divides_evenly(
+    farm, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Frame 1 is cut in equal areas; later frames at equal cost, measured on frame 1."""
+    db, store, out = farm
+    job_id, _ = submit(
+        db, store, tmp_path, frames=(1, 3), size=(96, 64), tiles={"balanced": 2, "overscan": 2}
+    )
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=300)
+    with db.session() as session:
+        detail = queries.job_detail(session, 1, job_id)
+        measured = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
+        assert len(measured.tile_times) == 6  # every finished tile was measured
+    assert detail.state == "done"
+    first, *later = detail.layers[1].frames
+    assert [t.rect.as_tuple() for t in first.tiles] == [(0, 0, 48, 64), (48, 0, 96, 64)]
+    assert all(t.estimate_s is None for t in first.tiles)  # nothing measured yet
+    for frame in later:
+        assert len(frame.tiles) == 2
+        assert all(t.estimate_s is not None for t in frame.tiles)
+        assert sum(t.rect.area for t in frame.tiles) == 96 * 64
+    comp = detail.layers[2]
+    image = read_exr(comp.frames[1].output_path or "")
+    plan = TilePlan.from_json(json.loads(str(image.attributes["delta/tile_plan"])))
+    assert [t.rect for t in plan.tiles] == [t.rect for t in later[0].tiles]
+
+
+def test_balanced_tiles_follow_the_layers_measured_cost(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The left quarter measured 5x dearer per pixel: the cut moves left until costs match."""
+    db, store, out = farm
+    job_id, _ = submit(
+        db, store, tmp_path, frames=(1, 1), size=(96, 64), tiles={"balanced": 2, "overscan": 2}
+    )
+    with db.session() as session:
+        render = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
+        # 1 s spread over the frame, plus 4 s more over the left quarter (x < 24).
+        render.tile_times = [[0, 0, 96, 64, 1.0], [0, 0, 24, 64, 1.0 / 4 + 4.0]]
+    dispatcher = GatedDispatcher(db, store, out)
+    dispatcher.gated = {"h100"}
+    tick_until(dispatcher, lambda: frame_state(db, job_id, "render", 1) == "pending")
+    left, right = tiles_of(db, job_id, "render", 1)
+    assert left.rect.x1 < 24  # the hot quarter alone is worth more than half
+    assert (left.rect.y0, left.rect.y1, right.rect.x1) == (0, 64, 96)
+    assert left.estimate_s == pytest.approx(right.estimate_s, rel=0.1)
+
+
 def test_a_layer_gets_only_the_aovs_it_asks_for(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2), aovs=["rgba", "z"])

@@ -13,6 +13,7 @@ from farm.vocab import PixelRect
 from scheduler.tiles import (
     TilePlan,
     TileTimes,
+    balanced_plan,
     check_coverage,
     dispatch_ranks,
     grid_rects,
@@ -274,3 +275,83 @@ def test_dispatch_ranks_is_a_permutation_ordered_by_estimate(seconds: list[float
     assert sorted(ranks) == list(range(6))
     by_rank = sorted(range(6), key=lambda i: ranks[i])
     assert [seconds[i] for i in by_rank] == sorted(seconds, reverse=True)
+
+
+# ----------------------------------------------------------------------------- balanced plans
+
+
+def _hot_left_times(width: int, height: int, hot_x: int, hot: float, cold: float) -> TileTimes:
+    """A layer whose left ``hot_x`` columns cost ``hot`` s per megapixel and the rest ``cold``."""
+    times = TileTimes()
+    left = PixelRect(x0=0, y0=0, x1=hot_x, y1=height)
+    right = PixelRect(x0=hot_x, y0=0, x1=width, y1=height)
+    times.record(left, hot * left.area / 1e6)
+    times.record(right, cold * right.area / 1e6)
+    return times
+
+
+@settings(deadline=None)
+@given(
+    st.integers(min_value=1, max_value=400),
+    st.integers(min_value=1, max_value=400),
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=16),
+)
+def test_balanced_plan_covers_exactly_with_at_most_the_asked_tiles(
+    width: int, height: int, parts: int, min_tile: int
+) -> None:
+    times = _hot_left_times(width + 1, height, width // 2 + 1, hot=9.0, cold=1.0)
+    for cost in (None, times.density(width + 1, height)):
+        plan = balanced_plan(width + 1, height, parts, cost=cost, min_tile=min_tile, overscan=3)
+        check_coverage([t.rect for t in plan], width + 1, height)
+        assert 1 <= len(plan) <= parts
+        assert plan.overscan == 3
+
+
+def test_balanced_plan_without_measurements_cuts_equal_areas() -> None:
+    plan = balanced_plan(1920, 1080, 4)
+    assert len(plan) == 4
+    assert {t.rect.area for t in plan} == {1920 * 1080 // 4}
+
+
+def test_balanced_plan_cuts_where_measured_cost_divides_evenly() -> None:
+    # Left quarter costs 9x the rest per pixel: 9 * 480 = 4320 vs 1440 px-units on the right,
+    # so half the cost lies left of x = 320 (320 * 9 = 2880 = 160 * 9 + 1440).
+    times = _hot_left_times(1920, 1080, 480, hot=9.0, cold=1.0)
+    plan = balanced_plan(1920, 1080, 2, cost=times.density(1920, 1080))
+    assert [t.rect.as_tuple() for t in plan] == [(0, 0, 320, 1080), (320, 0, 1920, 1080)]
+    seconds = times.seconds_for(plan)
+    assert seconds[0] == pytest.approx(seconds[1])
+
+
+def test_balanced_plan_tiles_cost_about_the_same() -> None:
+    times = _hot_left_times(1920, 1080, 300, hot=20.0, cold=1.0)
+    for parts in (2, 3, 4, 6, 8):
+        plan = balanced_plan(1920, 1080, parts, cost=times.density(1920, 1080))
+        est = times.seconds_for(plan)
+        assert len(plan) == parts
+        # Cuts land on whole pixels: within one hot column of the ideal share.
+        assert max(est.values()) - min(est.values()) <= 2 * 20.0 * 1080 / 1e6
+
+
+def test_balanced_plan_fills_unmeasured_cells_with_the_mean_cost() -> None:
+    # Only the left half was measured: nothing says the right half is free, so it is not
+    # all given to one tile.
+    times = TileTimes()
+    times.record(PixelRect(x0=0, y0=0, x1=960, y1=1080), 1.0)
+    plan = balanced_plan(1920, 1080, 2, cost=times.density(1920, 1080))
+    assert [t.rect.as_tuple() for t in plan] == [(0, 0, 960, 1080), (960, 0, 1920, 1080)]
+
+
+def test_balanced_plan_is_deterministic_and_keeps_min_tile() -> None:
+    times = _hot_left_times(200, 100, 10, hot=1000.0, cold=1.0)
+    cost = times.density(200, 100)
+    a = balanced_plan(200, 100, 8, cost=cost, min_tile=16)
+    b = balanced_plan(200, 100, 8, cost=cost, min_tile=16)
+    assert a == b
+    assert all(t.rect.width >= 16 and t.rect.height >= 16 for t in a)
+
+
+def test_balanced_plan_rejects_no_tiles() -> None:
+    with pytest.raises(InvalidSpec, match="use 1 or more"):
+        balanced_plan(10, 10, 0)
