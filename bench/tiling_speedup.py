@@ -2,25 +2,27 @@
 
 Both sides are the farm's unit of work, measured in the same run on the same Ray, started with
 the farm's worker environment (``scheduler.runtime.WORKER_ENV``): *untiled* is one Ray task
-that renders the whole frame in one worker process and returns its pixels; *tiled* is a grid
-of Ray tasks (``render_rect``, the frame read zero-copy from Ray's object store) spread over
-two workers, returning their pixels. Pixels travel as the farm stores them (RGBA half, Z / id /
-velocity 32-bit), on both sides. Both end with every pixel in the driver, so the ratio is what
-tiling buys the farm.
+that renders the whole frame in one worker process and returns its pixels; *tiled* is the
+frame's tiles as Ray tasks (``render_rect``, the frame read zero-copy from Ray's object store)
+spread over two workers, returning their pixels. Pixels travel as the farm stores them (RGBA
+half, Z / id / velocity 32-bit), on both sides. Both end with every pixel in the driver, so the
+ratio is what tiling buys the farm.
 
-Tiles are sent in the farm's dispatch order (``scheduler.tiles.dispatch_ranks``): centre-out
-for a layer's first frame, when nothing is measured yet, and slowest-measured first for the
-frames after it. ``speedup`` = untiled / tiled, first frame, on the first plan of ``--plans``
-(default 4x4, the demo's grid; goal >= 1.8 on 2 cores). ``speedup_measured`` is the same plan
-for the following frames, ``speedup_row_major`` in plain row-major order (the farm's order
-before it ranked tiles). ``plans`` gives both figures for every plan of ``--plans``, all
-interleaved and rotated in one run. ``speedup_vs_in_process`` reports the first-frame time
-against ``render_frame`` called in the driver itself (no Ray, no transfer, same environment).
-The tiles are stitched afterwards (outside the timing: assembly has its own benchmark) and
-checked bit for bit against the whole.
+The headline plan is the farm's balanced tiling (``tiles: {balanced: N}``, N = ``--balanced``,
+by default one tile per worker), planned as the dispatcher plans a layer's frames: the first
+frame in equal areas (nothing is measured yet), every later frame cut where the cost measured
+on the frames before it divides evenly (``scheduler.tiles.balanced_plan`` over the layer's
+``TileTimes``; four frames are rendered to learn). ``speedup`` = untiled / tiled for those
+later frames, which are all of a shot's frames but its first; ``speedup_first_frame`` is the
+first. ``plans`` gives the same two figures for fixed grids (``--plans``, e.g. the demo's 4x4),
+sent in the farm's dispatch order: centre-out first, slowest-measured first after. All variants
+are interleaved and rotated in one run. ``speedup_vs_in_process`` is the tiled time against
+``render_frame`` called in the driver itself (no Ray, no transfer, same environment). The tiles
+are stitched afterwards (outside the timing: assembly has its own benchmark) and checked bit
+for bit against the whole.
 
 Run: ``.venv/bin/python bench/tiling_speedup.py`` (``--quick`` for a small version,
-``--plans 4x4,3x3,2x2,4x1`` for the sweep in docs/performance.md).
+``--plans 4x4,3x3,2x2,4x1`` for the grid sweep in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from farm.particles.monster import monster_camera, sea_monster
 from farm.particles.render import render_frame, render_rect
 from farm.vocab import PixelRect
 from scheduler.runtime import WORKER_ENV
-from scheduler.tiles import TilePlan, TileTimes, dispatch_ranks, plan_tiles
+from scheduler.tiles import TilePlan, TileTimes, balanced_plan, dispatch_ranks, plan_tiles
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -79,7 +81,7 @@ def parse_plans(text: str) -> list[tuple[int, int]]:
         plans = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
     except ValueError:
         sys.exit(usage)
-    if not plans or any(len(p) != 2 or min(p) < 1 for p in plans):
+    if any(len(p) != 2 or min(p) < 1 for p in plans):
         sys.exit(usage)
     return [(p[0], p[1]) for p in plans]
 
@@ -88,11 +90,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="500k particles at 960x540")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--plans", default="4x4", help="grids COLSxROWS, the first is headline")
+    parser.add_argument("--balanced", type=int, help="balanced tiles per frame (default: workers)")
+    parser.add_argument("--plans", default="4x4", help="fixed grids COLSxROWS to compare")
     parser.add_argument("--repeat", type=int, default=12)
+    parser.add_argument("--learn", type=int, default=4, help="frames rendered to learn the cost")
     args = parser.parse_args()
-    grids = parse_plans(args.plans)
-    head = "{}x{}".format(*grids[0])
+    grids = parse_plans(args.plans) if args.plans else []
+    parts = args.balanced or args.workers
+    if parts < 1:
+        sys.exit(f"--balanced {parts}: use 1 or more tiles")
     count, (width, height) = (500_000, (960, 540)) if args.quick else (2_000_000, (1920, 1080))
 
     import ray
@@ -138,25 +144,32 @@ def main() -> None:
             by_index[i] = result
         return elapsed, by_index
 
-    # Each plan three ways: a layer's first frame (nothing measured: centre-out), the frames
-    # after it (ranked from the tile times the first frames measured, kept in TileTimes as the
-    # dispatcher keeps them per layer), and plain row-major order.
+    def learn(plan: TilePlan, times: TileTimes) -> None:
+        """Renders a frame and keeps its tile times, as the dispatcher keeps them per layer."""
+        _, tiles = send(plan, dispatch_ranks(plan, times.seconds_for(plan)))
+        for tile, (_, seconds) in zip(plan.tiles, tiles, strict=True):
+            times.record(tile.rect, seconds)
+
+    # The balanced layer frame by frame: equal areas first, then cut from what was measured.
+    times = TileTimes()
+    first = balanced_plan(width, height, parts)
+    plan = first
+    for _ in range(args.learn):
+        learn(plan, times)
+        plan = balanced_plan(width, height, parts, cost=times.density(width, height))
     variants: dict[str, tuple[TilePlan, Ranks]] = {
-        "untiled": (plan_tiles(width, height, cols=1, rows=1), [0])
+        "untiled": (plan_tiles(width, height, cols=1, rows=1), [0]),
+        "balanced first": (first, dispatch_ranks(first, {})),
+        "balanced": (plan, dispatch_ranks(plan, times.seconds_for(plan))),
     }
     for cols, rows in grids:
-        plan = plan_tiles(width, height, cols=cols, rows=rows, overscan=0)
-        first = dispatch_ranks(plan, {})
-        times = TileTimes()
+        grid = plan_tiles(width, height, cols=cols, rows=rows, overscan=0)
+        grid_times = TileTimes()
         for _ in range(2):
-            _, tiles = send(plan, first)
-            for tile, (_, seconds) in zip(plan.tiles, tiles, strict=True):
-                times.record(tile.rect, seconds)
+            learn(grid, grid_times)
         name = f"{cols}x{rows}"
-        variants[f"{name} first"] = (plan, first)
-        variants[f"{name} measured"] = (plan, dispatch_ranks(plan, times.seconds_for(plan)))
-        if name == head:
-            variants[f"{name} row_major"] = (plan, list(range(len(plan.tiles))))
+        variants[f"{name} first"] = (grid, dispatch_ranks(grid, {}))
+        variants[f"{name} measured"] = (grid, dispatch_ranks(grid, grid_times.seconds_for(grid)))
 
     names = list(variants)
     runs: dict[str, list[float]] = {name: [] for name in names}
@@ -169,15 +182,15 @@ def main() -> None:
             elapsed, last[name] = send(*variants[name])
             runs[name].append(elapsed)
     ray.shutdown()
-    stitched = {name: np.empty_like(array) for name, array in whole.items()}
-    head_plan = variants[f"{head} first"][0]
-    for tile, (pixels, _) in zip(head_plan.tiles, last[f"{head} first"], strict=True):
-        r = tile.rect
-        for name, array in pixels.items():
-            stitched[name][r.y0 : r.y1, r.x0 : r.x1] = array
-    for name, array in whole.items():
-        if not np.array_equal(array, stitched[name]):
-            sys.exit(f"tiled frame differs from the whole frame in channel {name}")
+    for name in names[1:]:
+        stitched = {channel: np.empty_like(array) for channel, array in whole.items()}
+        for tile, (pixels, _) in zip(variants[name][0].tiles, last[name], strict=True):
+            r = tile.rect
+            for channel, array in pixels.items():
+                stitched[channel][r.y0 : r.y1, r.x0 : r.x1] = array
+        for channel, array in whole.items():
+            if not np.array_equal(array, stitched[channel]):
+                sys.exit(f"{name}: tiled frame differs from the whole frame in channel {channel}")
 
     s = {name: statistics.median(values) for name, values in runs.items()}
     untiled = s["untiled"]
@@ -190,28 +203,31 @@ def main() -> None:
         }
         for c, r in grids
     }
+    cuts = [list(t.rect.as_tuple()) for t in plan.tiles]
     print(
-        f"untiled {untiled * 1000:.0f} ms (1 Ray task); {head} on {args.workers} Ray workers: "
-        f"first frame (centre-out) {s[f'{head} first'] * 1000:.0f} ms, following frames "
-        f"(slowest measured first) {s[f'{head} measured'] * 1000:.0f} ms, row-major "
-        f"{s[f'{head} row_major'] * 1000:.0f} ms; in-process whole frame "
-        f"{in_process_s * 1000:.0f} ms; tiles bit-identical to the whole frame",
+        f"untiled {untiled * 1000:.0f} ms (1 Ray task); {parts} balanced tiles on "
+        f"{args.workers} Ray workers: later frames {s['balanced'] * 1000:.0f} ms (cut {cuts}), "
+        f"first frame {s['balanced first'] * 1000:.0f} ms; in-process whole frame "
+        f"{in_process_s * 1000:.0f} ms; "
+        + "; ".join(
+            f"{n}: first {p['first']}x, measured {p['measured']}x" for n, p in plans.items()
+        )
+        + "; every tiled frame bit-identical to the whole frame",
         file=sys.stderr,
     )
     print(
         json.dumps(
             {
                 "bench": "tiling_speedup",
-                "speedup": plans[head]["first"],
-                "speedup_measured": plans[head]["measured"],
-                "speedup_row_major": round(untiled / s[f"{head} row_major"], 3),
-                "tiled_s": round(s[f"{head} first"], 4),
+                "speedup": round(untiled / s["balanced"], 3),
+                "speedup_first_frame": round(untiled / s["balanced first"], 3),
+                "tiled_s": round(s["balanced"], 4),
                 "untiled_s": round(untiled, 4),
-                "speedup_vs_in_process": round(in_process_s / s[f"{head} first"], 3),
+                "speedup_vs_in_process": round(in_process_s / s["balanced"], 3),
                 "in_process_s": round(in_process_s, 4),
                 "plans": plans,
                 "workers": args.workers,
-                "tiles": plans[head]["tiles"],
+                "tiles": len(plan.tiles),
                 "particles": count,
                 "resolution": f"{width}x{height}",
                 "goal": "speedup >= 1.8 on 2 cores",
