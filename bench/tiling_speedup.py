@@ -9,17 +9,18 @@ half, Z / id / velocity 32-bit), on both sides. Both end with every pixel in the
 ratio is what tiling buys the farm.
 
 The headline plan is the farm's balanced tiling (``tiles: {balanced: N}``, N = ``--balanced``,
-by default one tile per worker), planned as the dispatcher plans a layer's frames: the first
-frame in equal areas (nothing is measured yet), every later frame cut where the cost measured
-on the frames before it divides evenly (``scheduler.tiles.balanced_plan`` over the layer's
-``TileTimes``; four frames are rendered to learn). ``speedup`` = untiled / tiled for those
-later frames, which are all of a shot's frames but its first; ``speedup_first_frame`` is the
-first. ``plans`` gives the same two figures for fixed grids (``--plans``, e.g. the demo's 4x4),
-sent in the farm's dispatch order: centre-out first, slowest-measured first after. All variants
-are interleaved and rotated in one run. ``speedup_vs_in_process`` is the tiled time against
-``render_frame`` called in the driver itself (no Ray, no transfer, same environment). The tiles
-are stitched afterwards (outside the timing: assembly has its own benchmark) and checked bit
-for bit against the whole.
+by default one tile per worker), planned as the dispatcher plans a layer's frames
+(``scheduler.tiles.balanced_plan``): the first frame is cut where the sim's cost preview
+(``render.cost_preview``) divides evenly, as nothing is measured yet; every later frame where
+the cost measured on the frames before it (the layer's ``TileTimes``; four frames are rendered
+to learn) divides evenly. ``speedup`` = untiled / tiled for those later frames, which are all
+of a shot's frames but its first; ``speedup_first_frame`` is the first. ``plans`` gives the
+same two figures for fixed grids (``--plans``, e.g. the demo's 4x4), sent in the farm's
+dispatch order: centre-out first, slowest-measured first after. All variants are interleaved
+and rotated in one run. ``speedup_vs_in_process`` is the tiled time against ``render_frame``
+called in the driver itself (no Ray, no transfer, same environment). The tiles are stitched
+afterwards (outside the timing: assembly has its own benchmark) and checked bit for bit
+against the whole.
 
 Run: ``.venv/bin/python bench/tiling_speedup.py`` (``--quick`` for a small version,
 ``--plans 4x4,3x3,2x2,4x1`` for the grid sweep in docs/performance.md).
@@ -44,10 +45,17 @@ from farm.exr.io import CHANNEL_DTYPES
 from farm.particles.cache import ParticleFrame, prepare_frame
 from farm.particles.camera import Camera
 from farm.particles.monster import monster_camera, sea_monster
-from farm.particles.render import render_frame, render_rect
+from farm.particles.render import cost_preview, render_frame, render_rect
 from farm.vocab import PixelRect
 from scheduler.runtime import WORKER_ENV
-from scheduler.tiles import TilePlan, TileTimes, balanced_plan, dispatch_ranks, plan_tiles
+from scheduler.tiles import (
+    CostMap,
+    TilePlan,
+    TileTimes,
+    balanced_plan,
+    dispatch_ranks,
+    plan_tiles,
+)
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -150,16 +158,23 @@ def main() -> None:
         for tile, (_, seconds) in zip(plan.tiles, tiles, strict=True):
             times.record(tile.rect, seconds)
 
-    # The balanced layer frame by frame: equal areas first, then cut from what was measured.
+    # The balanced layer frame by frame: the first cut from the sim's cost preview (computed
+    # here as the sim task computes it), later ones from what was measured.
     times = TileTimes()
-    first = balanced_plan(width, height, parts)
+    preview = CostMap.from_grid(
+        width, height, cost_preview(frame, camera, width=width, height=height)
+    )
+    first = balanced_plan(width, height, parts, cost=preview)
     plan = first
     for _ in range(args.learn):
         learn(plan, times)
         plan = balanced_plan(width, height, parts, cost=times.density(width, height))
     variants: dict[str, tuple[TilePlan, Ranks]] = {
         "untiled": (plan_tiles(width, height, cols=1, rows=1), [0]),
-        "balanced first": (first, dispatch_ranks(first, {})),
+        "balanced first": (
+            first,
+            dispatch_ranks(first, {t.index: preview.sum(t.rect)[0] for t in first.tiles}),
+        ),
         "balanced": (plan, dispatch_ranks(plan, times.seconds_for(plan))),
     }
     for cols, rows in grids:

@@ -529,6 +529,30 @@ class CostMap:
     density: np.ndarray
     covered: np.ndarray
 
+    @classmethod
+    def from_grid(cls, width: int, height: int, cells: np.ndarray) -> CostMap:
+        """A map from cost per cell of an even ``(rows, cols)`` grid over the frame.
+
+        The grid's edges are those of :func:`grid_rects`; cells may hold any unit (seconds,
+        or a renderer's relative cost preview), as only ratios cut a balanced plan.
+        """
+        grid = np.asarray(cells, np.float64)
+        if grid.ndim != 2 or min(grid.shape) < 1 or not np.isfinite(grid).all() or (grid < 0).any():
+            raise InvalidSpec(
+                "a cost grid must be a non-empty 2-D array of finite costs >= 0",
+                field="cost",
+            )
+        rows, cols = grid.shape
+        xs = np.array(_edges(width, min(cols, width)))
+        ys = np.array(_edges(height, min(rows, height)))
+        if (len(ys) - 1, len(xs) - 1) != grid.shape:
+            raise InvalidSpec(
+                f"a {cols}x{rows} cost grid is finer than the {width}x{height} frame",
+                field="cost",
+            )
+        area = np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)
+        return cls(xs, ys, grid / area, np.ones(grid.shape, bool))
+
     def _overlap(self, rect: PixelRect) -> tuple[np.ndarray, np.ndarray]:
         w = np.clip(np.minimum(self.xs[1:], rect.x1) - np.maximum(self.xs[:-1], rect.x0), 0, None)
         h = np.clip(np.minimum(self.ys[1:], rect.y1) - np.maximum(self.ys[:-1], rect.y0), 0, None)

@@ -195,6 +195,9 @@ class Frame(Base):
     output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     output_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cost_preview: Mapped[list[Any] | None] = mapped_column(
+        JSON, nullable=True, doc="sim frames: where the render work lies on screen (rows)"
+    )
     tiles: Mapped[list[Tile]] = relationship(order_by="Tile.index")
     __table_args__ = (UniqueConstraint("layer_id", "number"),)
 

@@ -357,6 +357,46 @@ def render_frame(
     )
 
 
+PREVIEW_SAMPLES = 262_144
+"""Particles a cost preview looks at, at most: every k-th of a Morton-ordered frame is an even
+spatial sample, and the preview only has to say roughly where the work is."""
+
+
+def cost_preview(
+    pf: ParticleFrame, camera: Camera, *, width: int, height: int, cells: tuple[int, int] = (64, 36)
+) -> np.ndarray:
+    """Where on screen the render work of a frame lies, before any tile has been measured.
+
+    Each sampled particle in front of the camera adds ``1 + (2 r)²`` (its fixed cost plus the
+    pixels its splat box tests, ``r`` its radius in pixels) to the cell holding its projected
+    centre. Relative units: only the shape matters, for cutting a layer's first frame into
+    tiles of equal cost (``scheduler.tiles.balanced_plan``) and sending the dear ones first.
+
+    Returns:
+        ``(rows, cols)`` float64 cost per cell of a ``cells = (cols, rows)`` grid over the
+        frame (cells of equal size, up to a pixel).
+    """
+    cols, rows = cells
+    if cols < 1 or rows < 1:
+        raise InvalidSpec(f"preview grid {cols}x{rows} must be at least 1x1", field="cells")
+    step = max(1, -(-pf.count // PREVIEW_SAMPLES))
+    params = camera.projection_params(width, height)
+    rel = np.asarray(pf.position[::step], np.float64) - params[0:3]
+    f, hw, hh, near, far = params[12:17]
+    with np.errstate(all="ignore"):
+        zc = rel @ params[9:12]
+        sx = hw + f * (rel @ params[3:6]) / zc
+        sy = hh - f * (rel @ params[6:9]) / zc
+        r = np.clip(f * np.asarray(pf.radius[::step], np.float64) / zc, 0.5, 2.0**20)
+        keep = (zc >= near) & (zc <= far) & (np.asarray(pf.colour[::step, 3]) > 0)
+        keep &= (sx >= 0) & (sx < width) & (sy >= 0) & (sy < height)
+    cx = np.minimum((sx[keep] * cols / width).astype(np.int64), cols - 1)
+    cy = np.minimum((sy[keep] * rows / height).astype(np.int64), rows - 1)
+    work = 1.0 + 4.0 * r[keep] ** 2
+    grid = np.bincount(cy * cols + cx, weights=work, minlength=rows * cols)
+    return grid.reshape(rows, cols) * step
+
+
 def _debug_info() -> dict[str, Any]:
     """Backend state, for logs and bug reports."""
     return {"backends": available_backends(), "numba_broken": _numba_broken}

@@ -390,6 +390,9 @@ class Dispatcher:
                             *layer.tile_times[-255:],
                             [*tile.rect.as_tuple(), result.wall_seconds],
                         ]
+                    if result.cost_preview is not None:
+                        frame = session.get_one(m.Frame, tile.frame_id)
+                        frame.cost_preview = result.cost_preview
                     if result.outputs:
                         frame = session.get_one(m.Frame, tile.frame_id)
                         frame.output_path = result.outputs.get("exr")

@@ -6,20 +6,24 @@ Only then are its tiles planned, so adaptive tiles can use the times measured on
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from farm import schemas
 from farm.db import models as m
+from farm.errors import InvalidSpec
 from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed, rollup
 from farm.vocab import LayerKind, PixelRect
 from scheduler.tiles import (
+    CostMap,
     PlannedTile,
     TilePlan,
     TileTimes,
@@ -29,29 +33,41 @@ from scheduler.tiles import (
     replan,
 )
 
+log = logging.getLogger(__name__)
 ACTIVE = [s.value for s in TileState if s not in TERMINAL]
 
 
 @dataclass(frozen=True)
 class FramePlan:
-    """One frame's tiles and, once the layer has measured tiles, each tile's estimated seconds."""
+    """One frame's tiles and what is known of each tile's cost.
+
+    ``estimates`` are seconds, from the layer's measured tiles; ``weights`` are relative costs
+    from the sim's cost preview, for a frame planned before anything was measured.
+    """
 
     tiles: TilePlan
     estimates: dict[int, float] = field(default_factory=dict)
+    weights: dict[int, float] = field(default_factory=dict)
 
     @property
     def ranks(self) -> list[int]:
-        """The dispatch position of each tile: slowest estimate first (see ``dispatch_ranks``)."""
-        return dispatch_ranks(self.tiles, self.estimates)
+        """The dispatch position of each tile: dearest first (see ``dispatch_ranks``)."""
+        return dispatch_ranks(self.tiles, self.estimates or self.weights)
 
 
-def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list[Any]) -> FramePlan:
-    """The tile plan of one frame of ``layer``, from its tiling and the layer's measured times.
+def frame_plan(
+    spec: schemas.JobSpec,
+    layer: schemas.LayerSpec,
+    tile_times: list[Any],
+    preview: list[Any] | None = None,
+) -> FramePlan:
+    """The tile plan of one frame of ``layer``, from its tiling and what is known of the cost.
 
     Layers that are not tiled get one tile covering the frame. A grid or size plan is re-split
     from measured times when the layer sets a target runtime; a balanced plan is cut at equal
-    measured cost. Measured times (``[x0, y0, x1, y1, seconds]`` of the layer's finished tiles)
-    also give every tile an estimate, which orders the frame's dispatch.
+    cost. The cost is the layer's measured times (``[x0, y0, x1, y1, seconds]`` of its finished
+    tiles) once there are any, else the upstream sim frame's ``preview`` (relative cost per
+    screen cell), else unknown (equal areas, centre-out). It also orders the frame's dispatch.
     """
     width, height = spec.resolution.width, spec.resolution.height
     tiling = layer.tiles
@@ -60,22 +76,42 @@ def frame_plan(spec: schemas.JobSpec, layer: schemas.LayerSpec, tile_times: list
     times = TileTimes()
     for x0, y0, x1, y1, seconds in tile_times:
         times.record(PixelRect(x0=x0, y0=y0, x1=x1, y1=y1), float(seconds))
+    measured = times.density(width, height)
+    prior = None if measured is not None else _preview_map(width, height, preview)
     if tiling.balanced is not None:
-        cost = times.density(width, height)
-        plan = balanced_plan(width, height, tiling.balanced, cost=cost, overscan=tiling.overscan)
-        return FramePlan(plan, times.seconds_for(plan))
-    plan = plan_tiles(
-        width,
-        height,
-        cols=tiling.cols,
-        rows=tiling.rows,
-        tile_width=tiling.tile_width,
-        tile_height=tiling.tile_height,
-        overscan=tiling.overscan,
-    )
-    if tiling.target_runtime_s is not None and tile_times:
-        plan = replan(plan, times.seconds_for(plan), target_s=tiling.target_runtime_s)
-    return FramePlan(plan, times.seconds_for(plan))
+        plan = balanced_plan(
+            width, height, tiling.balanced, cost=measured or prior, overscan=tiling.overscan
+        )
+    else:
+        plan = plan_tiles(
+            width,
+            height,
+            cols=tiling.cols,
+            rows=tiling.rows,
+            tile_width=tiling.tile_width,
+            tile_height=tiling.tile_height,
+            overscan=tiling.overscan,
+        )
+        if tiling.target_runtime_s is not None and measured is not None:
+            plan = replan(plan, times.seconds_for(plan), target_s=tiling.target_runtime_s)
+    weights = {} if prior is None else {t.index: prior.sum(t.rect)[0] for t in plan.tiles}
+    return FramePlan(plan, times.seconds_for(plan), weights)
+
+
+def _preview_map(width: int, height: int, preview: list[Any] | None) -> CostMap | None:
+    """The sim's cost preview as a cost map; None when there is none or it is unusable.
+
+    A preview only steers the cut and the order, so a malformed one is logged and ignored
+    rather than failing the frame.
+    """
+    if not preview:
+        return None
+    try:
+        cost = CostMap.from_grid(width, height, np.asarray(preview, np.float64))
+    except (InvalidSpec, ValueError, TypeError) as exc:
+        log.warning("ignoring the sim's cost preview: %s", exc)
+        return None
+    return cost if cost.sum(PixelRect(x0=0, y0=0, x1=width, y1=height))[0] > 0 else None
 
 
 def tile_rows(frame: m.Frame, layer: m.Layer, plan: FramePlan, state: TileState) -> list[m.Tile]:
@@ -157,7 +193,8 @@ def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list
             if _waits_for_measurements(layer, layer_spec, frame):
                 continue
             if frame.tile_plan is None:
-                plan = frame_plan(spec, layer_spec, layer.tile_times)
+                preview = next((up.cost_preview for up in upstream if up.cost_preview), None)
+                plan = frame_plan(spec, layer_spec, layer.tile_times, preview)
                 frame.tile_plan = {**plan.tiles.to_json(), "describe": plan.tiles.describe()}
                 session.add_all(tile_rows(frame, layer, plan, TileState.PENDING))
             else:

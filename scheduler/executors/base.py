@@ -76,6 +76,9 @@ class TileResult:
     outputs: dict[str, str] = field(default_factory=dict)
     """Extra outputs by name: ``exr``, ``preview`` paths for an assemble."""
     metrics: dict[str, float] = field(default_factory=dict)
+    cost_preview: list[list[float]] | None = None
+    """Sim only: where the frame's render work lies on screen (``render.cost_preview`` rows),
+    so the render layer's first frame is cut into tiles of equal cost before any is measured."""
 
 
 Executor = Callable[[TileTask, BlobStore], "ExecutorOutput"]
@@ -87,6 +90,7 @@ class ExecutorOutput:
     outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     corrupt_input_tiles: tuple[int, ...] = ()
+    cost_preview: list[list[float]] | None = None
 
 
 def node_name() -> str:
@@ -138,6 +142,7 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
             corrupt_input_tiles=out.corrupt_input_tiles,
             outputs=out.outputs,
             metrics=out.metrics,
+            cost_preview=out.cost_preview,
         )
     except Exception as exc:
         return TileResult(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from farm.exr.assemble import write_tile
 from farm.particles.cache import prepare_frame, read_cache, validate_frame, write_cache
 from farm.particles.camera import Camera
 from farm.particles.monster import simulate
-from farm.particles.render import render_rect
+from farm.particles.render import cost_preview, render_rect
 from farm.storage import BlobStore
 from farm.vocab import AOV
 from scheduler.executors.base import ExecutorOutput, TileTask, scratch_file
@@ -23,10 +25,24 @@ def run_particle_sim(task: TileTask, store: BlobStore) -> ExecutorOutput:
         seed = seed_cache.frame(seed_cache.frames[0])
         state = prepare_frame(simulate(seed, task.frame, start_frame=seed.frame))
     validate_frame(state)
+    preview = cost_preview(
+        state, Camera.model_validate(task.camera), width=task.width, height=task.height
+    )
     with scratch_file(None, ".dpc") as path:
         write_cache(path, [state])
         put = store.put_file(path)
-    return ExecutorOutput(output_hash=put.content_hash, metrics={"particles": float(state.count)})
+    return ExecutorOutput(
+        output_hash=put.content_hash,
+        metrics={"particles": float(state.count)},
+        cost_preview=compact(preview),
+    )
+
+
+def compact(preview: np.ndarray) -> list[list[float]]:
+    """The preview scaled to whole numbers up to 10,000: a few KB of JSON per sim frame."""
+    top = float(preview.max(initial=0.0))
+    scaled = np.round(preview * (10_000 / top)) if top > 0 else np.zeros_like(preview)
+    return [[float(v) for v in row] for row in scaled.astype(np.int64)]
 
 
 def run_particle_render(task: TileTask, store: BlobStore) -> ExecutorOutput:

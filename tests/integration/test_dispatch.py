@@ -27,7 +27,7 @@ from farm.particles.render import render_frame
 from farm.storage import DiskStore
 from farm.vocab import AOV_CHANNELS
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.tiles import TilePlan
+from scheduler.tiles import CostMap, TilePlan, balanced_plan
 from tests.factories import job_spec, make_shot, make_studio, write_seed
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
@@ -307,8 +307,15 @@ def test_balanced_tiles_cut_the_next_frames_where_measured_cost_divides_evenly(
         assert len(measured.tile_times) == 6  # every finished tile was measured
     assert detail.state == "done"
     first, *later = detail.layers[1].frames
-    assert [t.rect.as_tuple() for t in first.tiles] == [(0, 0, 48, 64), (48, 0, 96, 64)]
-    assert all(t.estimate_s is None for t in first.tiles)  # nothing measured yet
+    with db.session() as session:
+        sim = session.scalars(select(m.Layer).where(m.Layer.name == "sim")).one()
+        preview = sim.frames[0].cost_preview
+    assert preview is not None and len(preview) == 36 and len(preview[0]) == 64
+    # Nothing measured yet: frame 1 is cut where the sim's preview divides evenly (this test
+    # scene is symmetric, so that is the middle) and carries no estimate in seconds.
+    expected = balanced_plan(96, 64, 2, cost=CostMap.from_grid(96, 64, np.array(preview)))
+    assert [t.rect for t in first.tiles] == [t.rect for t in expected.tiles]
+    assert all(t.estimate_s is None for t in first.tiles)
     for frame in later:
         assert len(frame.tiles) == 2
         assert all(t.estimate_s is not None for t in frame.tiles)
@@ -317,6 +324,30 @@ def test_balanced_tiles_cut_the_next_frames_where_measured_cost_divides_evenly(
     image = read_exr(comp.frames[1].output_path or "")
     plan = TilePlan.from_json(json.loads(str(image.attributes["delta/tile_plan"])))
     assert [t.rect for t in plan.tiles] == [t.rect for t in later[0].tiles]
+
+
+def test_a_layers_first_frame_is_cut_by_the_sims_cost_preview(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Before any tile is measured, the sim's preview says where the work is."""
+    db, store, out = farm
+    job_id, _ = submit(
+        db, store, tmp_path, frames=(1, 1), size=(96, 64), tiles={"balanced": 3, "overscan": 2}
+    )
+    dispatcher = GatedDispatcher(db, store, out)
+    dispatcher.gated = {"h100"}
+    tick_until(dispatcher, lambda: frame_state(db, job_id, "render", 1) == "pending")
+    with db.session() as session:
+        sim_frame = session.scalars(
+            select(m.Frame).join(m.Layer).where(m.Layer.name == "sim", m.Frame.number == 1)
+        ).one()
+        assert sim_frame.cost_preview  # the sim reported where its particles land
+        render_frame_row = session.scalars(
+            select(m.Frame).join(m.Layer).where(m.Layer.name == "render", m.Frame.number == 1)
+        ).one()
+        preview = np.array(sim_frame.cost_preview)
+    planned = tiles_of(db, job_id, "render", 1)
+    expected = balanced_plan(96, 64, 3, cost=CostMap.from_grid(96, 64, preview))
+    assert [t.rect for t in planned] == [t.rect for t in expected.tiles]
+    assert render_frame_row.tile_plan is not None
 
 
 def test_balanced_tiles_follow_the_layers_measured_cost(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -300,3 +300,33 @@ def test_bad_input_raises_invalid_spec_and_never_crashes() -> None:
     for backend in available_backends():
         img = render_frame(bad, CAM, width=8, height=8, backend=backend)
         assert img["R"].shape == (8, 8)
+
+
+def test_cost_preview_puts_the_work_where_the_particles_land() -> None:
+    from farm.particles.render import cost_preview
+    from tests.factories import small_camera, small_frame
+
+    pf = small_frame(2000)
+    left = dataclasses.replace(pf, position=pf.position * np.float32(0.3) - [1.0, 0, 0])
+    grid = cost_preview(left, small_camera(), width=96, height=64, cells=(8, 4))
+    assert grid.shape == (4, 8)
+    assert grid[:, :4].sum() > 0 and grid[:, 4:].sum() == 0
+    # Every particle in view counts at least once: 1 + (2 r)^2 per particle.
+    assert grid.sum() >= 2000
+    behind = dataclasses.replace(pf, position=pf.position + np.float32([0, 0, 10]))
+    assert cost_preview(behind, small_camera(), width=96, height=64).sum() == 0
+    with pytest.raises(InvalidSpec, match="preview grid"):
+        cost_preview(pf, small_camera(), width=96, height=64, cells=(0, 4))
+
+
+def test_cost_preview_samples_a_large_frame_and_keeps_its_scale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from farm.particles import render
+    from tests.factories import small_camera, small_frame
+
+    pf = small_frame(4000)
+    full = render.cost_preview(pf, small_camera(), width=96, height=64, cells=(4, 2))
+    monkeypatch.setattr(render, "PREVIEW_SAMPLES", 1000)  # every 4th particle, weighted 4x
+    sampled = render.cost_preview(pf, small_camera(), width=96, height=64, cells=(4, 2))
+    assert sampled.sum() == pytest.approx(full.sum(), rel=0.15)
