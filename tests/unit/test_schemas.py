@@ -76,6 +76,31 @@ def test_tile_grid_larger_than_the_image_names_the_field() -> None:
     assert "at most 64" in message
 
 
+@pytest.mark.parametrize(
+    ("tiles", "wanted"),
+    [
+        ({"balanced": 4, "cols": 2, "rows": 2}, "give one of: cols and rows"),
+        ({"balanced": 4, "target_runtime_s": 5.0}, "drop target_runtime_s"),
+        ({"balanced": 0}, "greater than or equal to 1"),
+        ({"balanced": 5000}, "less than or equal to 4096"),
+        ({"overscan": 8}, "give one of"),
+    ],
+)
+def test_balanced_tiles_are_one_way_of_tiling_alone(tiles: dict[str, Any], wanted: str) -> None:
+    raw = spec()
+    raw["layers"][1]["tiles"] = tiles
+    message, _field = error_of(raw)
+    assert message.startswith("layers[1].tiles")
+    assert wanted in message
+
+
+def test_balanced_tiles_are_a_valid_layer() -> None:
+    raw = spec()
+    raw["layers"][1]["tiles"] = {"balanced": 3, "overscan": 4}
+    tiling = schemas.JobSpec.model_validate(raw).layer("render").tiles
+    assert tiling is not None and (tiling.balanced, tiling.overscan) == (3, 4)
+
+
 def test_dependency_on_unknown_layer_names_the_field() -> None:
     raw = spec()
     raw["layers"][2]["depends_on"] = ["lighting"]
