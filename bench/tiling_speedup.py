@@ -9,18 +9,18 @@ half, Z / id / velocity 32-bit), on both sides. Both end with every pixel in the
 ratio is what tiling buys the farm.
 
 The headline plan is the farm's balanced tiling (``tiles: {balanced: N}``, N = ``--balanced``,
-by default one tile per worker), planned as the dispatcher plans a layer's frames
-(``scheduler.tiles.balanced_plan``): the first frame is cut where the sim's cost preview
-(``render.cost_preview``) divides evenly, as nothing is measured yet; every later frame where
-the cost measured on the frames before it (the layer's ``TileTimes``; four frames are rendered
-to learn) divides evenly. ``speedup`` = untiled / tiled for those later frames, which are all
-of a shot's frames but its first; ``speedup_first_frame`` is the first. ``plans`` gives the
-same two figures for fixed grids (``--plans``, e.g. the demo's 4x4), sent in the farm's
-dispatch order: centre-out first, slowest-measured first after. All variants are interleaved
-and rotated in one run. ``speedup_vs_in_process`` is the tiled time against ``render_frame``
-called in the driver itself (no Ray, no transfer, same environment). The tiles are stitched
-afterwards (outside the timing: assembly has its own benchmark) and checked bit for bit
-against the whole.
+by default one tile per worker), cut as the dispatcher cuts a particle layer's frames
+(``scheduler.tiles.balanced_plan``): where the frame's cost preview from its sim
+(``render.cost_preview``, computed here as the sim task computes it) divides evenly.
+``speedup`` = untiled / tiled for that plan. ``speedup_learned`` is a balanced layer without a
+preview, cut where the tile times measured on its earlier frames divide evenly (the layer's
+``TileTimes``; ``--learn`` frames are rendered to learn, equal areas first). ``plans`` gives
+fixed grids (``--plans``, e.g. the demo's 4x4) in the farm's dispatch order: centre-out for a
+first frame, slowest-measured first after (``first`` / ``measured``). All variants are
+interleaved and rotated in one run. ``speedup_vs_in_process`` is the tiled time against
+``render_frame`` called in the driver itself (no Ray, no transfer, same environment). The
+tiles are stitched afterwards (outside the timing: assembly has its own benchmark) and checked
+bit for bit against the whole.
 
 Run: ``.venv/bin/python bench/tiling_speedup.py`` (``--quick`` for a small version,
 ``--plans 4x4,3x3,2x2,4x1`` for the grid sweep in docs/performance.md).
@@ -158,24 +158,21 @@ def main() -> None:
         for tile, (_, seconds) in zip(plan.tiles, tiles, strict=True):
             times.record(tile.rect, seconds)
 
-    # The balanced layer frame by frame: the first cut from the sim's cost preview (computed
-    # here as the sim task computes it), later ones from what was measured.
-    times = TileTimes()
+    # The farm's cut: the sim's cost preview of this frame. And a layer without a preview:
+    # equal areas first, then cut from the tile times measured frame by frame.
     preview = CostMap.from_grid(
         width, height, cost_preview(frame, camera, width=width, height=height)
     )
-    first = balanced_plan(width, height, parts, cost=preview)
-    plan = first
+    plan = balanced_plan(width, height, parts, cost=preview)
+    times = TileTimes()
+    learned = balanced_plan(width, height, parts)
     for _ in range(args.learn):
-        learn(plan, times)
-        plan = balanced_plan(width, height, parts, cost=times.density(width, height))
+        learn(learned, times)
+        learned = balanced_plan(width, height, parts, cost=times.density(width, height))
     variants: dict[str, tuple[TilePlan, Ranks]] = {
         "untiled": (plan_tiles(width, height, cols=1, rows=1), [0]),
-        "balanced first": (
-            first,
-            dispatch_ranks(first, {t.index: preview.sum(t.rect)[0] for t in first.tiles}),
-        ),
-        "balanced": (plan, dispatch_ranks(plan, times.seconds_for(plan))),
+        "balanced": (plan, dispatch_ranks(plan, {t.index: preview.sum(t.rect)[0] for t in plan})),
+        "balanced learned": (learned, dispatch_ranks(learned, times.seconds_for(learned))),
     }
     for cols, rows in grids:
         grid = plan_tiles(width, height, cols=cols, rows=rows, overscan=0)
@@ -218,11 +215,15 @@ def main() -> None:
         }
         for c, r in grids
     }
-    cuts = [list(t.rect.as_tuple()) for t in plan.tiles]
+
+    def cut(p: TilePlan) -> list[list[int]]:
+        return [list(t.rect.as_tuple()) for t in p.tiles]
+
     print(
         f"untiled {untiled * 1000:.0f} ms (1 Ray task); {parts} balanced tiles on "
-        f"{args.workers} Ray workers: later frames {s['balanced'] * 1000:.0f} ms (cut {cuts}), "
-        f"first frame {s['balanced first'] * 1000:.0f} ms; in-process whole frame "
+        f"{args.workers} Ray workers: {s['balanced'] * 1000:.0f} ms (cut {cut(plan)}), "
+        f"learned {s['balanced learned'] * 1000:.0f} ms (cut {cut(learned)}); in-process "
+        "whole frame "
         f"{in_process_s * 1000:.0f} ms; "
         + "; ".join(
             f"{n}: first {p['first']}x, measured {p['measured']}x" for n, p in plans.items()
@@ -235,7 +236,7 @@ def main() -> None:
             {
                 "bench": "tiling_speedup",
                 "speedup": round(untiled / s["balanced"], 3),
-                "speedup_first_frame": round(untiled / s["balanced first"], 3),
+                "speedup_learned": round(untiled / s["balanced learned"], 3),
                 "tiled_s": round(s["balanced"], 4),
                 "untiled_s": round(untiled, 4),
                 "speedup_vs_in_process": round(in_process_s / s["balanced"], 3),

@@ -64,10 +64,14 @@ def frame_plan(
     """The tile plan of one frame of ``layer``, from its tiling and what is known of the cost.
 
     Layers that are not tiled get one tile covering the frame. A grid or size plan is re-split
-    from measured times when the layer sets a target runtime; a balanced plan is cut at equal
-    cost. The cost is the layer's measured times (``[x0, y0, x1, y1, seconds]`` of its finished
-    tiles) once there are any, else the upstream sim frame's ``preview`` (relative cost per
-    screen cell), else unknown (equal areas, centre-out). It also orders the frame's dispatch.
+    from the layer's measured times (``[x0, y0, x1, y1, seconds]`` of its finished tiles) when
+    it sets a target runtime. A balanced plan is cut at equal cost, where the cost is this
+    frame's own ``preview`` from its sim (relative cost per screen cell) when there is one: it
+    follows the particles as they move, where times measured on earlier frames say where they
+    were, and one noisy measurement cannot pull the cut. Without a preview the measured times
+    cut it, and without either it is cut in equal areas. Measured times give the tiles their
+    estimates in seconds; the order of dispatch follows them, else the preview, else
+    centre-out.
     """
     width, height = spec.resolution.width, spec.resolution.height
     tiling = layer.tiles
@@ -77,10 +81,10 @@ def frame_plan(
     for x0, y0, x1, y1, seconds in tile_times:
         times.record(PixelRect(x0=x0, y0=y0, x1=x1, y1=y1), float(seconds))
     measured = times.density(width, height)
-    prior = None if measured is not None else _preview_map(width, height, preview)
+    prior = _preview_map(width, height, preview)
     if tiling.balanced is not None:
         plan = balanced_plan(
-            width, height, tiling.balanced, cost=measured or prior, overscan=tiling.overscan
+            width, height, tiling.balanced, cost=prior or measured, overscan=tiling.overscan
         )
     else:
         plan = plan_tiles(
@@ -208,14 +212,14 @@ def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list
 
 
 def _waits_for_measurements(layer: m.Layer, spec: schemas.LayerSpec, frame: m.Frame) -> bool:
-    """Adaptive and balanced tiles: a later frame is planned once the layer's first has finished.
+    """Adaptive tiles: a later frame is planned only once the layer's first frame has finished.
 
-    Without this every frame would be planned from the base cut the moment the sim is done,
-    before a single tile time is measured, and neither the target runtime nor the balance
-    would change anything.
+    Without this every frame would be planned from the base grid the moment the sim is done,
+    before a single tile time is measured, and the target runtime would change nothing.
+    Balanced tiles do not wait: each frame's cut comes from its own sim's cost preview.
     """
     tiling = spec.tiles
-    if tiling is None or (tiling.target_runtime_s is None and tiling.balanced is None):
+    if tiling is None or tiling.target_runtime_s is None:
         return False
     first = layer.frames[0]
     # Any end counts: a first frame that failed or was cancelled must not hold the rest forever.

@@ -37,12 +37,27 @@ def test_a_preview_cuts_the_first_frame_at_equal_cost_and_sends_the_dear_tile_fi
     assert ranks[dearest] == 0
 
 
-def test_measurements_win_over_the_preview() -> None:
+def test_the_frames_own_preview_cuts_and_measurements_give_the_seconds() -> None:
     spec, layer = balanced_spec(2)
-    times = [[0, 0, 96, 64, 1.0]]  # measured: uniform
+    times = [[0, 0, 96, 64, 1.0]]  # measured on an earlier frame: uniform
     plan = frame_plan(spec, layer, times, right_third_preview())
-    assert [t.rect.x1 for t in plan.tiles] == [48, 96]
-    assert plan.weights == {} and set(plan.estimates) == {0, 1}
+    assert plan.tiles.tiles[0].rect.x1 > 64  # where this frame's particles are
+    assert set(plan.estimates) == {0, 1}
+    assert sum(plan.estimates.values()) == pytest.approx(1.0)
+    dearest = max(plan.estimates, key=lambda i: plan.estimates[i])
+    assert plan.ranks[dearest] == 0
+
+
+def test_without_a_preview_measured_cost_cuts_the_frame() -> None:
+    """The left quarter measured 5x dearer per pixel: the cut moves left until costs match."""
+    spec, layer = balanced_spec(2)
+    # 1 s spread over the frame, plus 4 s more over the left quarter (x < 24).
+    times = [[0, 0, 96, 64, 1.0], [0, 0, 24, 64, 1.0 / 4 + 4.0]]
+    plan = frame_plan(spec, layer, times, None)
+    left, right = plan.tiles.tiles
+    assert left.rect.x1 < 24  # the hot quarter alone is worth more than half
+    assert (left.rect.y0, left.rect.y1, right.rect.x1) == (0, 64, 96)
+    assert plan.estimates[0] == pytest.approx(plan.estimates[1], rel=0.1)
 
 
 def test_no_preview_and_no_measurement_cut_equal_areas() -> None:
