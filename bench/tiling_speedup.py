@@ -171,7 +171,7 @@ def main() -> None:
         learned = balanced_plan(width, height, parts, cost=times.density(width, height))
     variants: dict[str, tuple[TilePlan, Ranks]] = {
         "untiled": (plan_tiles(width, height, cols=1, rows=1), [0]),
-        "balanced": (plan, dispatch_ranks(plan, {t.index: preview.sum(t.rect)[0] for t in plan})),
+        "balanced": (plan, dispatch_ranks(plan, preview.per_tile(plan))),
         "balanced learned": (learned, dispatch_ranks(learned, times.seconds_for(learned))),
     }
     for cols, rows in grids:

@@ -465,27 +465,15 @@ class TileTimes:
     def __len__(self) -> int:
         return sum(len(v) for v in self._records.values())
 
-    def density(self, width: int, height: int, edges: Iterable[PixelRect] = ()) -> CostMap | None:
-        """The recorded cost as a :class:`CostMap` of the ``width x height`` frame, or None.
-
-        ``edges`` adds rect edges to the map's cells, so sums over those rects are exact.
-        """
+    def density(self, width: int, height: int) -> CostMap | None:
+        """The recorded cost as a :class:`CostMap` of the ``width x height`` frame, or None."""
         if not self._records:
             return None
-        # Coordinate compression: cells between all edges are uniform, so the sums are exact
-        # and the work is independent of the image size.
+        # Coordinate compression: cells between all record edges are uniform, so the work is
+        # independent of the image size (CostMap clips partial cells exactly).
         keys = list(self._records)
-        extra = list(edges)
-        xs = np.unique(
-            [0, width]
-            + [v for k in keys for v in (k[0], k[2])]
-            + [e for r in extra for e in (r.x0, r.x1)]
-        )
-        ys = np.unique(
-            [0, height]
-            + [v for k in keys for v in (k[1], k[3])]
-            + [e for r in extra for e in (r.y0, r.y1)]
-        )
+        xs = np.unique([0, width] + [v for k in keys for v in (k[0], k[2])])
+        ys = np.unique([0, height] + [v for k in keys for v in (k[1], k[3])])
         dens = np.zeros((len(ys) - 1, len(xs) - 1))
         count = np.zeros_like(dens)
         for (x0, y0, x1, y1), secs in self._records.items():
@@ -502,15 +490,8 @@ class TileTimes:
         A tile partly covered by records is scaled up from its covered part; a tile no record
         touches is left out of the result (``replan`` then keeps it as it is).
         """
-        cost = self.density(plan.width, plan.height, (t.rect for t in plan.tiles))
-        if cost is None:
-            return {}
-        out: dict[int, float] = {}
-        for t in plan.tiles:
-            seconds, area = cost.sum(t.rect)
-            if area > 0:
-                out[t.index] = seconds * t.rect.area / area
-        return out
+        cost = self.density(plan.width, plan.height)
+        return {} if cost is None else cost.per_tile(plan)
 
 
 @dataclass(frozen=True)
@@ -563,6 +544,15 @@ class CostMap:
         w, h = self._overlap(rect)
         area = np.outer(h, w)
         return float((self.density * area).sum()), float((area * self.covered).sum())
+
+    def per_tile(self, plan: TilePlan) -> dict[int, float]:
+        """Each tile's cost, scaled up from its covered part; tiles with none are left out."""
+        out: dict[int, float] = {}
+        for t in plan.tiles:
+            cost, area = self.sum(t.rect)
+            if area > 0:
+                out[t.index] = cost * t.rect.area / area
+        return out
 
     def filled(self) -> CostMap:
         """The map with unmeasured cells given the mean measured density (nothing says cheap)."""

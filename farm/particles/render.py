@@ -380,15 +380,11 @@ def cost_preview(
     if cols < 1 or rows < 1:
         raise InvalidSpec(f"preview grid {cols}x{rows} must be at least 1x1", field="cells")
     step = max(1, -(-pf.count // PREVIEW_SAMPLES))
-    params = camera.projection_params(width, height)
-    rel = np.asarray(pf.position[::step], np.float64) - params[0:3]
-    f, hw, hh, near, far = params[12:17]
+    sx, sy, zc = camera.project(pf.position[::step], width=width, height=height).T
     with np.errstate(all="ignore"):
-        zc = rel @ params[9:12]
-        sx = hw + f * (rel @ params[3:6]) / zc
-        sy = hh - f * (rel @ params[6:9]) / zc
+        f = camera.focal_px(width)
         r = np.clip(f * np.asarray(pf.radius[::step], np.float64) / zc, 0.5, 2.0**20)
-        keep = (zc >= near) & (zc <= far) & (np.asarray(pf.colour[::step, 3]) > 0)
+        keep = (zc >= camera.near) & (zc <= camera.far) & (np.asarray(pf.colour[::step, 3]) > 0)
         keep &= (sx >= 0) & (sx < width) & (sy >= 0) & (sy < height)
     cx = np.minimum((sx[keep] * cols / width).astype(np.int64), cols - 1)
     cy = np.minimum((sy[keep] * rows / height).astype(np.int64), rows - 1)

@@ -390,11 +390,11 @@ class Dispatcher:
                             *layer.tile_times[-255:],
                             [*tile.rect.as_tuple(), result.wall_seconds],
                         ]
-                    if result.cost_preview is not None:
+                    if result.cost_preview is not None or result.outputs:
                         frame = session.get_one(m.Frame, tile.frame_id)
+                    if result.cost_preview is not None:
                         frame.cost_preview = result.cost_preview
                     if result.outputs:
-                        frame = session.get_one(m.Frame, tile.frame_id)
                         frame.output_path = result.outputs.get("exr")
                         frame.preview_path = result.outputs.get("preview")
                         frame.output_hash = result.output_hash

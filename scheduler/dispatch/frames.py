@@ -42,7 +42,7 @@ class FramePlan:
     """One frame's tiles and what is known of each tile's cost.
 
     ``estimates`` are seconds, from the layer's measured tiles; ``weights`` are relative costs
-    from the sim's cost preview, for a frame planned before anything was measured.
+    from the frame's sim's cost preview, which order the dispatch while nothing is measured.
     """
 
     tiles: TilePlan
@@ -97,9 +97,9 @@ def frame_plan(
             overscan=tiling.overscan,
         )
         if tiling.target_runtime_s is not None and measured is not None:
-            plan = replan(plan, times.seconds_for(plan), target_s=tiling.target_runtime_s)
-    weights = {} if prior is None else {t.index: prior.sum(t.rect)[0] for t in plan.tiles}
-    return FramePlan(plan, times.seconds_for(plan), weights)
+            plan = replan(plan, measured.per_tile(plan), target_s=tiling.target_runtime_s)
+    estimates = {} if measured is None else measured.per_tile(plan)
+    return FramePlan(plan, estimates, {} if prior is None else prior.per_tile(plan))
 
 
 def _preview_map(width: int, height: int, preview: list[Any] | None) -> CostMap | None:
