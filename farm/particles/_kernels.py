@@ -94,6 +94,14 @@ def _bin_range(
 
 
 @njit(cache=True, fastmath=False)
+def _bin_grid(rx0: int, ry0: int, rx1: int, ry1: int) -> tuple[int, int, int, int]:
+    """The bins covering region ``[rx0, rx1) x [ry0, ry1)``: first bin (x, y) and counts."""
+    gbx0 = rx0 // BIN
+    gby0 = ry0 // BIN
+    return gbx0, gby0, (rx1 - 1) // BIN - gbx0 + 1, (ry1 - 1) // BIN - gby0 + 1
+
+
+@njit(cache=True, fastmath=False)
 def project(
     position: np.ndarray,
     velocity: np.ndarray,
@@ -125,10 +133,7 @@ def project(
     bits = proj.view(np.uint32)
     zs = np.empty(total, np.float32)
     bins = np.empty((total, 4), np.int32)
-    gbx0 = rx0 // BIN
-    gby0 = ry0 // BIN
-    nbx = (rx1 - 1) // BIN - gbx0 + 1
-    nby = (ry1 - 1) // BIN - gby0 + 1
+    gbx0, gby0, nbx, nby = _bin_grid(rx0, ry0, rx1, ry1)
     counts = np.zeros(nbx * nby + 1, np.int64)
     c0, c1, c2 = params[0], params[1], params[2]
     r0, r1, r2 = params[3], params[4], params[5]
@@ -287,10 +292,7 @@ def bin_particles(
         position, velocity, radius, colour, ids, starts, ends, params, rx0, ry0, rx1, ry1
     )
     order = order_by_depth_id(key, proj, m)
-    gbx0 = rx0 // BIN
-    gby0 = ry0 // BIN
-    nbx = (rx1 - 1) // BIN - gbx0 + 1
-    nby = (ry1 - 1) // BIN - gby0 + 1
+    gbx0, gby0, nbx, nby = _bin_grid(rx0, ry0, rx1, ry1)
     for b in range(nbx * nby):
         counts[b + 1] += counts[b]
     # Bins hold record numbers, not copies: 4 bytes written per (record, bin) instead of 64,
