@@ -24,7 +24,7 @@ grid assemble bit for bit into the whole frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -184,7 +184,11 @@ def _chunk_ranges(
     return starts, ends
 
 
-def _empty(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+Buffers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""A rect's output planes: RGBA (4, h, w), Z (h, w), id (h, w), velocity (2, h, w)."""
+
+
+def _empty(h: int, w: int) -> Buffers:
     return (
         np.zeros((4, h, w), np.float32),
         np.full((h, w), np.inf, np.float32),
@@ -193,9 +197,7 @@ def _empty(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     )
 
 
-def _channels(
-    bufs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], aovs: tuple[AOV, ...]
-) -> dict[str, np.ndarray]:
+def _channels(bufs: Buffers, aovs: tuple[AOV, ...]) -> dict[str, np.ndarray]:
     rgba, z, ids, vel = bufs
     planes: dict[str, np.ndarray] = {
         "R": rgba[0],
@@ -208,6 +210,20 @@ def _channels(
         "velocity.Y": vel[1],
     }
     return {name: planes[name] for aov in aovs for name in AOV_CHANNELS[aov]}
+
+
+def _rasterise(
+    rects: Sequence[PixelRect],
+    aovs: tuple[AOV, ...],
+    raster: Callable[[PixelRect, Buffers], None],
+) -> list[dict[str, np.ndarray]]:
+    """Each rect's channels: fresh empty buffers, filled by a backend's ``raster``."""
+    out = []
+    for rect in rects:
+        bufs = _empty(rect.height, rect.width)
+        raster(rect, bufs)
+        out.append(_channels(bufs, aovs))
+    return out
 
 
 def _render_numba(
@@ -224,12 +240,7 @@ def _render_numba(
         arrs["position"], arrs["velocity"], arrs["radius"], arrs["colour"], arrs["id"],
         ranges[0], ranges[1], params, *region,
     )  # fmt: skip
-    out = []
-    for rect in rects:
-        bufs = _empty(rect.height, rect.width)
-        nk.raster(*binned, *rect.as_tuple(), *bufs)
-        out.append(_channels(bufs, aovs))
-    return out
+    return _rasterise(rects, aovs, lambda rect, bufs: nk.raster(*binned, *rect.as_tuple(), *bufs))
 
 
 def _render_numpy(
@@ -244,12 +255,7 @@ def _render_numpy(
         arrs["position"], arrs["velocity"], arrs["radius"], arrs["colour"], arrs["id"],
         ranges[0], ranges[1], params, region,
     )  # fmt: skip
-    out = []
-    for rect in rects:
-        bufs = _empty(rect.height, rect.width)
-        npk.raster(proj, rect.as_tuple(), *bufs)
-        out.append(_channels(bufs, aovs))
-    return out
+    return _rasterise(rects, aovs, lambda rect, bufs: npk.raster(proj, rect.as_tuple(), *bufs))
 
 
 def render_tiles(
