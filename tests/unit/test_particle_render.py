@@ -365,3 +365,17 @@ def test_raster_box_from_r2_holds_every_pixel_the_splat_covers() -> None:
         x0, y0, x1, y1 = box_r2(float(sx[i]), float(sy[i]), float(r2[i]))
         assert x0 <= left and right <= x1, (rp[i], sx[i], left, right, x0, x1)
         assert y0 <= y <= y1
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+def test_a_refused_prefetch_costs_only_the_prefetch() -> None:
+    """If a future LLVM refuses the prefetch intrinsic, the raster gets a no-op stand-in
+    instead of failing to compile (which would drop the whole renderer to numpy)."""
+    from farm.particles import _kernels
+
+    def refused(rows: np.ndarray) -> None:
+        raise RuntimeError("Invalid intrinsic name llvm.prefetch.p0i8")
+
+    assert _kernels.usable_prefetch(refused) is _kernels._no_prefetch
+    assert _kernels.usable_prefetch() is _kernels._prefetch  # this machine's LLVM takes it
+    _kernels._no_prefetch(np.zeros((2, 8), np.float32), 1)  # compiles, does nothing
