@@ -30,13 +30,9 @@ R_MIN_PX = 0.5
 """Smallest splat radius in pixels, so distant particles still cover their pixel centre."""
 R_MAX_PX = 1048576.0
 """Largest splat radius in pixels (2**20), keeping every box finite; far beyond any frame."""
-HOT = 8
-"""Fields of a hot record, the ones the raster reads for every pixel a splat may touch: sx, sy,
-r2, inv_r2, R, G, B, opacity. 32 bytes, two records per cache line (see ``_aligned``); the
-radius is not kept, the raster's box comes from ``sqrt(r2)`` (see ``box_r2``)."""
-COLD = 4
-"""Fields of a cold record, read only where a splat is the first to cover a pixel: depth,
-velocity x, velocity y, then id + 1 as uint32 bits. 16 bytes."""
+NREC = 16
+"""Record fields: sx, sy, r, r2, inv_r2, depth, R, G, B, opacity, velocity x, velocity y, then
+id + 1 as uint32 bits, then padding: 64 bytes, one cache line per record (see ``_aligned``)."""
 
 
 PREFETCH_AHEAD = 4
@@ -109,29 +105,18 @@ def box(sx: float, sy: float, r: float) -> tuple[float, float, float, float]:
 
 
 @njit(cache=True, fastmath=False)
-def box_r2(sx: float, sy: float, r2: float) -> tuple[float, float, float, float]:
-    """:func:`box` from the squared radius the raster keeps: still conservative.
-
-    ``sqrt(r2)`` lies within two float32 ulps (2.4e-7 relative) of the radius ``r2`` was
-    squared from, far inside the box's 1e-5 margin, so the box still holds every pixel that
-    passes ``d2 < r2``, and which pixels a splat covers is decided by that test alone.
-    """
-    return box(sx, sy, math.sqrt(np.float64(r2)))
-
-
-@njit(cache=True, fastmath=False)
-def _aligned(rows: int, fields: int) -> np.ndarray:
-    """``(rows, fields)`` float32 records, the first starting on a 64-byte cache-line boundary."""
-    buf = np.empty(rows * fields + 16, np.float32)
+def _aligned(rows: int) -> np.ndarray:
+    """``(rows, NREC)`` float32 records whose rows start on 64-byte cache-line boundaries."""
+    buf = np.empty((rows + 1) * NREC, np.float32)
     skip = (-buf.ctypes.data % 64) // 4
-    return buf[skip : skip + rows * fields].reshape((rows, fields))
+    return buf[skip : skip + rows * NREC].reshape((rows, NREC))
 
 
 @njit(cache=True, fastmath=False)
-def _clip_box(
-    bx0: float, by0: float, bx1: float, by1: float, gx0: int, gy0: int, gx1: int, gy1: int
+def _bin_range(
+    sx: float, sy: float, r: float, gx0: int, gy0: int, gx1: int, gy1: int
 ) -> tuple[int, int, int, int]:
-    """Inclusive pixel range of box ``(bx0, by0, bx1, by1)`` inside ``[gx0, gx1) x [gy0, gy1)``."""
+    bx0, by0, bx1, by1 = box(sx, sy, r)
     lo_x = gx0 if bx0 < gx0 else math.ceil(bx0)
     lo_y = gy0 if by0 < gy0 else math.ceil(by0)
     hi_x = gx1 - 1 if bx1 > gx1 - 1 else math.floor(bx1)
@@ -165,19 +150,18 @@ def project(
     """Project the particles in index ranges ``[starts[c], ends[c])`` and keep those whose box
     touches the region ``[rx0, rx1) x [ry0, ry1)``, in input order.
 
-    Returns ``(m, hot, cold, key, bins, counts)``: packed hot and cold records (``HOT``,
-    ``COLD``), the depth's float32 bit pattern (the sort key), each record's inclusive range of
-    bins (x0, y0, x1, y1, relative to the region's first bin) and the number of records per bin
-    (shifted by one, ready for a prefix sum); only the first ``m`` rows are valid. Records are
+    Returns ``(m, proj, key, bins, counts)``: packed records, the depth's float32 bit pattern (the
+    sort key), each record's inclusive range of bins (x0, y0, x1, y1, relative to the region's
+    first bin) and the number of records per bin (shifted by one, ready for a prefix sum); only
+    the first ``m`` rows are valid. Records are
     packed here, while reading the input in memory order, because the later passes visit them
-    in depth order, and half a cache line per particle is what the raster's visits then cost.
+    in depth order and one cache line per particle is what that costs.
     """
     total = 0
     for c in range(starts.size):
         total += ends[c] - starts[c]
-    hot = _aligned(total, HOT)
-    cold = _aligned(total, COLD)
-    bits = cold.view(np.uint32)
+    proj = _aligned(total)
+    bits = proj.view(np.uint32)
     zs = np.empty(total, np.float32)
     bins = np.empty((total, 4), np.int32)
     gbx0, gby0, nbx, nby = _bin_grid(rx0, ry0, rx1, ry1)
@@ -225,20 +209,21 @@ def project(
             ye = ex * u0 + ey * u1 + ez * u2
             ize = 1.0 / ze
             z32 = np.float32(zc)
-            hot[m, 0] = sx32
-            hot[m, 1] = sy32
-            hot[m, 2] = np.float32(rp * rp)
-            hot[m, 3] = np.float32(1.0 / (rp * rp))
-            hot[m, 4] = colour[i, 0]
-            hot[m, 5] = colour[i, 1]
-            hot[m, 6] = colour[i, 2]
-            hot[m, 7] = op
-            cold[m, 0] = z32
-            cold[m, 1] = np.float32(hw + f * xe * ize - s_x)
-            cold[m, 2] = np.float32(hh - f * ye * ize - s_y)
-            bits[m, 3] = ids[i] + np.uint32(1)
+            proj[m, 0] = sx32
+            proj[m, 1] = sy32
+            proj[m, 2] = r32
+            proj[m, 3] = np.float32(rp * rp)
+            proj[m, 4] = np.float32(1.0 / (rp * rp))
+            proj[m, 5] = z32
+            proj[m, 6] = colour[i, 0]
+            proj[m, 7] = colour[i, 1]
+            proj[m, 8] = colour[i, 2]
+            proj[m, 9] = op
+            proj[m, 10] = np.float32(hw + f * xe * ize - s_x)
+            proj[m, 11] = np.float32(hh - f * ye * ize - s_y)
+            bits[m, 12] = ids[i] + np.uint32(1)
             zs[m] = z32
-            lx, ly, hx, hy = _clip_box(bx0, by0, bx1, by1, rx0, ry0, rx1, ry1)
+            lx, ly, hx, hy = _bin_range(sx32, sy32, r32, rx0, ry0, rx1, ry1)
             bx_lo = lx // BIN - gbx0
             by_lo = ly // BIN - gby0
             bx_hi = hx // BIN - gbx0
@@ -251,11 +236,11 @@ def project(
                 for bx in range(bx_lo, bx_hi + 1):
                     counts[by * nbx + bx + 1] += 1
             m += 1
-    return m, hot, cold, zs.view(np.uint32), bins, counts
+    return m, proj, zs.view(np.uint32), bins, counts
 
 
 @njit(cache=True, fastmath=False)
-def order_by_depth_id(key: np.ndarray, cold: np.ndarray, m: int) -> np.ndarray:
+def order_by_depth_id(key: np.ndarray, proj: np.ndarray, m: int) -> np.ndarray:
     """Slots ``0..m-1`` sorted by (depth, particle id), stable: the one global blending order.
 
     An LSD radix sort on the float32 depth bits (positive floats sort like their bit patterns),
@@ -294,7 +279,7 @@ def order_by_depth_id(key: np.ndarray, cold: np.ndarray, m: int) -> np.ndarray:
             pos[d] = j + 1
         src, dst = dst, src
         ksrc, kdst = kdst, ksrc
-    id1 = cold.view(np.uint32)
+    id1 = proj.view(np.uint32)
     k = 0
     while k < m:
         e = k + 1
@@ -302,9 +287,9 @@ def order_by_depth_id(key: np.ndarray, cold: np.ndarray, m: int) -> np.ndarray:
             e += 1
         for a in range(k + 1, e):
             s = src[a]
-            tie = id1[s, 3]
+            tie = id1[s, 12]
             b = a - 1
-            while b >= k and id1[src[b], 3] > tie:
+            while b >= k and id1[src[b], 12] > tie:
                 src[b + 1] = src[b]
                 b -= 1
             src[b + 1] = s
@@ -330,14 +315,14 @@ def bin_particles(
     """Project, order and bin once: packed records grouped by bin, in (depth, id) order per bin.
 
     Bins are ``BIN`` pixels square on a grid anchored at the frame origin, covering the region.
-    Returns ``(hot, cold, entries, offsets, gbx0, gby0, nbx, nby)``: bin ``b`` (row-major over
-    the ``nbx x nby`` bins starting at bin ``(gbx0, gby0)``) owns records
-    ``entries[offsets[b]:offsets[b+1]]`` (rows of ``hot`` and ``cold``), in (depth, id) order.
+    Returns ``(rec, entries, offsets, gbx0, gby0, nbx, nby)``: bin ``b`` (row-major over the
+    ``nbx x nby`` bins starting at bin ``(gbx0, gby0)``) owns records
+    ``rec[entries[offsets[b]:offsets[b+1]]]``, in (depth, id) order.
     """
-    m, hot, cold, key, bins, counts = project(
+    m, proj, key, bins, counts = project(
         position, velocity, radius, colour, ids, starts, ends, params, rx0, ry0, rx1, ry1
     )
-    order = order_by_depth_id(key, cold, m)
+    order = order_by_depth_id(key, proj, m)
     gbx0, gby0, nbx, nby = _bin_grid(rx0, ry0, rx1, ry1)
     for b in range(nbx * nby):
         counts[b + 1] += counts[b]
@@ -355,13 +340,12 @@ def bin_particles(
                 b = by * nbx + bx
                 entries[fill[b]] = s
                 fill[b] += 1
-    return hot, cold, entries, counts, gbx0, gby0, nbx, nby
+    return proj, entries, counts, gbx0, gby0, nbx, nby
 
 
 @njit(cache=True, fastmath=False)
 def raster(
-    hot: np.ndarray,
-    cold: np.ndarray,
+    rec: np.ndarray,
     entries: np.ndarray,
     offsets: np.ndarray,
     gbx0: int,
@@ -387,7 +371,7 @@ def raster(
     h = oy1 - oy0
     w = ox1 - ox0
     trans = np.ones((h, w), np.float32)
-    cold_id = cold.view(np.uint32)
+    rec_id = rec.view(np.uint32)
     o_r = out_rgba[0]
     o_g = out_rgba[1]
     o_b = out_rgba[2]
@@ -404,20 +388,19 @@ def raster(
             left = (wy1 - wy0) * (wx1 - wx0)
             for e in range(offsets[b], offsets[b + 1]):
                 if e + PREFETCH_AHEAD < entries.size:
-                    _prefetch_row(hot, entries[e + PREFETCH_AHEAD])
+                    _prefetch_row(rec, entries[e + PREFETCH_AHEAD])
                 j = entries[e]
-                # Locals, not hot[j, q] in the pixel loop: the output stores could alias hot
+                # Locals, not rec[j, q] in the pixel loop: the output stores could alias rec
                 # as far as LLVM knows, so it would reload every field per pixel.
-                sx = hot[j, 0]
-                sy = hot[j, 1]
-                r2 = hot[j, 2]
-                bx0, by0, bx1, by1 = box_r2(sx, sy, r2)
-                lx, ly, hx, hy = _clip_box(bx0, by0, bx1, by1, wx0, wy0, wx1, wy1)
-                inv = hot[j, 3]
-                cr = hot[j, 4]
-                cg = hot[j, 5]
-                cb = hot[j, 6]
-                op = hot[j, 7]
+                sx = rec[j, 0]
+                sy = rec[j, 1]
+                lx, ly, hx, hy = _bin_range(sx, sy, rec[j, 2], wx0, wy0, wx1, wy1)
+                r2 = rec[j, 3]
+                inv = rec[j, 4]
+                cr = rec[j, 6]
+                cg = rec[j, 7]
+                cb = rec[j, 8]
+                op = rec[j, 9]
                 for y in range(ly, hy + 1):
                     dy = np.float32(y + 0.5) - sy
                     dy2 = dy * dy
@@ -441,10 +424,10 @@ def raster(
                         t_new = t_now * (one - a)
                         trans[ty, tx] = t_new
                         if out_id[ty, tx] == 0:
-                            out_z[ty, tx] = cold[j, 0]
-                            out_id[ty, tx] = cold_id[j, 3]
-                            o_vx[ty, tx] = cold[j, 1]
-                            o_vy[ty, tx] = cold[j, 2]
+                            out_z[ty, tx] = rec[j, 5]
+                            out_id[ty, tx] = rec_id[j, 12]
+                            o_vx[ty, tx] = rec[j, 10]
+                            o_vy[ty, tx] = rec[j, 11]
                         if t_new < T_MIN:
                             left -= 1
                 if left == 0:

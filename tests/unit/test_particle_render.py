@@ -333,41 +333,6 @@ def test_cost_preview_samples_a_large_frame_and_keeps_its_scale(
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
-def test_raster_box_from_r2_holds_every_pixel_the_splat_covers() -> None:
-    """The raster keeps r² only and boxes a splat with sqrt(r²): that box must never cut off a
-    pixel that passes ``d² < r²``, at any radius from the 0.5 px floor to the 2**20 clamp."""
-    from farm.particles._kernels import box_r2
-
-    rng = np.random.default_rng(7)
-    n = 4000
-    rp = np.exp(rng.uniform(np.log(0.5), np.log(2.0**20), n))
-    rp[:4] = [0.5, 1.0, 2.0**20, 1.5]
-    sx = rng.uniform(-10, 2000, n).astype(np.float32)
-    sy = rng.uniform(-10, 2000, n).astype(np.float32)
-    r2 = (rp * rp).astype(np.float32)  # as project stores it: float64 square, rounded once
-
-    def covered(x: int, i: int, dy: np.float32) -> bool:
-        return bool((np.float32(x + 0.5) - sx[i]) ** 2 + dy * dy < r2[i])  # as the raster
-
-    for i in range(n):
-        # The outermost covered pixels of the row nearest the centre: walk in from just beyond
-        # the true radius on each side until d² < r² holds.
-        y = int(np.floor(sy[i]))
-        dy = np.float32(y + 0.5) - sy[i]
-        right = int(np.ceil(np.float64(sx[i]) + rp[i])) + 2
-        while right >= sx[i] - 1 and not covered(right, i, dy):
-            right -= 1
-        if right < sx[i] - 1:
-            continue  # a tiny splat between pixel centres covers nothing in this row
-        left = int(np.floor(np.float64(sx[i]) - rp[i])) - 2
-        while not covered(left, i, dy):
-            left += 1
-        x0, y0, x1, y1 = box_r2(float(sx[i]), float(sy[i]), float(r2[i]))
-        assert x0 <= left and right <= x1, (rp[i], sx[i], left, right, x0, x1)
-        assert y0 <= y <= y1
-
-
-@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
 def test_a_refused_prefetch_costs_only_the_prefetch() -> None:
     """If a future LLVM refuses the prefetch intrinsic, the raster gets a no-op stand-in
     instead of failing to compile (which would drop the whole renderer to numpy)."""
