@@ -273,6 +273,14 @@ def check_coverage(rects: Iterable[PixelRect], width: int, height: int) -> None:
         raise ValueError(f"pixel (x={x}, y={y}) {what}")
 
 
+def _cut_at(rect: PixelRect, axis: int, at: int) -> tuple[PixelRect, PixelRect]:
+    """``rect`` cut in two across ``axis`` (0 = x) at pixel coordinate ``at``."""
+    x0, y0, x1, y1 = rect.as_tuple()
+    if axis == 0:
+        return _rect(x0, y0, at, y1), _rect(at, y0, x1, y1)
+    return _rect(x0, y0, x1, at), _rect(x0, at, x1, y1)
+
+
 def _split(
     rect: PixelRect, seconds: float, target_s: float, min_tile: int, level: int
 ) -> list[PixelRect]:
@@ -283,13 +291,10 @@ def _split(
     can_y = rect.height >= 2 * min_tile
     if not (can_x or can_y):
         return [rect]
-    x0, y0, x1, y1 = rect.as_tuple()
     if can_x and (rect.width >= rect.height or not can_y):
-        mid = (x0 + x1) // 2
-        halves = [_rect(x0, y0, mid, y1), _rect(mid, y0, x1, y1)]
+        halves = _cut_at(rect, 0, (rect.x0 + rect.x1) // 2)
     else:
-        mid = (y0 + y1) // 2
-        halves = [_rect(x0, y0, x1, mid), _rect(x0, mid, x1, y1)]
+        halves = _cut_at(rect, 1, (rect.y0 + rect.y1) // 2)
     out: list[PixelRect] = []
     for h in halves:
         out += _split(h, seconds * h.area / rect.area, target_s, min_tile, level + 1)
@@ -494,6 +499,11 @@ class TileTimes:
         return {} if cost is None else cost.per_tile(plan)
 
 
+def _cell_areas(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Pixels in each cell of the grid with column edges ``xs`` and row edges ``ys``."""
+    return np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class CostMap:
     """Seconds per pixel over a frame, uniform within each cell of a compressed grid.
@@ -531,8 +541,7 @@ class CostMap:
                 f"a {cols}x{rows} cost grid is finer than the {width}x{height} frame",
                 field="cost",
             )
-        area = np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)
-        return cls(xs, ys, grid / area, np.ones(grid.shape, bool))
+        return cls(xs, ys, grid / _cell_areas(xs, ys), np.ones(grid.shape, bool))
 
     def _overlap(self, rect: PixelRect) -> tuple[np.ndarray, np.ndarray]:
         w = np.clip(np.minimum(self.xs[1:], rect.x1) - np.maximum(self.xs[:-1], rect.x0), 0, None)
@@ -558,7 +567,7 @@ class CostMap:
         """The map with unmeasured cells given the mean measured density (nothing says cheap)."""
         if self.covered.all():
             return self
-        area = np.outer(np.diff(self.ys), np.diff(self.xs)).astype(np.float64)
+        area = _cell_areas(self.xs, self.ys)
         measured = float((area * self.covered).sum())
         mean = float((self.density * area).sum()) / measured if measured else 1.0
         density = np.where(self.covered, self.density, mean)
@@ -633,10 +642,7 @@ def balanced_plan(
         lo = rect.x0 if axis == 0 else rect.y0
         at = costs.cut(rect, axis, first / n) if costs is not None else lo + length * first / n
         k = min(max(round(at), lo + min_tile), lo + length - min_tile)
-        if axis == 0:
-            a, b = _rect(rect.x0, rect.y0, k, rect.y1), _rect(k, rect.y0, rect.x1, rect.y1)
-        else:
-            a, b = _rect(rect.x0, rect.y0, rect.x1, k), _rect(rect.x0, k, rect.x1, rect.y1)
+        a, b = _cut_at(rect, axis, k)
         bisect(a, first)
         bisect(b, n - first)
 
