@@ -181,6 +181,13 @@ def count_jobs(db: Database) -> int:
 def test_bad_specs_are_422_naming_the_field_and_write_nothing(
     api: TestClient, db: Database, tmp_path: Path, mutate: Any, field: str, words: str
 ) -> None:
+    assert_spec_refused(api, db, tmp_path, mutate, field, words)
+
+
+def assert_spec_refused(
+    api: TestClient, db: Database, tmp_path: Path, mutate: Any, field: str, words: str
+) -> None:
+    """A valid job spec, changed by ``mutate``, is a 422 naming ``field`` and writes no job."""
     who = make_studio(db, "alpha")
     shot_id, show_id = shot_and_show(db, who)
     version = seed_version(api, who, show_id, tmp_path)
@@ -305,13 +312,5 @@ def test_uploading_bytes_another_studio_has_does_not_reveal_it(
 def test_specs_that_would_swamp_the_farm_are_refused(
     api: TestClient, db: Database, tmp_path: Path, mutate: Any, field: str, words: str
 ) -> None:
-    who = make_studio(db, "alpha")
-    shot_id, show_id = shot_and_show(db, who)
-    version = seed_version(api, who, show_id, tmp_path)
-    raw = job_spec(shot_id, version).model_dump(mode="json")
-    mutate(raw)
-    response = api.post("/jobs", json=raw, headers=who.headers)
-    assert response.status_code == 422, response.text
-    assert response.json()["field"] == field
-    assert words in response.json()["message"]
+    assert_spec_refused(api, db, tmp_path, mutate, field, words)
     assert count_jobs(db) == 0
