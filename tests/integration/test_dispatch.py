@@ -43,8 +43,12 @@ class GatedDispatcher(Dispatcher):
         return {pool: (0 if pool in self.gated else n) for pool, n in slots.items()}
 
 
+Farm = tuple[Database, DiskStore, Path]
+"""A fresh farm: its database, blob store and output folder."""
+
+
 @pytest.fixture
-def farm(tmp_path: Path) -> tuple[Database, DiskStore, Path]:
+def farm(tmp_path: Path) -> Farm:
     db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
     db.migrate()
     with db.session() as session:
@@ -112,7 +116,7 @@ def frame_state(db: Database, job_id: int, layer: str, frame: int) -> str:
         ).scalar_one()
 
 
-def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, spec = submit(db, store, tmp_path, frames=(1, 3), size=(61, 37), grid=(4, 3))
     dispatcher = Dispatcher(db, store, out)
@@ -156,7 +160,7 @@ def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(farm, tmp_path: Pa
     assert (Path(comp.frames[0].output_path or "").parent / "contact_sheet.png").is_file()
 
 
-def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 4), size=(64, 48), grid=(4, 4))
     Dispatcher(db, store, out).run_until_done([job_id], timeout_s=300)
@@ -166,7 +170,7 @@ def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm, tmp_path: Pat
     assert first_frame_written < max(t for t in last_render_tiles if t is not None)
 
 
-def test_a_corrupt_tile_file_is_rendered_again_never_assembled(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_corrupt_tile_file_is_rendered_again_never_assembled(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2))
     with db.session() as session:
@@ -193,7 +197,9 @@ def test_a_corrupt_tile_file_is_rendered_again_never_assembled(farm, tmp_path: P
         assert {u.tile_id for u in failed} == {tiles_of(db, job_id, "comp", 1)[0].id}
 
 
-def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(
+    farm: Farm, tmp_path: Path
+) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 2), grid=(2, 1))
     dispatcher = GatedDispatcher(db, store, out, max_attempts=2)
@@ -222,7 +228,7 @@ def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(farm, tmp_pa
     assert "missing" in report.problems[0].problem
 
 
-def test_restart_requeues_tiles_left_running(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_restart_requeues_tiles_left_running(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
     first = Dispatcher(db, store, out)
@@ -235,7 +241,7 @@ def test_restart_requeues_tiles_left_running(farm, tmp_path: Path) -> None:  # t
     assert tiles_of(db, job_id, "sim", 1)[0].attempts == 1
 
 
-def test_adaptive_tiles_replan_later_frames_from_measured_times(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_adaptive_tiles_replan_later_frames_from_measured_times(farm: Farm, tmp_path: Path) -> None:
     """A target far above the measured tile times merges cheap neighbours after frame 1."""
     db, store, out = farm
     job_id, _spec = submit(
@@ -264,7 +270,7 @@ def test_adaptive_tiles_replan_later_frames_from_measured_times(farm, tmp_path: 
     assert len(plan.tiles) == counts[2]
 
 
-def test_a_frames_slowest_estimated_tiles_are_sent_first(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_frames_slowest_estimated_tiles_are_sent_first(farm: Farm, tmp_path: Path) -> None:
     """Measured tile times rank the next frame's tiles; the dispatcher sends them in that order.
 
     The layer's measurements say the bottom-right quarter of the frame is slow (as if earlier
@@ -293,8 +299,8 @@ def test_a_frames_slowest_estimated_tiles_are_sent_first(farm, tmp_path: Path) -
 
 
 def test_balanced_tiles_cut_every_frame_where_its_sims_preview_divides_evenly(
-    farm, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    farm: Farm, tmp_path: Path
+) -> None:
     db, store, out = farm
     job_id, _ = submit(
         db, store, tmp_path, frames=(1, 3), size=(96, 64), tiles={"balanced": 2, "overscan": 2}
@@ -324,7 +330,7 @@ def test_balanced_tiles_cut_every_frame_where_its_sims_preview_divides_evenly(
     assert [t.rect for t in plan.tiles] == [t.rect for t in detail.layers[1].frames[1].tiles]
 
 
-def test_a_layers_first_frame_is_cut_by_the_sims_cost_preview(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_layers_first_frame_is_cut_by_the_sims_cost_preview(farm: Farm, tmp_path: Path) -> None:
     """Before any tile is measured, the sim's preview says where the work is."""
     db, store, out = farm
     job_id, _ = submit(
@@ -348,7 +354,7 @@ def test_a_layers_first_frame_is_cut_by_the_sims_cost_preview(farm, tmp_path: Pa
     assert render_frame_row.tile_plan is not None
 
 
-def test_a_layer_gets_only_the_aovs_it_asks_for(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_layer_gets_only_the_aovs_it_asks_for(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2), aovs=["rgba", "z"])
     Dispatcher(db, store, out).run_until_done([job_id], timeout_s=120)
@@ -360,7 +366,7 @@ def test_a_layer_gets_only_the_aovs_it_asks_for(farm, tmp_path: Path) -> None:  
     assert report.problems == []
 
 
-def test_adaptive_tiles_split_tiles_that_ran_over_the_target(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_adaptive_tiles_split_tiles_that_ran_over_the_target(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, _ = submit(
         db,
@@ -380,7 +386,7 @@ def test_adaptive_tiles_split_tiles_that_ran_over_the_target(farm, tmp_path: Pat
     assert sum(t.rect.area for t in second) == 96 * 64
 
 
-def test_output_options_reach_the_exr(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_output_options_reach_the_exr(farm: Farm, tmp_path: Path) -> None:
     """A layer may ask for tiled EXR and another compression instead of ZIP scanlines."""
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(2, 2))
@@ -401,7 +407,9 @@ def test_output_options_reach_the_exr(farm, tmp_path: Path) -> None:  # type: ig
     assert "piz" in image.compression.lower()
 
 
-def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(
+    farm: Farm, tmp_path: Path
+) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
     with db.session() as session:
@@ -429,7 +437,9 @@ def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(farm, tmp_pat
     assert not dispatcher._in_flight
 
 
-def test_a_failed_first_frame_does_not_hold_an_adaptive_layer_forever(farm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_first_frame_does_not_hold_an_adaptive_layer_forever(
+    farm: Farm, tmp_path: Path
+) -> None:
     db, store, out = farm
     job_id, _ = submit(
         db,
