@@ -44,7 +44,7 @@ from farm.vocab import Accelerator, LayerKind
 from scheduler.dispatch import frames as fr
 from scheduler.dispatch.tasks import build_task
 from scheduler.executors.base import TileResult, TileTask, run_tile
-from scheduler.plan import PendingTile, Snapshot, plan
+from scheduler.plan import PoolState, Snapshot, Work, plan
 from scheduler.runtime import pool_capacity, pool_resource
 
 log = logging.getLogger("scheduler.dispatch")
@@ -203,20 +203,24 @@ class Dispatcher:
             if not rows:
                 return 0
             tiles = {row[0].id: row for row in rows}
+            grouped: dict[tuple[int, int], list[Any]] = defaultdict(list)
+            for row in rows:
+                grouped[(row[0].job_id, row[0].layer_id)].append(row)
             pending = [
-                PendingTile(
-                    job_id=tile.job_id,
-                    layer_position=position,
-                    frame=number,
-                    rank=tile.rank,
-                    tile_id=tile.id,
-                    studio_id=studio_id,
-                    pool=pool,
+                Work(
+                    studio_id=group[0][1],
+                    job_id=job_id,
+                    layer_id=layer_id,
+                    tiles=[(number, position, t.rank, t.id) for t, _, position, _, number in group],
+                    pools=(group[0][3],),
                 )
-                for tile, studio_id, position, pool, number in rows
+                for (job_id, layer_id), group in sorted(grouped.items())
             ]
-            snapshot = Snapshot(pending=pending, free_slots=free)
-            for decision in plan(snapshot):
+            snapshot = Snapshot(
+                pending=pending,
+                pools={p: PoolState(p, max(0, n), max(0, n)) for p, n in free.items()},
+            )
+            for decision in plan(snapshot).decisions:
                 tile = tiles[decision.tile_id][0]
                 change = on_dispatched(TileState(tile.state), pool=decision.pool)
                 tile.state, tile.reason = change.after.value, change.reason

@@ -1,0 +1,346 @@
+"""``plan(snapshot, policy) -> Plan``: who gets the free slots of each pool, and why others wait.
+
+The order, for each free slot of a pool:
+
+1. **Guarantees first.** A studio running less than its guarantee there goes ahead, the one
+   furthest below it (running / guarantee) first.
+2. **Then the studio furthest below its weighted share**, measured over time: its decayed
+   usage plus what it runs now, divided by its entitlement (``share.entitlements``). Usage
+   is what makes the share fair *across* ticks: a studio that had the pool all morning waits
+   while the others catch up (Slurm's decayed usage), and within one tick each slot handed out
+   raises the receiver's measure, so the slots spread.
+3. **Inside the studio**: rush jobs, then priority, then the oldest job, then the job's own
+   dispatch order (frame, layer, rank). Priority never takes another studio's share.
+
+A studio at its ceiling gets nothing more there; idle capacity goes to whoever has work (lending),
+and when a studio comes back it is below its guarantee and share, so it is fed first as slots
+free up (reclaim). Only a rush job may stop running work to reclaim, of studios above their
+entitlement, youngest tiles first, at most ``policy.max_preemptions`` per tick; the victims
+stay at or above their entitlement, so a preemption can never be answered by another (no
+cycles). Accelerated work may likewise stop CPU tiles that backfill its pool.
+
+Work is grouped per (job, layer), so a tick costs what it hands out plus one step per group,
+never the number of ready tiles. Ties break on studio, job and tile ids: the same snapshot
+always gives the same plan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+
+from scheduler.plan.model import (
+    Decision,
+    Plan,
+    Policy,
+    PoolState,
+    Preemption,
+    Quota,
+    Snapshot,
+    StudioPool,
+    Work,
+)
+from scheduler.plan.share import entitlements, steady_usage_s
+
+_NO_QUOTA = Quota()
+
+
+class _Tick:
+    """The mutable state of one planning pass over a snapshot."""
+
+    def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
+        self.snapshot = snapshot
+        self.policy = policy
+        self.unit = steady_usage_s(policy.half_life_s)
+        self.running: dict[StudioPool, int] = defaultdict(int, snapshot.running)
+        self.free = {name: max(0, pool.free) for name, pool in snapshot.pools.items()}
+        self.taken = [0] * len(snapshot.pending)
+        self.blocked: dict[int, str] = {}
+        """Work index -> why it cannot be placed this tick (licence, size, ceiling)."""
+        self.licence_use: dict[str, dict[int, int]] = {
+            name: dict(licence.in_use) for name, licence in snapshot.licences.items()
+        }
+        self.licence_wanted: dict[str, set[int]] = defaultdict(set)
+        for work in snapshot.pending:
+            for name in work.licences:
+                self.licence_wanted[name].add(work.studio_id)
+        self.entitled = self._entitlements()
+        self.plan = Plan(entitled=self.entitled)
+
+    # ------------------------------------------------------------------ shares
+    def _entitlements(self) -> dict[StudioPool, float]:
+        """Fair shares per pool from demand: running slots plus ready work that prefers it."""
+        demand: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        for (studio, pool_name), slots in self.snapshot.running.items():
+            if slots > 0:
+                demand[pool_name][studio] += slots
+        for work in self.snapshot.pending:
+            if work.pools and work.tiles:
+                demand[work.pools[0]][work.studio_id] += len(work.tiles) * work.slots
+        entitled: dict[StudioPool, float] = {}
+        for pool_name, wanted in demand.items():
+            pool = self.snapshot.pools.get(pool_name)
+            capacity = pool.capacity if pool is not None else 0
+            quotas = {s: self.quota(s, pool_name) for s in wanted}
+            for studio, share in entitlements(capacity, wanted, quotas).items():
+                entitled[(studio, pool_name)] = share
+        return entitled
+
+    def quota(self, studio: int, pool: str) -> Quota:
+        return self.snapshot.quotas.get((studio, pool), _NO_QUOTA)
+
+    def studio_key(self, studio: int, pool: str) -> tuple[int, float, int]:
+        """Smaller goes first: (tier, how far along, studio id)."""
+        running = self.running[(studio, pool)]
+        guarantee = self.quota(studio, pool).guarantee
+        if running < guarantee:
+            return (0, running / guarantee, studio)
+        usage = self.snapshot.usage.get((studio, pool), 0.0)
+        share = self.entitled.get((studio, pool), 0.0)
+        measure = (usage + self.unit * running) / (self.unit * share) if share > 0 else math.inf
+        return (1, measure, studio)
+
+    # ------------------------------------------------------------------ licences
+    def licence_refusal(self, work: Work) -> str | None:
+        """Why one more tile of ``work`` would exceed a licence, or None if the seats are there.
+
+        Seats guaranteed to other studios that want the licence now are kept free for them.
+        """
+        for name in work.licences:
+            licence = self.snapshot.licences.get(name)
+            if licence is None:
+                return f"licence {name} is not declared on this farm"
+            use = self.licence_use[name]
+            in_use = sum(use.values())
+            reserved = sum(
+                max(0, guarantee - use.get(studio, 0))
+                for studio, guarantee in licence.guarantees.items()
+                if studio != work.studio_id and studio in self.licence_wanted[name]
+            )
+            if in_use >= licence.total:
+                return f"licence {name}: {in_use} of {licence.total} in use"
+            if in_use + reserved >= licence.total:
+                return (
+                    f"licence {name}: {in_use} of {licence.total} in use, "
+                    f"{reserved} kept for other studios' guarantees"
+                )
+        return None
+
+    def hold_licences(self, work: Work) -> None:
+        for name in work.licences:
+            use = self.licence_use[name]
+            use[work.studio_id] = use.get(work.studio_id, 0) + 1
+
+    # ------------------------------------------------------------------ filling a pool
+    def fill(self, pool: PoolState, works: list[int]) -> None:
+        """Hand out ``pool``'s free slots among the works (indices) that want it in this pass."""
+        pending = self.snapshot.pending
+        by_studio: dict[int, list[tuple[tuple[int, int, int, tuple[int, ...]], int]]] = {}
+        for index in works:
+            work = pending[index]
+            if index in self.blocked or self.taken[index] >= len(work.tiles):
+                continue
+            entry = (_order(work, self.taken[index]), index)
+            by_studio.setdefault(work.studio_id, []).append(entry)
+        studios: list[tuple[tuple[int, float, int], int]] = []
+        for studio, queue in by_studio.items():
+            heapq.heapify(queue)
+            studios.append((self.studio_key(studio, pool.name), studio))
+        heapq.heapify(studios)
+        free = self.free[pool.name]
+        while free > 0 and studios:
+            _, studio = heapq.heappop(studios)
+            queue = by_studio[studio]
+            ceiling = self.quota(studio, pool.name).ceiling
+            _, index = queue[0]
+            work = pending[index]
+            running = self.running[(studio, pool.name)]
+            if ceiling is not None and running + work.slots > ceiling:
+                for _, blocked in queue:
+                    self.blocked.setdefault(
+                        blocked,
+                        f"studio {self.name(studio)} is at its ceiling on pool {pool.name} "
+                        f"({running} running, ceiling {ceiling})",
+                    )
+                continue
+            refusal = self.licence_refusal(work)
+            if refusal is None and work.slots > free:
+                refusal = f"needs {work.slots} slots; pool {pool.name} has {free} free"
+            if refusal is not None:
+                self.blocked[index] = refusal
+                heapq.heappop(queue)
+                if queue:
+                    heapq.heappush(studios, (self.studio_key(studio, pool.name), studio))
+                continue
+            taken = self.taken[index]
+            tile = work.tiles[taken]
+            self.plan.decisions.append(Decision(tile[3], pool.name, work.job_id, work.layer_id))
+            self.taken[index] = taken + 1
+            self.running[(studio, pool.name)] = running + work.slots
+            self.hold_licences(work)
+            free -= work.slots
+            if taken + 1 < len(work.tiles):
+                heapq.heapreplace(queue, (_order(work, taken + 1), index))
+            else:
+                heapq.heappop(queue)
+            if queue:
+                heapq.heappush(studios, (self.studio_key(studio, pool.name), studio))
+        self.free[pool.name] = free
+
+    def name(self, studio: int) -> str:
+        return self.snapshot.studio_names.get(studio, f"#{studio}")
+
+
+def _order(work: Work, taken: int) -> tuple[int, int, int, tuple[int, ...]]:
+    """A work's place in its studio's queue: rush, priority, oldest job, then its next tile."""
+    return (0 if work.rush else 1, -work.priority, work.job_id, work.tiles[taken])
+
+
+def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
+    """Decide which ready tiles run now, on which pool, what to preempt, and why the rest wait.
+
+    Pools are filled in passes: first every work on its preferred pool, then on its second
+    choice, and so on, so CPU-only work backfills an accelerator pool only once that pool's
+    accelerated work has had its turn.
+    """
+    tick = _Tick(snapshot, policy or Policy())
+    passes = max((len(work.pools) for work in snapshot.pending), default=0)
+    for depth in range(passes):
+        wanting: dict[str, list[int]] = defaultdict(list)
+        for index, work in enumerate(snapshot.pending):
+            if depth < len(work.pools):
+                wanting[work.pools[depth]].append(index)
+        for pool_name in sorted(wanting):
+            pool = snapshot.pools.get(pool_name)
+            if pool is not None and tick.free[pool_name] > 0:
+                tick.fill(pool, wanting[pool_name])
+    _preempt(tick)
+    _explain(tick)
+    return tick.plan
+
+
+# ---------------------------------------------------------------------------- preemption
+def _preempt(tick: _Tick) -> None:
+    """Stop running tiles for rush work (of studios over their share) and for accelerated work
+    (CPU backfill on its pool), youngest first, within the per-tick limit."""
+    snapshot = tick.snapshot
+    budget = tick.policy.max_preemptions
+    hungry = [
+        (index, work)
+        for index, work in enumerate(snapshot.pending)
+        if (work.rush or work.accelerated)
+        and work.pools
+        and index not in tick.blocked
+        and tick.taken[index] < len(work.tiles)
+        and tick.free.get(work.pools[0], 0) < work.slots
+    ]
+    if not hungry or budget <= 0:
+        return
+    hungry.sort(key=lambda item: (_order(item[1], tick.taken[item[0]]), item[1].studio_id))
+    victims = sorted(snapshot.running_tiles, key=lambda t: (-t.started, t.tile_id))
+    stopped: set[int] = set()
+    for index, work in hungry:
+        pool = work.pools[0]
+        wanted = (len(work.tiles) - tick.taken[index]) * work.slots
+        if work.rush:
+            room = (
+                tick.entitled.get((work.studio_id, pool), 0.0)
+                - tick.running[(work.studio_id, pool)]
+            )
+            wanted = min(wanted, math.floor(room))
+        for victim in victims:
+            if budget <= 0:
+                return
+            if wanted <= 0:
+                break
+            if victim.pool != pool or victim.tile_id in stopped or victim.rush:
+                continue
+            reason = _victim_reason(tick, work, victim.studio_id, victim.slots, victim.backfill)
+            if reason is None:
+                continue
+            stopped.add(victim.tile_id)
+            tick.running[(victim.studio_id, pool)] -= victim.slots
+            tick.running[(work.studio_id, pool)] += victim.slots
+            wanted -= victim.slots
+            budget -= 1
+            tick.plan.preemptions.append(Preemption(victim.tile_id, pool, reason))
+
+
+def _victim_reason(tick: _Tick, work: Work, studio: int, slots: int, backfill: bool) -> str | None:
+    """Why this running tile may be stopped for ``work``, or None if it may not."""
+    pool = work.pools[0]
+    if work.accelerated and backfill:
+        return f"preempted: pool {pool} is needed by accelerated job {work.job_id}"
+    if not work.rush or studio == work.studio_id:
+        return None
+    share = tick.entitled.get((studio, pool), 0.0)
+    if tick.running[(studio, pool)] - slots < share:
+        return None  # it would fall below its own share: that could be reclaimed back
+    return (
+        f"preempted for rush job {work.job_id} of studio {tick.name(work.studio_id)}: "
+        f"studio {tick.name(studio)} is over its share of pool {pool}"
+    )
+
+
+# ---------------------------------------------------------------------------- reasons
+def _explain(tick: _Tick) -> None:
+    """A reason for every (job, layer) that still has ready tiles after this tick."""
+    snapshot = tick.snapshot
+    leaders = _studio_leaders(tick)
+    for index, work in enumerate(snapshot.pending):
+        if tick.taken[index] >= len(work.tiles):
+            continue
+        tick.plan.waiting[work.key] = _reason(tick, index, work, leaders)
+
+
+def _studio_leaders(tick: _Tick) -> dict[StudioPool, Work]:
+    """The first work in line of each studio on each pool (its rush, priority, age order)."""
+    leaders: dict[StudioPool, tuple[tuple[int, int, int, tuple[int, ...]], Work]] = {}
+    for index, work in enumerate(tick.snapshot.pending):
+        if not work.pools or tick.taken[index] >= len(work.tiles):
+            continue
+        key = (work.studio_id, work.pools[0])
+        order = _order(work, tick.taken[index])
+        if key not in leaders or order < leaders[key][0]:
+            leaders[key] = (order, work)
+    return {key: work for key, (_, work) in leaders.items()}
+
+
+def _reason(tick: _Tick, index: int, work: Work, leaders: Mapping[StudioPool, Work]) -> str:
+    if not work.pools:
+        return work.unfit or "no pool of this farm fits this layer's requirements"
+    if index in tick.blocked:
+        return tick.blocked[index]
+    pool_name = work.pools[0]
+    pool = tick.snapshot.pools.get(pool_name)
+    if pool is None or pool.capacity <= 0:
+        return (
+            f"pool {pool_name} has no nodes: no Ray node offers resource 'pool:{pool_name}' "
+            f"(start one with farm worker --pool {pool_name})"
+        )
+    studio = work.studio_id
+    running = tick.running[(studio, pool_name)]
+    share = tick.entitled.get((studio, pool_name), 0.0)
+    leader = leaders.get((studio, pool_name))
+    if leader is not None and leader is not work and leader.job_id != work.job_id:
+        rush = ", rush" if leader.rush else ""
+        return (
+            f"behind job {leader.job_id} of the same studio "
+            f"(priority {leader.priority}{rush}) on pool {pool_name}"
+        )
+    if running >= share and share < pool.capacity:
+        over = "is over" if running > share + 0.5 else "has"
+        return (
+            f"studio {tick.name(studio)} {over} its share of pool {pool_name} "
+            f"({running} running, entitled {_slots(share)})"
+        )
+    return (
+        f"pool {pool_name} is full ({pool.capacity} slots busy); next in line as slots free "
+        f"(studio {tick.name(studio)}: {running} running, entitled {_slots(share)})"
+    )
+
+
+def _slots(value: float) -> str:
+    return f"{value:.0f}" if abs(value - round(value)) < 0.05 else f"{value:.1f}"
