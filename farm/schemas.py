@@ -19,11 +19,11 @@ from farm.states import TileState
 from farm.vocab import (
     AOV,
     MAX_ID,
-    Accelerator,
     Compression,
     ExrLayout,
     LayerKind,
     PixelRect,
+    Requirements,
     Role,
 )
 
@@ -161,7 +161,14 @@ class LayerSpec(BaseModel):
     name: Name
     kind: LayerKind
     depends_on: tuple[Name, ...] = ()
-    pool: Name = Field(default="cpu", description="pool whose nodes run this layer's tiles")
+    requirements: Requirements = Field(
+        default=Requirements(), description="what one tile needs from one node"
+    )
+    pool: Name | None = Field(
+        default=None,
+        description="pool whose nodes run this layer's tiles; None: any pool that fits, "
+        "the farm chooses",
+    )
     department: str | None = Field(
         default=None, max_length=64, description="cost-report grouping; default from the kind"
     )
@@ -215,6 +222,13 @@ class JobSpec(BaseModel):
     resolution: Resolution
     camera: Camera
     layers: tuple[LayerSpec, ...] = Field(min_length=1)
+    priority: int = Field(
+        default=50,
+        ge=0,
+        le=100,
+        description="orders the studio's own work (higher first); never takes another "
+        "studio's share",
+    )
 
     @model_validator(mode="after")
     def _layers_consistent(self) -> JobSpec:
@@ -400,7 +414,8 @@ class LayerOut(BaseModel):
     id: int
     name: str
     kind: LayerKind
-    pool: str
+    pool: str | None = Field(description="the pool the spec named; None: the farm chooses")
+    requirements: Requirements = Requirements()
     depends_on: list[str]
     state: TileState
     tile_counts: dict[TileState, int]
@@ -417,6 +432,8 @@ class JobOut(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     message: str = ""
+    priority: int = 50
+    rush: bool = False
     layers: list[LayerOut]
 
 
@@ -427,16 +444,100 @@ class JobSummary(BaseModel):
     shot_id: int
     state: TileState
     created_at: datetime
+    priority: int = 50
+    rush: bool = False
+
+
+class JobUpdate(BaseModel):
+    """What the job's own studio may change after submitting (``PATCH /jobs/{id}``)."""
+
+    model_config = _STRICT
+    priority: int | None = Field(default=None, ge=0, le=100, description="0-100, higher first")
+
+
+class RushUpdate(BaseModel):
+    """An operator marks a job rush (``POST /admin/jobs/{id}/rush``): it may preempt."""
+
+    model_config = _STRICT
+    rush: bool = True
 
 
 # ----------------------------------------------------------------------------- pools and cost
 class PoolOut(BaseModel):
     model_config = _OUT
     name: str
-    accelerator: Accelerator
+    accelerator: str = Field(description="Ray's accelerator_type (H100, Ascend910B) or none")
+    accelerator_kind: str = Field(default="cpu", description="cpu, nvidia-h100, ascend-910b, ...")
     price_per_node_hour: float
-    cpus_per_node: int
+    cpus_per_node: int = Field(description="cores per node; a slot is one core")
+    memory_gb: float = 0.0
+    accelerators_per_node: int = 0
+    accelerator_memory_gb: float = 0.0
+    backfill: bool = False
     currency: str
+
+
+# ----------------------------------------------------------------------------- fair share
+class QuotaBase(BaseModel):
+    """A studio's share of one pool, in slots (a slot is one core).
+
+    ``guarantee`` slots are the studio's whenever it has work; beyond that, idle slots go by
+    ``weight``; ``ceiling`` caps what it may hold, borrowed slots included (None: no cap).
+    """
+
+    guarantee: int = Field(default=0, ge=0, le=1_000_000, description="slots always available")
+    weight: float = Field(default=1.0, gt=0, le=1_000_000, description="share beyond guarantee")
+    ceiling: int | None = Field(default=None, ge=0, le=1_000_000, description="most slots held")
+
+    @model_validator(mode="after")
+    def _ceiling_above_guarantee(self) -> QuotaBase:
+        if self.ceiling is not None and self.ceiling < self.guarantee:
+            raise ValueError(
+                f"ceiling: {self.ceiling} is below the guarantee {self.guarantee}; "
+                "raise the ceiling or lower the guarantee"
+            )
+        return self
+
+
+class QuotaCreate(QuotaBase):
+    model_config = _STRICT
+
+
+class QuotaOut(QuotaBase):
+    model_config = _OUT
+    studio_id: int
+    studio: str
+    pool: str
+    updated_at: datetime
+
+
+class LicenceBase(BaseModel):
+    """A named counter (``houdini``): ``count`` seats, some kept for studios by name."""
+
+    count: int = Field(ge=0, le=1_000_000, description="seats in use at most")
+    guarantees: dict[Name, int] = Field(
+        default_factory=dict, description="studio name -> seats kept for it"
+    )
+
+    @model_validator(mode="after")
+    def _guarantees_fit(self) -> LicenceBase:
+        for studio, seats in self.guarantees.items():
+            if seats < 0:
+                raise ValueError(f"guarantees.{studio}: {seats} seats; give 0 or more")
+        if sum(self.guarantees.values()) > self.count:
+            raise ValueError(
+                f"guarantees: {sum(self.guarantees.values())} seats guaranteed, more than the "
+                f"{self.count} there are"
+            )
+        return self
+
+
+class LicenceCreate(LicenceBase):
+    model_config = _STRICT
+
+
+class LicenceOut(LicenceBase):
+    name: str
 
 
 class CostLine(BaseModel):

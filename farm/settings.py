@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8765", description="Where the CLI finds the farm's API."
     )
     token: str | None = Field(default=None, description="API token the CLI sends (FARM_TOKEN).")
+    pools_file: Path | None = Field(
+        default=None,
+        description="FARM_POOLS_FILE: the pools file (TOML, docs/pools.md); default "
+        "$FARM_HOME/farm.toml when it exists, else the embedded cpu/h100/ascend pools.",
+    )
     tile_max_attempts: int = Field(
         default=3, ge=1, description="Attempts per tile before it fails for good."
     )
@@ -46,6 +51,24 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("pools_file")
+    @classmethod
+    def _pools_file_exists(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser().resolve()
+        if not value.is_file():
+            raise ValueError(f"FARM_POOLS_FILE: {value} is not a file")
+        return value
+
+    @property
+    def resolved_pools_file(self) -> Path | None:
+        """The pools file to read: FARM_POOLS_FILE, else $FARM_HOME/farm.toml if present."""
+        if self.pools_file is not None:
+            return self.pools_file
+        default = self.home / "farm.toml"
+        return default if default.is_file() else None
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,6 +7,7 @@ pool > node. Everything here is pure data: no I/O, no Ray, no SQLAlchemy.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +26,8 @@ class Role(StrEnum):
     """Reads cost reports and budgets; submits nothing."""
     ADMIN = "admin"
     """Manages the studio's users and pools."""
+    OPERATOR = "operator"
+    """Runs the farm: quotas, licences and rush for every studio (the only cross-studio role)."""
 
 
 class LayerKind(StrEnum):
@@ -49,6 +52,100 @@ class Accelerator(StrEnum):
     """NVIDIA H100 (``ray.util.accelerators.NVIDIA_H100``)."""
     ASCEND_910B = "Ascend910B"
     """Huawei Ascend 910B (``ray.util.accelerators.accelerators.HUAWEI_NPU_910B``)."""
+
+
+ACCELERATOR_KIND_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+"""An accelerator kind as pools declare it: lower case, vendor first (``nvidia-h100``)."""
+CPU_KIND = "cpu"
+"""The accelerator kind of pools of plain CPU nodes."""
+
+AcceleratorKind = Annotated[str, Field(pattern=ACCELERATOR_KIND_PATTERN)]
+"""``cpu``, ``nvidia-h100``, ``ascend-910b`` or any other ``vendor-model``: the farm's own words."""
+LicenceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""A licence counter's name (``houdini``): letters, digits, ``_ . -``."""
+
+_KNOWN_RAY_TYPES: dict[str, Accelerator] = {
+    CPU_KIND: Accelerator.NONE,
+    "nvidia-h100": Accelerator.H100,
+    "ascend-910b": Accelerator.ASCEND_910B,
+}
+
+
+def ray_accelerator_type(kind: str) -> str | None:
+    """Ray's ``accelerator_type`` string for an accelerator kind; None for ``cpu``.
+
+    Known kinds come from :class:`Accelerator`. Others follow Ray's spelling rules
+    (``ray.util.accelerators``): NVIDIA and AMD models upper case (``nvidia-a100`` -> ``A100``),
+    Ascend as ``Ascend`` + model (``ascend-910c`` -> ``Ascend910C``), anything else unchanged.
+
+    Example:
+        >>> ray_accelerator_type("nvidia-h100"), ray_accelerator_type("cpu")
+        ('H100', None)
+    """
+    known = _KNOWN_RAY_TYPES.get(kind)
+    if known is not None:
+        return None if known is Accelerator.NONE else known.value
+    vendor, _, model = kind.partition("-")
+    if vendor in ("nvidia", "amd") and model:
+        return model.upper()
+    if vendor == "ascend" and model:
+        return "Ascend" + model.upper()
+    return kind
+
+
+def accelerator_vendor(kind: str) -> str:
+    """``cpu``, ``nvidia``, ``amd``, ``ascend`` or ``other``: which Ray resource counts it."""
+    if kind == CPU_KIND:
+        return CPU_KIND
+    vendor = kind.partition("-")[0]
+    return vendor if vendor in ("nvidia", "amd", "ascend") else "other"
+
+
+class Requirements(BaseModel):
+    """What one tile of a layer needs from one node; the farm picks a pool that has it.
+
+    Memory is in GB of 2**30 bytes (GiB), as Ray and node specs count it. ``accelerator`` is a
+    kind as the pools file declares it (``nvidia-h100``); with it, ``accelerator_count`` is at
+    least 1. ``licences`` are counters (``houdini``) held while the tile runs, one of each.
+
+    Example:
+        >>> Requirements(cores=4, accelerator="nvidia-h100", accelerator_count=1).cores
+        4
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cores: int = Field(default=1, ge=1, le=4096, description="CPU cores (pool slots) per tile")
+    memory_gb: float | None = Field(default=None, gt=0, description="RAM per tile, GiB")
+    accelerator: AcceleratorKind | None = Field(
+        default=None, description="accelerator kind, e.g. nvidia-h100; None: CPU only"
+    )
+    accelerator_count: int = Field(default=0, ge=0, le=64, description="accelerators per tile")
+    accelerator_memory_gb: float | None = Field(
+        default=None, gt=0, description="minimum memory of each accelerator, GiB"
+    )
+    licences: tuple[LicenceName, ...] = Field(default=(), description="licence counters held")
+
+    @model_validator(mode="after")
+    def _accelerator_consistent(self) -> Requirements:
+        if self.accelerator == CPU_KIND:
+            raise ValueError("accelerator: leave it out for CPU-only work instead of 'cpu'")
+        if self.accelerator is None and (
+            self.accelerator_count or self.accelerator_memory_gb is not None
+        ):
+            raise ValueError(
+                "accelerator: accelerator_count and accelerator_memory_gb need an accelerator "
+                "kind, e.g. 'nvidia-h100'"
+            )
+        if self.accelerator is not None and self.accelerator_count == 0:
+            object.__setattr__(self, "accelerator_count", 1)  # asking for a kind means one
+        if len(set(self.licences)) != len(self.licences):
+            raise ValueError(f"licences: {list(self.licences)} names a licence twice")
+        return self
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.accelerator is None
 
 
 class AOV(StrEnum):

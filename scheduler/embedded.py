@@ -20,11 +20,10 @@ import uvicorn
 
 from farm.api.app import create_app
 from farm.api.context import FarmContext
-from farm.db import queries
+from farm.db.pools import pool_shapes
 from farm.settings import Settings
-from farm.vocab import Accelerator
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.runtime import PoolDecl, RayRuntime, start_ray
+from scheduler.runtime import RayRuntime, start_ray
 
 log = logging.getLogger("scheduler.embedded")
 
@@ -64,9 +63,7 @@ class EmbeddedFarm:
     def start(self, *, serve: bool = True) -> EmbeddedFarm:
         self.context = FarmContext.from_settings(self.settings)
         with self.context.db.session() as session:
-            pools = [
-                PoolDecl(p.name, Accelerator(p.accelerator)) for p in queries.list_pools(session)
-            ]
+            pools = pool_shapes(session)
         self.runtime = start_ray(
             address=self.settings.ray_address,
             pools=pools,

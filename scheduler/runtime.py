@@ -13,9 +13,11 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from farm.errors import Unavailable
-from farm.vocab import Accelerator
+from farm.vocab import Requirements, accelerator_vendor
+from scheduler.plan.fit import PoolShape, slots
 
 log = logging.getLogger("scheduler.runtime")
 
@@ -42,10 +44,56 @@ def pool_resource(pool: str) -> str:
     return f"pool:{pool}"
 
 
-@dataclass(frozen=True)
-class PoolDecl:
-    name: str
-    accelerator: Accelerator
+GIB = 1 << 30
+"""Bytes in one GB as the pools file and requirements count it (GiB, as Ray does)."""
+
+
+def accelerator_resource(ray_type: str) -> str:
+    """Ray's own custom resource for an accelerator type (what ``accelerator_type=`` asks)."""
+    return f"accelerator_type:{ray_type}"
+
+
+def ray_options(req: Requirements, pool: PoolShape, *, virtual: bool) -> dict[str, Any]:
+    """The ``.options(...)`` keyword arguments that place one tile of ``req`` on ``pool``.
+
+    Args:
+        req: the tile's requirements (the layer's).
+        pool: the pool chosen for it (one of :func:`~scheduler.plan.fit.fitting_pools`).
+        virtual: the pool is declared on nodes without its device (:func:`start_ray` on a
+            machine without the accelerator). Then only ``num_cpus``, ``pool:<name>`` and
+            ``accelerator_type:<X>`` are asked for: ``num_gpus``, ``NPU`` or a node-sized
+            ``memory`` would stay pending forever there.
+
+    Returns:
+        ``num_cpus=cores``, ``memory`` in bytes when set, ``resources={"pool:<name>": slots}``;
+        NVIDIA (and AMD) add ``num_gpus`` and ``accelerator_type``; Ascend adds Ray's built-in
+        ``NPU`` resource and ``accelerator_type``. CPU work backfilling an accelerator pool asks
+        for no accelerator.
+
+    Example:
+        >>> h100 = PoolShape("h100", "nvidia-h100", 32, 512, 8, 80)
+        >>> ray_options(Requirements(accelerator="nvidia-h100"), h100, virtual=False)
+        {'num_cpus': 1, 'resources': {'pool:h100': 1}, 'num_gpus': 1, 'accelerator_type': 'H100'}
+    """
+    resources: dict[str, float] = {pool_resource(pool.name): slots(req)}
+    options: dict[str, Any] = {"num_cpus": req.cores, "resources": resources}
+    ray_type = pool.ray_accelerator_type
+    if virtual:
+        if ray_type is not None:
+            # What Ray's accelerator_type= option asks for, spelled out so nothing else is.
+            resources[accelerator_resource(ray_type)] = 0.001
+        return options
+    if req.memory_gb is not None:
+        options["memory"] = int(req.memory_gb * GIB)
+    if req.accelerator is None or ray_type is None:
+        return options
+    vendor = accelerator_vendor(pool.accelerator)
+    if vendor in ("nvidia", "amd"):
+        options["num_gpus"] = req.accelerator_count
+    elif vendor == "ascend":
+        resources["NPU"] = req.accelerator_count
+    options["accelerator_type"] = ray_type
+    return options
 
 
 @dataclass
@@ -61,7 +109,7 @@ class RayRuntime:
 def start_ray(
     *,
     address: str | None,
-    pools: Sequence[PoolDecl],
+    pools: Sequence[PoolShape],
     num_cpus: int | None = None,
     object_store_memory: int | None = None,
 ) -> RayRuntime:
@@ -69,6 +117,9 @@ def start_ray(
 
     Embedded mode starts Ray on loopback with token auth off (``RAY_AUTH_MODE=disabled``): the
     local cluster is reachable only from this machine. A real cluster keeps Ray's default auth.
+    Every pool gets ``pool:<name>`` = this machine's CPU count; accelerator pools also get
+    ``accelerator_type:<X>`` and are *virtual* (listed in ``virtual_pools``): place their
+    tiles with ``ray_options(..., virtual=True)``.
     """
     import ray
 
@@ -92,13 +143,14 @@ def start_ray(
     virtual: list[str] = []
     for pool in pools:
         resources[pool_resource(pool.name)] = float(cpus)
-        if pool.accelerator is not Accelerator.NONE:
-            resources[f"accelerator_type:{pool.accelerator.value}"] = 1.0
+        ray_type = pool.ray_accelerator_type
+        if ray_type is not None:
+            resources[accelerator_resource(ray_type)] = 1.0
             virtual.append(pool.name)
             notes.append(
-                f"pool '{pool.name}' ({pool.accelerator.value}) is declared virtually through Ray "
-                f"custom resources: this machine has no {pool.accelerator.value}, so its tiles "
-                "run on CPU here while placement logic runs unchanged"
+                f"pool '{pool.name}' ({ray_type}) is declared virtually through Ray custom "
+                f"resources: this machine has no {ray_type}, so its tiles run on CPU here "
+                "while placement logic runs unchanged"
             )
     ray.init(
         num_cpus=cpus,

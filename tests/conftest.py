@@ -67,16 +67,12 @@ def ray_local() -> Iterator[None]:
     """One local Ray for the whole run, with the farm's pools as custom resources."""
     import ray
 
-    from farm.vocab import Accelerator
-    from scheduler.runtime import PoolDecl, start_ray
+    from farm.pool_config import DEFAULT_FARM_CONFIG
+    from scheduler.runtime import start_ray
 
     start_ray(
         address=None,
-        pools=[
-            PoolDecl("cpu", Accelerator.NONE),
-            PoolDecl("h100", Accelerator.H100),
-            PoolDecl("ascend", Accelerator.ASCEND_910B),
-        ],
+        pools=DEFAULT_FARM_CONFIG.shapes,
         num_cpus=2,
         object_store_memory=300 * 1024 * 1024,
     )

@@ -24,8 +24,10 @@ class FarmContext:
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         db.migrate()
-        from farm.db.queries import ensure_default_pools
+        from farm.db.pools import sync_pools
+        from farm.pool_config import load_farm_config
 
+        config = load_farm_config(settings.resolved_pools_file)
         with db.session() as session:
-            ensure_default_pools(session)
+            sync_pools(session, config)
         return cls(db=db, store=DiskStore(settings.blob_root), output_root=settings.output_root)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,8 +21,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
 from farm.states import TileState
 from farm.vocab import PixelRect
@@ -142,14 +144,90 @@ class AssetVersion(Base):
 
 
 class Pool(Base):
-    """Nodes of one kind; tiles ask Ray for the custom resource ``pool:<name>``."""
+    """Nodes of one kind; tiles ask Ray for the custom resource ``pool:<name>``.
+
+    Rows mirror the pools file (:mod:`farm.pool_config`), synced at start-up by
+    :func:`farm.db.queries.sync_pools`. ``accelerator`` is Ray's string (``H100``, or ``none``),
+    ``accelerator_kind`` the farm's own (``nvidia-h100``, ``cpu``).
+    """
 
     __tablename__ = "pools"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     accelerator: Mapped[str] = mapped_column(String(32))
     price_per_node_hour: Mapped[float] = mapped_column(Float)
-    cpus_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    cpus_per_node: Mapped[int] = mapped_column(Integer, default=1, doc="cores per node = slots")
     currency: Mapped[str] = mapped_column(String(3), default="USD")
+    accelerator_kind: Mapped[str] = mapped_column(String(32), default="cpu", server_default="cpu")
+    memory_gb: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    accelerators_per_node: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    accelerator_memory_gb: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    backfill: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=false(),
+        doc="CPU-only work may run on idle nodes of this accelerator pool",
+    )
+    cores_per_node = synonym("cpus_per_node")
+    """The pools file's word for ``cpus_per_node`` (one column, one meaning: a slot is a core)."""
+
+
+class Quota(Base):
+    """A studio's share of one pool, in slots: guaranteed, weighted beyond, capped at a ceiling.
+
+    A studio without a row has weight 1, no guarantee and no ceiling (issue 19).
+    """
+
+    __tablename__ = "quotas"
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), primary_key=True)
+    pool: Mapped[str] = mapped_column(
+        ForeignKey("pools.name", ondelete="CASCADE"), primary_key=True
+    )
+    guarantee: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    ceiling: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    studio_row: Mapped[Studio] = relationship()
+
+    @property
+    def studio(self) -> str:
+        return self.studio_row.name
+
+
+class Licence(Base):
+    """A named counter (``houdini``) that running tiles hold one of each; never exceeded."""
+
+    __tablename__ = "licences"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    guarantees: Mapped[list[LicenceGuarantee]] = relationship(
+        order_by="LicenceGuarantee.studio_id", cascade="all, delete-orphan"
+    )
+
+
+class LicenceGuarantee(Base):
+    """Seats of a licence kept for one studio while it has work that needs them."""
+
+    __tablename__ = "licence_guarantees"
+    licence: Mapped[str] = mapped_column(
+        ForeignKey("licences.name", ondelete="CASCADE"), primary_key=True
+    )
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), primary_key=True)
+    guarantee: Mapped[int] = mapped_column(Integer)
+    studio_row: Mapped[Studio] = relationship()
+
+
+class FairShareUsage(Base):
+    """A studio's recent use of a pool in slot-seconds, exponentially decayed.
+
+    The dispatcher keeps it (``usage_slot_s`` as of ``updated_at``) so fairness survives a
+    restart; decay to *now* before comparing two rows.
+    """
+
+    __tablename__ = "fair_share_usage"
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    usage_slot_s: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Job(Base):
@@ -165,6 +243,12 @@ class Job(Base):
     submitted_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    priority: Mapped[int] = mapped_column(
+        Integer, default=50, server_default="50", doc="0-100: orders the studio's own work"
+    )
+    rush: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), doc="set by an operator; may preempt"
+    )
     layers: Mapped[list[Layer]] = relationship(order_by="Layer.position")
 
 
@@ -175,7 +259,12 @@ class Layer(Base):
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
-    pool: Mapped[str] = mapped_column(ForeignKey("pools.name"))
+    pool: Mapped[str | None] = mapped_column(
+        ForeignKey("pools.name"), nullable=True, doc="the pool the spec names; None: any that fits"
+    )
+    requirements: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="farm.vocab.Requirements of one tile, as JSON"
+    )
     depends_on: Mapped[list[Any]] = mapped_column(JSON)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     tile_times: Mapped[list[Any]] = mapped_column(
@@ -227,6 +316,9 @@ class Tile(Base):
     render_rect: Mapped[list[Any]] = mapped_column(JSON, doc="[x0, y0, x1, y1] with overscan")
     state: Mapped[str] = mapped_column(String(16), default=TileState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    preemptions: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="times killed to reclaim; never an attempt"
+    )
     reason: Mapped[str] = mapped_column(Text, default="")
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)

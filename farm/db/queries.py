@@ -18,16 +18,12 @@ from sqlalchemy.orm import Session, selectinload
 
 from farm import schemas
 from farm.db import models as m
+from farm.db.pools import pool_shapes, sync_pools
 from farm.errors import Conflict, InvalidSpec, NotFound, Unauthenticated
+from farm.pool_config import DEFAULT_FARM_CONFIG
 from farm.states import TileState, rollup
-from farm.vocab import Accelerator, LayerKind, Role
-
-DEFAULT_POOLS: tuple[tuple[str, Accelerator, float, int], ...] = (
-    ("cpu", Accelerator.NONE, 0.48, 32),
-    ("h100", Accelerator.H100, 9.80, 8),
-    ("ascend", Accelerator.ASCEND_910B, 6.20, 8),
-)
-"""(name, accelerator, price per node-hour in USD, CPUs per node) of the embedded farm's pools."""
+from farm.vocab import LayerKind, Requirements, Role
+from scheduler.plan.fit import PoolShape, fitting_pools, unfit_reason
 
 
 def hash_token(token: str) -> str:
@@ -70,20 +66,12 @@ def user_for_token(session: Session, token: str) -> m.User:
 
 
 def ensure_default_pools(session: Session) -> None:
-    """Declare the embedded farm's pools once (idempotent)."""
-    have = set(session.scalars(select(m.Pool.name)))
-    for name, accelerator, price, cpus in DEFAULT_POOLS:
-        if name not in have:
-            session.add(
-                m.Pool(
-                    name=name,
-                    accelerator=accelerator.value,
-                    price_per_node_hour=price,
-                    cpus_per_node=cpus,
-                    currency="USD",
-                )
-            )
-    session.flush()
+    """Sync the embedded default pools (:data:`farm.pool_config.DEFAULT_FARM_CONFIG`).
+
+    Kept for callers that want the embedded farm without a pools file; start-up uses
+    :func:`farm.db.pools.sync_pools` with the configured file.
+    """
+    sync_pools(session, DEFAULT_FARM_CONFIG)
 
 
 def list_pools(session: Session) -> list[m.Pool]:
@@ -251,14 +239,10 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
     spec leaves nothing behind.
     """
     shot = get_shot(session, user.studio_id, spec.shot_id)
-    pools = {p.name for p in list_pools(session)}
+    shapes = pool_shapes(session)
+    licences = set(session.scalars(select(m.Licence.name)))
     for i, layer in enumerate(spec.layers):
-        if layer.pool not in pools:
-            raise InvalidSpec(
-                f"layers[{i}].pool: unknown pool {layer.pool!r}; pools are "
-                f"{', '.join(sorted(pools))}",
-                field=f"layers[{i}].pool",
-            )
+        _check_fit(i, layer, shapes, licences)
         needs_input = layer.kind in (LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER)
         upstream_cache = layer.kind is LayerKind.PARTICLE_RENDER and any(
             spec.layer(dep).kind is LayerKind.PARTICLE_SIM for dep in layer.depends_on
@@ -297,6 +281,7 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
         spec=spec.model_dump(mode="json"),
         state=TileState.WAITING.value,
         submitted_by=user.name,
+        priority=spec.priority,
     )
     session.add(job)
     session.flush()
@@ -307,6 +292,7 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
             name=layer_spec.name,
             kind=layer_spec.kind.value,
             pool=layer_spec.pool,
+            requirements=layer_spec.requirements.model_dump(mode="json"),
             depends_on=list(layer_spec.depends_on),
             spec=layer_spec.model_dump(mode="json"),
             tile_times=[],
@@ -320,6 +306,29 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
     session.add(m.Event(studio_id=user.studio_id, job_id=job.id, kind="job_submitted", payload={}))
     session.flush()
     return job
+
+
+def _check_fit(
+    i: int, layer: schemas.LayerSpec, shapes: tuple[PoolShape, ...], licences: set[str]
+) -> None:
+    """Refuse a layer no declared pool can ever run: Ray would keep its tiles pending forever."""
+    names = ", ".join(p.name for p in shapes)
+    if layer.pool is not None and layer.pool not in {p.name for p in shapes}:
+        raise InvalidSpec(
+            f"layers[{i}].pool: unknown pool {layer.pool!r}; pools are {names}",
+            field=f"layers[{i}].pool",
+        )
+    if not fitting_pools(layer.requirements, shapes, pool=layer.pool):
+        field = f"layers[{i}].{'pool' if layer.pool is not None else 'requirements'}"
+        reason = unfit_reason(layer.requirements, shapes, pool=layer.pool)
+        raise InvalidSpec(f"{field}: no pool can run this layer: {reason}", field=field)
+    for licence in layer.requirements.licences:
+        if licence not in licences:
+            field = f"layers[{i}].requirements.licences"
+            known = ", ".join(sorted(licences)) or "none declared"
+            raise InvalidSpec(
+                f"{field}: unknown licence {licence!r}; licences are {known}", field=field
+            )
 
 
 def get_job_row(session: Session, studio_id: int, job_id: int) -> m.Job:
@@ -371,6 +380,7 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
                 name=layer.name,
                 kind=LayerKind(layer.kind),
                 pool=layer.pool,
+                requirements=Requirements.model_validate(layer.requirements or {}),
                 depends_on=list(layer.depends_on),
                 state=layer_state,
                 tile_counts=dict(tile_counts),
@@ -386,6 +396,8 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
         created_at=job.created_at,
         finished_at=job.finished_at,
         message=job.message,
+        priority=job.priority,
+        rush=job.rush,
         layers=layer_outs,
     )
 

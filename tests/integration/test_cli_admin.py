@@ -28,7 +28,7 @@ def test_bad_role_and_duplicate_studio_are_one_line_errors(
 ) -> None:
     assert main(["admin", "create-studio", "nimble", "--role", "boss"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: role 'boss' is not one of artist, td, producer, admin"]
+    assert err == ["error: role 'boss' is not one of artist, td, producer, admin, operator"]
     assert main(["admin", "create-studio", "nimble"]) == 0
     capsys.readouterr()
     assert main(["admin", "create-studio", "nimble"]) == 4

@@ -16,7 +16,9 @@ def loaded_after(module: str) -> set[str]:
     return {name.split(".")[0] for name in out.stdout.split()}
 
 
-@pytest.mark.parametrize("module", ["scheduler.plan", "scheduler.tiles", "farm.states"])
+@pytest.mark.parametrize(
+    "module", ["scheduler.plan", "scheduler.plan.fit", "scheduler.tiles", "farm.states"]
+)
 def test_pure_modules_import_neither_ray_nor_the_database(module: str) -> None:
     loaded = loaded_after(module)
     assert "ray" not in loaded

@@ -116,8 +116,8 @@ def test_dependency_cycle_is_refused() -> None:
 
 
 def test_unknown_fields_are_refused() -> None:
-    message, field = error_of(spec(priority=5))
-    assert field == "priority"
+    message, field = error_of(spec(urgency=5))
+    assert field == "urgency"
     assert "Extra inputs" in message
 
 
@@ -130,6 +130,8 @@ def test_unknown_fields_are_refused() -> None:
         (schemas.PoolOut, m.Pool),
         (schemas.UserOut, m.User),
         (schemas.TileOut, m.Tile),
+        (schemas.QuotaOut, m.Quota),
+        (schemas.JobSummary, m.Job),
     ],
 )
 def test_out_schemas_read_straight_from_their_tables(
