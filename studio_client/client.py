@@ -161,9 +161,55 @@ class Client:
                 raise TimeoutError(f"job {job_id} is still {job.state} after {timeout_s} s")
             time.sleep(poll_s)
 
+    def set_priority(self, job_id: int, priority: int) -> schemas.JobSummary:
+        """Reorder your studio's work: 0-100, higher first (default 50).
+
+        Experimental: may change.
+        """
+        body = schemas.JobUpdate(priority=priority)
+        return self._http.send("PATCH", f"/jobs/{job_id}", body, schemas.JobSummary)
+
     def check_frames(self, job_id: int) -> schemas.FrameCheckOut:
         return self._http.call("GET", f"/jobs/{job_id}/check", schemas.FrameCheckOut)
 
     # ------------------------------------------------------------------ cost
     def report(self, show_id: int) -> schemas.CostReport:
         return self._http.call("GET", f"/shows/{show_id}/report", schemas.CostReport)
+
+    # ------------------------------------------------------------------ farm operation
+    # Experimental: may change. These need a user with the ``operator`` role.
+    def quotas(self) -> list[schemas.QuotaOut]:
+        """Every studio's quotas (operator only)."""
+        return self._http.call("GET", "/admin/quotas", list[schemas.QuotaOut])
+
+    def set_quota(
+        self,
+        studio: str,
+        pool: str,
+        *,
+        guarantee: int = 0,
+        weight: float = 1.0,
+        ceiling: int | None = None,
+    ) -> schemas.QuotaOut:
+        """Set ``studio``'s guaranteed slots, weight and ceiling on ``pool`` (operator only)."""
+        body = schemas.QuotaCreate(guarantee=guarantee, weight=weight, ceiling=ceiling)
+        return self._http.send("PUT", f"/admin/quotas/{studio}/{pool}", body, schemas.QuotaOut)
+
+    def delete_quota(self, studio: str, pool: str) -> None:
+        """Back to weight 1, no guarantee, no ceiling for ``studio`` on ``pool``."""
+        self._http.request("DELETE", f"/admin/quotas/{studio}/{pool}")
+
+    def licences(self) -> list[schemas.LicenceOut]:
+        return self._http.call("GET", "/admin/licences", list[schemas.LicenceOut])
+
+    def set_licence(
+        self, name: str, count: int, *, guarantees: dict[str, int] | None = None
+    ) -> schemas.LicenceOut:
+        """Set a licence's seats and the seats kept per studio name (operator only)."""
+        body = schemas.LicenceCreate(count=count, guarantees=guarantees or {})
+        return self._http.send("PUT", f"/admin/licences/{name}", body, schemas.LicenceOut)
+
+    def set_rush(self, job_id: int, rush: bool = True) -> schemas.JobSummary:
+        """Mark any studio's job rush, or clear it (operator only)."""
+        body = schemas.RushUpdate(rush=rush)
+        return self._http.send("POST", f"/admin/jobs/{job_id}/rush", body, schemas.JobSummary)

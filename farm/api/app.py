@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from farm.api.context import FarmContext
 from farm.api.errors import install_error_handlers
-from farm.api.routes import assets, jobs, reports, shows
+from farm.api.routes import admin, assets, jobs, reports, shows
 
 
 def create_app(context: FarmContext) -> FastAPI:
@@ -18,7 +18,7 @@ def create_app(context: FarmContext) -> FastAPI:
     )
     app.state.farm = context
     install_error_handlers(app)
-    for module in (shows, assets, jobs, reports):
+    for module in (shows, assets, jobs, reports, admin):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from studio_client.cli import jobs, server
+from studio_client.cli import jobs, operate, server
 from studio_client.cli.demo import demo
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ app.command()(jobs.submit)
 app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.report)
+server.admin.add_typer(operate.quota, name="quota")
+server.admin.add_typer(operate.licence, name="licence")
+server.admin.command()(operate.rush)
 app.add_typer(server.admin, name="admin")
 
 

@@ -33,7 +33,7 @@ def layer_table(job: schemas.JobOut) -> Table:
         table.add_row(
             layer.name,
             layer.kind,
-            layer.pool,
+            layer.pool or "any",
             ProgressBar(total=max(len(layer.frames), 1), completed=frames_done, width=28),
             f"{frames_done}/{len(layer.frames)}",
             f"{tiles_done}/{tiles_total}",

@@ -65,7 +65,7 @@ def _context() -> FarmContext:
 def create_studio(
     name: Annotated[str, typer.Argument(help="studio name")],
     user: Annotated[str, typer.Option(help="first user's name")] = "admin",
-    role: Annotated[str, typer.Option(help="artist, td, producer or admin")] = "admin",
+    role: Annotated[str, typer.Option(help="artist, td, producer, admin or operator")] = "admin",
 ) -> None:
     """Create a studio and its first user; prints the user's API token (shown once)."""
     from farm.db import queries
@@ -82,7 +82,7 @@ def create_studio(
 def create_user(
     studio: Annotated[str, typer.Argument(help="studio name")],
     name: Annotated[str, typer.Argument(help="user name")],
-    role: Annotated[str, typer.Option(help="artist, td, producer or admin")] = "artist",
+    role: Annotated[str, typer.Option(help="artist, td, producer, admin or operator")] = "artist",
 ) -> None:
     """Add a user to a studio; prints the API token (shown once)."""
     from sqlalchemy import select

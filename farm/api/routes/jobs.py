@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from farm import schemas
 from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
-from farm.db import queries
+from farm.db import queries, shares
 from farm.frame_check import check_job_frames
 from farm.inputs import validate_job_inputs
 from farm.vocab import MAX_ID
@@ -46,6 +46,17 @@ def list_jobs(
 @router.get("/jobs/{job_id}")
 def get_job(job_id: Id, user: CurrentUser, session: Db) -> schemas.JobOut:
     return queries.job_detail(session, user.studio_id, job_id)
+
+
+@router.patch("/jobs/{job_id}", dependencies=[require_role(*SUBMITTERS)])
+def update_job(
+    job_id: Id, spec: schemas.JobUpdate, user: CurrentUser, session: Db
+) -> schemas.JobSummary:
+    """Change a job's priority (0-100) among its own studio's work."""
+    job = queries.get_job_row(session, user.studio_id, job_id)
+    if spec.priority is not None:
+        job = shares.set_priority(session, user.studio_id, job_id, spec.priority)
+    return schemas.JobSummary.model_validate(job)
 
 
 @router.get("/jobs/{job_id}/check")
