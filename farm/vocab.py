@@ -143,10 +143,6 @@ class Requirements(BaseModel):
             raise ValueError(f"licences: {list(self.licences)} names a licence twice")
         return self
 
-    @property
-    def cpu_only(self) -> bool:
-        return self.accelerator is None
-
 
 class AOV(StrEnum):
     """Arbitrary output variables the particle renderer can write, with their EXR channel names."""

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from farm.states import TileState
 from farm.vocab import PixelRect
@@ -155,7 +155,9 @@ class Pool(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     accelerator: Mapped[str] = mapped_column(String(32))
     price_per_node_hour: Mapped[float] = mapped_column(Float)
-    cpus_per_node: Mapped[int] = mapped_column(Integer, default=1, doc="cores per node = slots")
+    cpus_per_node: Mapped[int] = mapped_column(
+        Integer, default=1, doc="the pools file's cores_per_node: a slot is one core"
+    )
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     accelerator_kind: Mapped[str] = mapped_column(String(32), default="cpu", server_default="cpu")
     memory_gb: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
@@ -167,8 +169,6 @@ class Pool(Base):
         server_default=false(),
         doc="CPU-only work may run on idle nodes of this accelerator pool",
     )
-    cores_per_node = synonym("cpus_per_node")
-    """The pools file's word for ``cpus_per_node`` (one column, one meaning: a slot is a core)."""
 
 
 class Quota(Base):

@@ -82,7 +82,7 @@ def test_sync_pools_writes_the_file_and_drops_undeclared_pools(db: Database) -> 
         assert set(shapes) == {"cpu", "a100"}
         assert shapes["a100"].accelerators_per_node == 4 and shapes["a100"].backfill
         a100 = session.get_one(m.Pool, "a100")
-        assert (a100.accelerator, a100.cores_per_node, a100.price_per_node_hour) == ("A100", 16, 3)
+        assert (a100.accelerator, a100.cpus_per_node, a100.price_per_node_hour) == ("A100", 16, 3)
         assert session.get_one(m.Licence, "houdini").count == 5
         assert session.scalars(select(m.Quota)).all() == []  # went with pool h100
     with db.session() as session:
