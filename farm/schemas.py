@@ -519,8 +519,14 @@ class LicenceBase(BaseModel):
         default_factory=dict, description="studio name -> seats kept for it"
     )
 
+
+class LicenceCreate(LicenceBase):
+    """Checked on the way in only: the pools file may lower a count below stored guarantees."""
+
+    model_config = _STRICT
+
     @model_validator(mode="after")
-    def _guarantees_fit(self) -> LicenceBase:
+    def _guarantees_fit(self) -> LicenceCreate:
         for studio, seats in self.guarantees.items():
             if seats < 0:
                 raise ValueError(f"guarantees.{studio}: {seats} seats; give 0 or more")
@@ -530,10 +536,6 @@ class LicenceBase(BaseModel):
                 f"{self.count} there are"
             )
         return self
-
-
-class LicenceCreate(LicenceBase):
-    model_config = _STRICT
 
 
 class LicenceOut(LicenceBase):
