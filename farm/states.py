@@ -15,6 +15,7 @@ Tile lifecycle::
        |                             +---attempt_failed-----+  (attempts left)
        |                             +---requeued-----------+  (dispatcher restart; not counted)
        +--upstream_failed--> CANCELLED                      +--attempt_failed--> FAILED (none left)
+                                     +---preempted----------+  (rush reclaim; not counted)
 
     RUNNING --inputs_lost--> WAITING     an assemble whose input tiles proved corrupt
     DONE --output_lost--> PENDING|FAILED a render tile whose file proved corrupt
@@ -137,6 +138,14 @@ def on_attempt_failed(
 def on_requeued(state: TileState) -> Transition:
     """The dispatcher that sent this tile is gone (restart): run it again without counting it."""
     return Transition(state, TileState.PENDING, reason="requeued after dispatcher restart")
+
+
+def on_preempted(state: TileState, *, why: str) -> Transition:
+    """The planner stopped the tile to give its slot back (a rush job, accelerated work).
+
+    Not a failure: no attempt is counted, and the tile runs again from the start later.
+    """
+    return Transition(state, TileState.PENDING, reason=why)
 
 
 def on_inputs_lost(state: TileState, *, tiles: int) -> Transition:

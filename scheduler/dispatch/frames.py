@@ -1,30 +1,23 @@
-"""Frame activation and tile planning: the part of dispatch that needs the DB but not Ray.
+"""A frame's tile plan, and where its assembled EXR goes: pure functions of spec and history.
 
-A frame of a layer becomes ready when the same frame of every layer it depends on is DONE.
-Only then are its tiles planned, so adaptive tiles can use the times measured on earlier frames.
+A frame's tiles are planned only when it becomes ready (``scheduler.dispatch.activate``), so
+adaptive tiles can use the times measured on earlier frames.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
 
 from farm import schemas
-from farm.db import models as m
 from farm.errors import InvalidSpec
-from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed, rollup
-from farm.vocab import LayerKind, PixelRect
+from farm.vocab import PixelRect
 from scheduler.tiles import (
     CostMap,
-    PlannedTile,
     TilePlan,
     TileTimes,
     balanced_plan,
@@ -34,7 +27,6 @@ from scheduler.tiles import (
 )
 
 log = logging.getLogger(__name__)
-ACTIVE = [s.value for s in TileState if s not in TERMINAL]
 
 
 @dataclass(frozen=True)
@@ -118,132 +110,6 @@ def _preview_map(width: int, height: int, preview: list[Any] | None) -> CostMap 
     return cost if cost.sum(PixelRect(x0=0, y0=0, x1=width, y1=height))[0] > 0 else None
 
 
-def tile_rows(frame: m.Frame, layer: m.Layer, plan: FramePlan, state: TileState) -> list[m.Tile]:
-    ranks = plan.ranks
-    return [
-        m.Tile(
-            frame_id=frame.id,
-            layer_id=layer.id,
-            job_id=layer.job_id,
-            index=tile.index,
-            rank=ranks[tile.index],
-            estimate_s=plan.estimates.get(tile.index),
-            x0=tile.rect.x0,
-            y0=tile.rect.y0,
-            x1=tile.rect.x1,
-            y1=tile.rect.y1,
-            render_rect=list(tile.render_rect.as_tuple()),
-            state=state.value,
-            attempts=0,
-            reason="",
-        )
-        for tile in plan.tiles
-    ]
-
-
-def planned_tile(tile: m.Tile) -> PlannedTile:
-    return PlannedTile(index=tile.index, rect=tile.rect, render_rect=tile.render_pixels)
-
-
-def active_jobs(session: Session) -> list[m.Job]:
-    return list(
-        session.scalars(
-            select(m.Job)
-            .where(m.Job.state.in_(ACTIVE))
-            .order_by(m.Job.id)
-            .options(
-                selectinload(m.Job.layers).selectinload(m.Layer.frames).selectinload(m.Frame.tiles)
-            )
-        )
-    )
-
-
-def activate_frames(session: Session, job: m.Job, spec: schemas.JobSpec) -> list[dict[str, Any]]:
-    """Plan tiles for frames whose upstream frames are done; cancel those whose upstream failed.
-
-    Returns the events to record (one per frame that changed).
-    """
-    events: list[dict[str, Any]] = []
-    frames = {(layer.name, frame.number): frame for layer in job.layers for frame in layer.frames}
-    for layer in job.layers:
-        layer_spec = spec.layer(layer.name)
-        for frame in layer.frames:
-            if frame.state != TileState.WAITING:
-                continue
-            upstream = [frames[(dep, frame.number)] for dep in layer.depends_on]
-            failed = [
-                (dep, up)
-                for dep, up in zip(layer.depends_on, upstream, strict=True)
-                if up.state in (TileState.FAILED, TileState.CANCELLED)
-            ]
-            if failed:
-                dep = failed[0][0]
-                for tile in frame.tiles:
-                    if tile.state == TileState.WAITING:
-                        change = on_upstream_failed(TileState.WAITING, upstream=f"{dep} frame")
-                        tile.state, tile.reason = change.after.value, change.reason
-                frame.state = TileState.CANCELLED.value
-                events.append(
-                    {
-                        "frame": frame.number,
-                        "layer": layer.name,
-                        "state": "cancelled",
-                        "reason": f"upstream layer {dep} frame {frame.number} failed",
-                    }
-                )
-                continue
-            if any(up.state != TileState.DONE for up in upstream):
-                continue
-            if _waits_for_measurements(layer, layer_spec, frame):
-                continue
-            if frame.tile_plan is None:
-                preview = next((up.cost_preview for up in upstream if up.cost_preview), None)
-                plan = frame_plan(spec, layer_spec, layer.tile_times, preview)
-                frame.tile_plan = {**plan.tiles.to_json(), "describe": plan.tiles.describe()}
-                session.add_all(tile_rows(frame, layer, plan, TileState.PENDING))
-            else:
-                for tile in frame.tiles:
-                    if tile.state == TileState.WAITING:
-                        change = on_dependencies_met(TileState.WAITING)
-                        tile.state, tile.reason = change.after.value, change.reason
-            frame.state = TileState.PENDING.value
-            events.append({"frame": frame.number, "layer": layer.name, "state": "pending"})
-    return events
-
-
-def _waits_for_measurements(layer: m.Layer, spec: schemas.LayerSpec, frame: m.Frame) -> bool:
-    """Adaptive tiles: a later frame is planned only once the layer's first frame has finished.
-
-    Without this every frame would be planned from the base grid the moment the sim is done,
-    before a single tile time is measured, and the target runtime would change nothing.
-    Balanced tiles do not wait: each frame's cut comes from its own sim's cost preview.
-    """
-    tiling = spec.tiles
-    if tiling is None or tiling.target_runtime_s is None:
-        return False
-    first = layer.frames[0]
-    # Any end counts: a first frame that failed or was cancelled must not hold the rest forever.
-    return frame.number != first.number and TileState(first.state) not in TERMINAL
-
-
-def roll_up_job(job: m.Job, now: datetime) -> TileState:
-    """Recompute frame states from tiles, then the job's state from its layers."""
-    layer_states: Counter[TileState] = Counter()
-    for layer in job.layers:
-        frame_states: Counter[TileState] = Counter()
-        for frame in layer.frames:
-            if frame.tiles and frame.state != TileState.CANCELLED:
-                frame.state = rollup(Counter(TileState(t.state) for t in frame.tiles)).value
-            frame_states[TileState(frame.state)] += 1
-        layer_states[rollup(frame_states)] += 1
-    state = rollup(layer_states)
-    if state != job.state:
-        job.state = state.value
-        if state in TERMINAL:
-            job.finished_at = now
-    return state
-
-
 def output_path(
     root: Path,
     *,
@@ -251,14 +117,11 @@ def output_path(
     show: str,
     sequence: str,
     shot: str,
-    job: m.Job,
+    job_id: int,
+    job_name: str,
     layer: str,
     frame: int,
 ) -> Path:
     """Where an assembled frame goes: ``<root>/<studio>/<show>/<seq>/<shot>/<job>/<layer>/``."""
-    folder = root / studio / show / sequence / shot / f"job{job.id}_{job.name}" / layer
+    folder = root / studio / show / sequence / shot / f"job{job_id}_{job_name}" / layer
     return folder / f"{shot}_{layer}.{frame:04d}.exr"
-
-
-def is_tiled(kind: LayerKind) -> bool:
-    return kind is LayerKind.PARTICLE_RENDER

@@ -36,11 +36,10 @@ pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 class GatedDispatcher(Dispatcher):
     """A dispatcher that sends nothing to the pools in ``gated`` until they are removed."""
 
-    gated: set[str]
+    gated: set[str] = set()  # noqa: RUF012
 
-    def _free_slots(self) -> dict[str, int]:
-        slots = super()._free_slots()
-        return {pool: (0 if pool in self.gated else n) for pool, n in slots.items()}
+    def _target(self, pool: str) -> int:
+        return 0 if pool in self.gated else super()._target(pool)
 
 
 Farm = tuple[Database, DiskStore, Path]
@@ -427,11 +426,15 @@ def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(
         render.pool = "quantum"
     dispatcher = Dispatcher(db, store, out)
     tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 1) == "done")
-    for _ in range(5):
-        dispatcher.tick()
+
+    def message() -> str:
+        with db.session() as session:
+            return session.get_one(m.Job, job_id).message
+
+    tick_until(dispatcher, lambda: "no Ray node offers resource 'pool:quantum'" in message())
+    assert message().startswith("render: pool quantum has no nodes")
     with db.session() as session:
         job = session.get_one(m.Job, job_id)
-        assert "no Ray node offers resource 'pool:quantum'" in job.message
         assert job.state == "running"
     assert all(t.state == "pending" for t in tiles_of(db, job_id, "render", 1))
     assert not dispatcher._in_flight

@@ -1,0 +1,184 @@
+"""Frames becoming ready: plan their tiles, or cancel them when an upstream frame failed.
+
+A frame of a layer is ready when the same frame of every layer it depends on is DONE. The
+dispatcher hears of each frame that finishes and offers its downstream frames here, so nothing
+scans whole jobs. A layer keeps at most :data:`READY_WINDOW` tiles planned ahead: a job of
+100,000 frames gets its tiles as the farm reaches them, not all at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from farm.db import models as m
+from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed
+from scheduler.dispatch.book import (
+    Changes,
+    FrameBook,
+    JobBook,
+    LayerBook,
+    TileBook,
+    move,
+    set_frame_state,
+)
+from scheduler.dispatch.frames import frame_plan
+
+READY_WINDOW = 4096
+"""Ready tiles a layer keeps planned ahead of the pools; more frames wait to be planned."""
+
+
+class Activator:
+    """Frames offered for activation, per layer in frame order."""
+
+    def __init__(self) -> None:
+        self._offered: dict[int, tuple[LayerBook, list[int], set[int]]] = {}
+
+    def offer(self, frame: FrameBook) -> None:
+        """Look at ``frame`` on the next activation (its upstream may be done now)."""
+        layer = frame.layer
+        entry = self._offered.get(layer.id)
+        if entry is None:
+            entry = self._offered[layer.id] = (layer, [], set())
+        if frame.number not in entry[2]:
+            entry[2].add(frame.number)
+            heapq.heappush(entry[1], frame.number)
+
+    def offer_job(self, job: JobBook) -> None:
+        """A job just loaded: any waiting frame may be ready (upstream ended before a restart)."""
+        for layer in job.layers.values():
+            for frame in layer.frames.values():
+                if frame.state == TileState.WAITING:
+                    self.offer(frame)
+
+    def offer_downstream(self, frame: FrameBook) -> None:
+        """``frame`` just ended: the same frame of each layer that depends on it may move."""
+        layer = frame.layer
+        for down in layer.downstream:
+            other = down.frames.get(frame.number)
+            if other is not None:
+                self.offer(other)
+        if _adaptive(layer) and frame.number == layer.first_frame.number:
+            for other in layer.frames.values():  # later frames waited for these measurements
+                if other.state == TileState.WAITING:
+                    self.offer(other)
+
+    def forget(self, job: JobBook) -> None:
+        for layer in job.layers.values():
+            self._offered.pop(layer.id, None)
+
+    def activate(self, session: Session, changes: Changes) -> int:
+        """Plan or cancel the offered frames that can move; returns how many changed."""
+        moved = 0
+        for layer_id in sorted(self._offered, key=lambda i: (self._offered[i][0].job.id, i)):
+            layer, heap, numbers = self._offered[layer_id]
+            while heap:
+                if len(layer.ready) >= READY_WINDOW:
+                    break
+                number = heapq.heappop(heap)
+                numbers.discard(number)
+                moved += _activate_frame(session, layer.frames[number], changes)
+            if not heap:
+                del self._offered[layer_id]
+        return moved
+
+
+def _activate_frame(session: Session, frame: FrameBook, changes: Changes) -> int:
+    if frame.state != TileState.WAITING:
+        return 0
+    layer = frame.layer
+    upstream = [layer.job.layers[dep].frames[frame.number] for dep in layer.depends_on]
+    failed = next(
+        (up for up in upstream if up.state in (TileState.FAILED, TileState.CANCELLED)), None
+    )
+    if failed is not None:
+        where = f"{failed.layer.name} frame"
+        for tile in frame.tiles:
+            if tile.state == TileState.WAITING:
+                move(tile, on_upstream_failed(tile.state, upstream=where), changes)
+        set_frame_state(frame, TileState.CANCELLED, changes)
+        return 1
+    if any(up.state != TileState.DONE for up in upstream):
+        return 0
+    if _waits_for_measurements(frame):
+        return 0
+    if not frame.planned:
+        _plan_tiles(session, frame, upstream, changes)
+    else:
+        for tile in frame.tiles:
+            if tile.state == TileState.WAITING:
+                move(tile, on_dependencies_met(tile.state), changes)
+    layer.ready.add(tile.key for tile in frame.tiles if tile.state == TileState.PENDING)
+    return 1
+
+
+def _plan_tiles(
+    session: Session, frame: FrameBook, upstream: list[FrameBook], changes: Changes
+) -> None:
+    """Cut the frame into tiles and insert them PENDING, in one statement."""
+    layer = frame.layer
+    preview = next((up.cost_preview for up in upstream if up.cost_preview), None)
+    plan = frame_plan(layer.job.spec, layer.spec, layer.tile_times, preview)
+    ranks = plan.ranks
+    rows = [
+        {
+            "frame_id": frame.id,
+            "layer_id": layer.id,
+            "job_id": layer.job.id,
+            "index": tile.index,
+            "rank": ranks[tile.index],
+            "estimate_s": plan.estimates.get(tile.index),
+            "x0": tile.rect.x0,
+            "y0": tile.rect.y0,
+            "x1": tile.rect.x1,
+            "y1": tile.rect.y1,
+            "render_rect": list(tile.render_rect.as_tuple()),
+            "state": TileState.PENDING.value,
+            "attempts": 0,
+            "reason": "dependencies met",
+        }
+        for tile in plan.tiles
+    ]
+    ids = session.scalars(
+        insert(m.Tile).returning(m.Tile.id, sort_by_parameter_order=True), rows
+    ).all()
+    for tile_id, planned in zip(ids, plan.tiles, strict=True):
+        frame.tiles.append(
+            TileBook(
+                id=tile_id,
+                frame=frame,
+                index=planned.index,
+                rank=ranks[planned.index],
+                rect=planned.rect.as_tuple(),
+                render_rect=planned.render_rect.as_tuple(),
+                state=TileState.PENDING,
+                attempts=0,
+            )
+        )
+    changes.new_tiles.extend(frame.tiles)
+    frame.counts[TileState.PENDING] += len(frame.tiles)
+    frame.planned = True
+    changes.frame(frame, tile_plan={**plan.tiles.to_json(), "describe": plan.tiles.describe()})
+    set_frame_state(frame, TileState.PENDING, changes)
+
+
+def _adaptive(layer: LayerBook) -> bool:
+    tiling = layer.spec.tiles
+    return tiling is not None and tiling.target_runtime_s is not None
+
+
+def _waits_for_measurements(frame: FrameBook) -> bool:
+    """Adaptive tiles: a later frame is planned only once the layer's first frame has ended.
+
+    Without this every frame would be planned from the base grid the moment the sim is done,
+    before a single tile time is measured, and the target runtime would change nothing.
+    Balanced tiles do not wait: each frame's cut comes from its own sim's cost preview. Any
+    end counts: a first frame that failed must not hold the rest forever.
+    """
+    layer = frame.layer
+    if not _adaptive(layer):
+        return False
+    first = layer.first_frame
+    return frame.number != first.number and first.state not in TERMINAL
