@@ -12,6 +12,7 @@ import typer
 
 from studio_client.cli import jobs, operate, server
 from studio_client.cli.demo import demo
+from studio_client.cli.simulate import simulate
 
 app = typer.Typer(
     name="farm",
@@ -26,6 +27,7 @@ app.command()(jobs.submit)
 app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.report)
+app.command()(simulate)
 server.admin.add_typer(operate.quota, name="quota")
 server.admin.add_typer(operate.licence, name="licence")
 server.admin.command()(operate.rush)
