@@ -320,7 +320,7 @@ def generate_farm(
         },
         "licences": {"houdini": {"total": 48, "guarantees": {names[0]: 8}}},
         "quotas": quotas,
-        "policy": {"half_life_s": 3600.0, "max_preemptions": 8, "tick_s": 5.0},
+        "policy": {"half_life_s": 3600.0, "max_preemptions": 8, "tick_s": 10.0},
     }
 
 
