@@ -187,8 +187,10 @@ class LayerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _fits_kind(self) -> LayerSpec:
-        if self.tiles is not None and self.kind is not LayerKind.PARTICLE_RENDER:
-            raise ValueError(f"'tiles' is only for particle_render layers, not {self.kind}")
+        if self.tiles is not None and self.kind not in TILED_KINDS:
+            raise ValueError(
+                f"'tiles' is only for particle_render and noop layers, not {self.kind}"
+            )
         if self.kind is LayerKind.COMMAND:
             raise ValueError(
                 "kind 'command' is not runnable yet; use particle_sim, particle_render or assemble"
@@ -203,11 +205,15 @@ class LayerSpec(BaseModel):
         return self.department or DEPARTMENT_BY_KIND[self.kind]
 
 
+TILED_KINDS = frozenset({LayerKind.PARTICLE_RENDER, LayerKind.NOOP})
+"""Layer kinds whose frames may be cut into tiles."""
+
 DEPARTMENT_BY_KIND: dict[LayerKind, str] = {
     LayerKind.PARTICLE_SIM: "fx",
     LayerKind.PARTICLE_RENDER: "lighting",
     LayerKind.ASSEMBLE: "comp",
     LayerKind.COMMAND: "pipeline",
+    LayerKind.NOOP: "pipeline",
 }
 
 

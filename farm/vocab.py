@@ -41,6 +41,9 @@ class LayerKind(StrEnum):
     """Crops and stitches a frame's tiles into one OpenEXR frame plus a PNG preview."""
     COMMAND = "command"
     """Runs an arbitrary command per frame (reserved: executor lands with OpenJD support)."""
+    NOOP = "noop"
+    """Does nothing and succeeds, per tile: a barrier between layers, a smoke test of a pool,
+    and the unit of the dispatch benchmark (it measures the farm, not a renderer)."""
 
 
 class Accelerator(StrEnum):

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import heapq
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from farm.db import models as m
 from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed
 from scheduler.dispatch.book import (
     Changes,
@@ -24,6 +22,7 @@ from scheduler.dispatch.book import (
     move,
     set_frame_state,
 )
+from scheduler.dispatch.commit import TILES
 from scheduler.dispatch.frames import frame_plan
 
 READY_WINDOW = 4096
@@ -141,9 +140,8 @@ def _plan_tiles(
         }
         for tile in plan.tiles
     ]
-    ids = session.scalars(
-        insert(m.Tile).returning(m.Tile.id, sort_by_parameter_order=True), rows
-    ).all()
+    statement = TILES.insert().returning(TILES.c.id, sort_by_parameter_order=True)
+    ids = session.connection().execute(statement, rows).scalars().all()
     for tile_id, planned in zip(ids, plan.tiles, strict=True):
         frame.tiles.append(
             TileBook(

@@ -1,55 +1,68 @@
 """Writing a batch: every row one tick changed, in bulk statements inside one transaction.
 
-Tiles, frames and layers are updated by primary key with ``executemany`` (SQLAlchemy's bulk
-UPDATE), usage records and events are inserted the same way: a batch costs a handful of
-statements whatever its size, and no ORM object is loaded to change a column.
+Rows are written with SQLAlchemy Core ``executemany`` on the tables (UPDATE by primary key,
+INSERT for usage records and events): a batch costs a handful of statements whatever its size,
+and no ORM object is loaded or tracked to change a column.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam
 
 from farm.db import models as m
 from farm.states import TERMINAL
 from scheduler.dispatch.book import Changes
 
+TILES: Table = m.Tile.__table__  # type: ignore[assignment]
+FRAMES: Table = m.Frame.__table__  # type: ignore[assignment]
+LAYERS: Table = m.Layer.__table__  # type: ignore[assignment]
+JOBS: Table = m.Job.__table__  # type: ignore[assignment]
+EVENTS: Table = m.Event.__table__  # type: ignore[assignment]
+USAGE: Table = m.UsageRecord.__table__  # type: ignore[assignment]
+
 
 def write(
-    session: Session, changes: Changes, now: datetime, usage: list[dict[str, Any]] | None = None
+    connection: Connection,
+    changes: Changes,
+    now: datetime,
+    usage: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write ``changes`` (and the attempts' ``usage`` rows) in the caller's transaction."""
-    for model, rows in (
-        (m.Tile, changes.tiles),
-        (m.Frame, changes.frames),
-        (m.Layer, changes.layers),
-    ):
-        for group in _same_keys(rows.values()):
-            session.execute(update(model), group)
-    for job in changes.jobs.values():
-        values: dict[str, Any] = {"state": job.state.value}
-        if job.state in TERMINAL:
-            values["finished_at"] = now
-        session.execute(update(m.Job).where(m.Job.id == job.id).values(**values))
+    for table, rows in ((TILES, changes.tiles), (FRAMES, changes.frames), (LAYERS, changes.layers)):
+        update_rows(connection, table, rows.values())
+    update_rows(
+        connection,
+        JOBS,
+        (
+            {"id": job.id, "state": job.state.value, "finished_at": now}
+            if job.state in TERMINAL
+            else {"id": job.id, "state": job.state.value}
+            for job in changes.jobs.values()
+        ),
+    )
     events = [
         {"studio_id": studio, "job_id": job_id, "kind": kind, "payload": payload, "created_at": now}
         for job_id, studio, kind, payload in _events(changes)
     ]
     if events:
-        session.execute(insert(m.Event), events)
+        connection.execute(EVENTS.insert(), events)
     if usage:
-        session.execute(insert(m.UsageRecord), usage)
+        connection.execute(USAGE.insert(), usage)
 
 
-def _same_keys(rows: Any) -> list[list[dict[str, Any]]]:
-    """Rows grouped by their set of columns: one ``executemany`` per shape."""
+def update_rows(connection: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:
+    """UPDATE rows by ``id``: one ``executemany`` per set of columns."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(row)), []).append(row)
-    return list(groups.values())
+    for columns, group in groups.items():
+        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
+        statement = table.update().where(table.c.id == bindparam("v_id")).values(values)
+        connection.execute(statement, [{f"v_{k}": v for k, v in row.items()} for row in group])
 
 
 def _events(changes: Changes) -> list[tuple[int, int, str, dict[str, Any]]]:

@@ -25,26 +25,19 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 
-from farm.cost.pricing import attempt_cost, node_hours
 from farm.db import models as m
 from farm.db.session import Database
 from farm.states import (
     TERMINAL,
     TileState,
-    on_attempt_failed,
     on_dispatched,
-    on_inputs_lost,
-    on_output_lost,
-    on_preempted,
     on_requeued,
-    on_succeeded,
 )
 from farm.storage import BlobStore
 from farm.vocab import LayerKind
@@ -56,9 +49,9 @@ from scheduler.dispatch.book import (
     TileBook,
     load_jobs,
     move,
-    set_frame_state,
 )
 from scheduler.dispatch.commit import write
+from scheduler.dispatch.results import InFlight, apply_result, lost
 from scheduler.dispatch.tasks import TaskBuilder
 from scheduler.dispatch.terms import (
     SAVE_USAGE_EVERY_S,
@@ -68,7 +61,7 @@ from scheduler.dispatch.terms import (
     read_usage,
     save_usage,
 )
-from scheduler.executors.base import TileResult, TileTask, run_tile
+from scheduler.executors.base import TileTask, run_tile
 from scheduler.plan import (
     Plan,
     Policy,
@@ -87,22 +80,8 @@ log = logging.getLogger("scheduler.dispatch")
 ACTIVE = [s.value for s in TileState if s not in TERMINAL]
 REASONS_EVERY_S = 1.0
 """Why-pending reasons are written at most this often (they change with every slot)."""
-
-
-@dataclass(slots=True)
-class InFlight:
-    """One attempt sent to Ray and not yet collected."""
-
-    tile: TileBook
-    attempt: int
-    pool: str
-    studio_id: int
-    slots: int
-    licences: tuple[str, ...]
-    started: float
-    backfill: bool
-    preempted: str = ""
-    """Why it was stopped, when the planner preempted it."""
+JOBS_EVERY_S = 0.1
+"""New jobs are looked for this often: submitting answers at once, the farm starts within it."""
 
 
 class Dispatcher:
@@ -115,6 +94,9 @@ class Dispatcher:
         max_attempts: attempts per tile before it fails for good.
         poll_s: the longest a tick waits for a result when nothing else happens.
         policy: fair-share half-life and the preemption limit.
+        queue_s: seconds of each pool's work kept queued in Ray beyond its free slots, so a
+            worker starts its next tile while the dispatcher commits (see :meth:`_target`);
+            0 keeps the queue at half the capacity, so planning order is followed closely.
     """
 
     def __init__(
@@ -126,6 +108,7 @@ class Dispatcher:
         max_attempts: int = 3,
         poll_s: float = 0.05,
         policy: Policy | None = None,
+        queue_s: float = 0.05,
     ) -> None:
         import ray
 
@@ -135,6 +118,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.poll_s = poll_s
         self.policy = policy or Policy()
+        self.queue_s = queue_s
         self._remote = ray.remote(run_tile)
         self._remotes: dict[tuple[int, str], Any] = {}
         self._store_ref = ray.put(store)
@@ -154,7 +138,12 @@ class Dispatcher:
         self._capacity: dict[str, float] = {}
         self._virtual: set[str] = set()
         self._last_job_id = 0
-        self._at = {"terms": -math.inf, "capacity": -math.inf, "usage": time.monotonic()}
+        self._at = {
+            "terms": -math.inf,
+            "jobs": -math.inf,
+            "capacity": -math.inf,
+            "usage": time.monotonic(),
+        }
         self._saved_usage_at = time.monotonic()
         self._reasons_at = -math.inf
         self._stop = threading.Event()
@@ -217,6 +206,8 @@ class Dispatcher:
         self._activator = Activator()
         self._last_job_id = 0
         self._refresh(time.monotonic())
+        self._running.clear()
+        self._licence_use.clear()
         for ref, flight in list(self._in_flight.items()):
             tile = self._tiles.get(flight.tile.id)
             if tile is None:
@@ -224,6 +215,7 @@ class Dispatcher:
                 continue
             flight.tile = tile
             tile.frame.layer.ready.remove(tile.key)
+            self._hold(flight)
 
     def run_until_done(self, job_ids: Iterable[int], timeout_s: float = 600.0) -> None:
         """Tick in this thread until every job in ``job_ids`` is finished (tests, benchmarks)."""
@@ -241,13 +233,31 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one tick
     def tick(self) -> bool:
-        """One round of refresh, activate, dispatch and collect. Returns whether anything moved."""
+        """One round: refresh, collect what finished, then in **one transaction** apply the
+        results, plan the frames that became ready and mark the planner's picks RUNNING; after
+        the commit, send the picks to Ray. Returns whether anything moved."""
         now = time.monotonic()
         self._refresh(now)
-        activated = self._activate()
-        dispatched = self._dispatch()
-        collected = self._collect(timeout_s=self.poll_s if self._in_flight else 0.0)
-        return bool(activated or dispatched or collected)
+        room = self._has_room()
+        gathered = self._gather(timeout_s=0.0 if room or not self._in_flight else self.poll_s)
+        if not gathered and not room and not self._activator and not self._reasons_due(now):
+            return False
+        changes = Changes()
+        stamp = datetime.now(UTC)
+        with self.db.session() as session:
+            usage = self._apply(gathered, changes, stamp)
+            moved = self._activator.activate(session, changes)
+            self._settle(session, changes)
+            submissions = self._dispatch(session, changes, stamp)
+            write(session.connection(), changes, stamp, usage)
+        # Committed first: a crash now leaves RUNNING tiles that recover() requeues, and
+        # results are forgotten only once written (a failed commit applies them again).
+        for ref, flight in gathered:
+            self._forget(ref, flight)
+        for flight, task in submissions:
+            self._submit(flight, task)
+        self._finish(changes)
+        return bool(gathered or moved or submissions)
 
     def _refresh(self, now: float) -> None:
         """New jobs, the terms an operator may have changed, live capacity and usage decay."""
@@ -260,19 +270,28 @@ class Dispatcher:
         if now - self._at["capacity"] > 2.0:
             self._at["capacity"] = now
             self._read_capacity()
+        terms_due = now - self._at["terms"] > TERMS_EVERY_S
+        jobs_due = now - self._at["jobs"] > JOBS_EVERY_S
+        usage_due = now - self._saved_usage_at > SAVE_USAGE_EVERY_S
+        if not (terms_due or jobs_due or usage_due):
+            return
         with self.db.session() as session:
-            new = list(
-                session.scalars(
-                    select(m.Job.id).where(m.Job.id > self._last_job_id, m.Job.state.in_(ACTIVE))
-                )
-            )
-            if now - self._at["terms"] > TERMS_EVERY_S:
+            if terms_due:
                 self._at["terms"] = now
                 self._terms = read_terms(session)
                 self._read_job_terms(session)
-            if new:
-                self._load(session, new)
-            if now - self._saved_usage_at > SAVE_USAGE_EVERY_S:
+            if jobs_due:
+                self._at["jobs"] = now
+                new = list(
+                    session.scalars(
+                        select(m.Job.id).where(
+                            m.Job.id > self._last_job_id, m.Job.state.in_(ACTIVE)
+                        )
+                    )
+                )
+                if new:
+                    self._load(session, new)
+            if usage_due:
                 self._saved_usage_at = now
                 save_usage(session, self._usage, datetime.now(UTC))
 
@@ -322,15 +341,6 @@ class Dispatcher:
         )
 
     # ------------------------------------------------------------------ activation
-    def _activate(self) -> int:
-        changes = Changes()
-        with self.db.session() as session:
-            moved = self._activator.activate(session, changes)
-            self._settle(session, changes)
-            write(session, changes, datetime.now(UTC))
-        self._finish(changes)
-        return moved
-
     def _settle(self, session: Any, changes: Changes) -> None:
         """Cascade within the batch: a frame that ended may let (or stop) its downstream frames."""
         seen = 0
@@ -359,15 +369,16 @@ class Dispatcher:
     def _target(self, pool: str) -> int:
         """Slots to keep in flight on ``pool``: its capacity plus a queue so workers never wait.
 
-        The queue covers about 50 ms of the pool's work (a dispatcher round trip), at least half
-        the capacity and at most the capacity plus 32: trivial tiles keep dozens queued, tiles
-        of seconds keep a few, so fair share is decided close to when a tile really starts.
+        The queue covers ``queue_s`` of the pool's work (about a dispatcher round trip), at
+        least half the capacity and at most the capacity plus 32: trivial tiles keep dozens
+        queued, tiles of seconds keep a few, so fair share is decided close to when a tile
+        really starts.
         """
         capacity = int(self._capacity.get(pool, 0))
         if capacity <= 0:
             return 0
         mean_s = self._tile_s.get(pool, 1.0)
-        queue = math.ceil(capacity * 0.05 / max(mean_s, 1e-4))
+        queue = math.ceil(capacity * self.queue_s / max(mean_s, 1e-4))
         return capacity + min(max(queue, math.ceil(capacity / 2)), capacity + 32)
 
     def _pool_states(self) -> dict[str, PoolState]:
@@ -410,7 +421,7 @@ class Dispatcher:
             )
         return works
 
-    def _snapshot(self, works: list[Work]) -> Snapshot:
+    def _snapshot(self, works: list[Work], pools: dict[str, PoolState]) -> Snapshot:
         hungry = any(w.rush or w.accelerated for w in works)
         running_tiles = (
             [
@@ -431,7 +442,7 @@ class Dispatcher:
         )
         return Snapshot(
             pending=works,
-            pools=self._pool_states(),
+            pools=pools,
             running=dict(self._running),
             usage=self._usage,
             quotas=self._terms.quotas,
@@ -440,63 +451,67 @@ class Dispatcher:
             studio_names=self._terms.studio_names,
         )
 
-    def _dispatch(self) -> int:
+    def _has_room(self) -> bool:
+        """Is there ready work and a free slot on a pool it fits (or work that may preempt)?"""
+        free = {name for name, pool in self._pool_states().items() if pool.free > 0}
+        return any(
+            layer.ready and not free.isdisjoint(layer.pools) for layer in self._layers.values()
+        )
+
+    def _reasons_due(self, now: float) -> bool:
+        return now - self._reasons_at > REASONS_EVERY_S
+
+    def _dispatch(
+        self, session: Any, changes: Changes, stamp: datetime
+    ) -> list[tuple[InFlight, TileTask]]:
+        """Plan, mark the picks RUNNING in ``changes`` and build their tasks (sent after commit)."""
         works = self._works()
         now = time.monotonic()
-        reasons_due = now - self._reasons_at > REASONS_EVERY_S
+        reasons_due = self._reasons_due(now)
         if not works:
             if reasons_due:
                 self._reasons_at = now
-                self._write_reasons({})
-            return 0
+                self._write_reasons(session, {})
+            return []
         pools = self._pool_states()
-        room = any(p.free > 0 for p in pools.values())
+        free = {name for name, pool in pools.items() if pool.free > 0}
+        room = any(not free.isdisjoint(w.pools) for w in works)
         if not room and not reasons_due and not any(w.rush or w.accelerated for w in works):
-            return 0
-        result = plan(self._snapshot(works), self.policy)
+            return []
+        result = plan(self._snapshot(works, pools), self.policy)
         self._preempt(result)
         if reasons_due:
             self._reasons_at = now
-            self._write_reasons(result.waiting)
-        if not result.decisions:
-            return 0
+            self._write_reasons(session, result.waiting)
         submissions: list[tuple[InFlight, TileTask]] = []
-        changes = Changes()
-        started = datetime.now(UTC)
-        with self.db.session() as session:
-            for decision in result.decisions:
-                layer = self._layers[decision.layer_id]
-                (key,) = layer.ready.take(1)
-                tile = self._tiles[key[3]]
-                tile.attempts += 1
-                change = on_dispatched(tile.state, pool=decision.pool)
-                move(
-                    tile,
-                    change,
-                    changes,
-                    where=decision.pool,
-                    attempts=tile.attempts,
-                    pool=decision.pool,
-                    started_at=started,
-                )
-                req = layer.requirements
-                flight = InFlight(
-                    tile=tile,
-                    attempt=tile.attempts,
-                    pool=decision.pool,
-                    studio_id=layer.job.studio_id,
-                    slots=slots(req),
-                    licences=req.licences,
-                    started=now,
-                    backfill=req.accelerator is None
-                    and not self._terms.pools[decision.pool].is_cpu,
-                )
-                submissions.append((flight, self._tasks.build(session, tile)))
-            write(session, changes, started)
-        # Committed RUNNING first: a crash now leaves RUNNING tiles that recover() requeues.
-        for flight, task in submissions:
-            self._submit(flight, task)
-        return len(submissions)
+        for decision in result.decisions:
+            layer = self._layers[decision.layer_id]
+            (key,) = layer.ready.take(1)
+            tile = self._tiles[key[3]]
+            tile.attempts += 1
+            move(
+                tile,
+                on_dispatched(tile.state, pool=decision.pool),
+                changes,
+                where=decision.pool,
+                attempts=tile.attempts,
+                pool=decision.pool,
+                started_at=stamp,
+            )
+            req = layer.requirements
+            flight = InFlight(
+                tile=tile,
+                attempt=tile.attempts,
+                pool=decision.pool,
+                studio_id=layer.job.studio_id,
+                slots=slots(req),
+                licences=req.licences,
+                started=now,
+                backfill=req.accelerator is None and not self._terms.pools[decision.pool].is_cpu,
+            )
+            self._hold(flight)
+            submissions.append((flight, self._tasks.build(session, tile)))
+        return submissions
 
     def _submit(self, flight: InFlight, task: TileTask) -> None:
         layer = flight.tile.frame.layer
@@ -507,18 +522,19 @@ class Dispatcher:
             remote = self._remotes[(layer.id, flight.pool)] = self._remote.options(
                 max_retries=0, **options
             )
+        try:
+            ref = remote.remote(task, self._store_ref)
+        except Exception as exc:  # Ray refused it: an attempt that failed at once
+            ref = _Refused(exc)
+        self._in_flight[ref] = flight
+        self._by_tile[flight.tile.id] = ref
+
+    def _hold(self, flight: InFlight) -> None:
+        """Count the attempt's slots and licence seats from the moment it is decided."""
         self._running[(flight.studio_id, flight.pool)] += flight.slots
         for name in flight.licences:
             use = self._licence_use[name]
             use[flight.studio_id] = use.get(flight.studio_id, 0) + 1
-        try:
-            ref = remote.remote(task, self._store_ref)
-        except Exception as exc:
-            self._release(flight)
-            self._apply([(flight, _lost(flight, exc))])
-            return
-        self._in_flight[ref] = flight
-        self._by_tile[flight.tile.id] = ref
 
     def _release(self, flight: InFlight) -> None:
         self._running[(flight.studio_id, flight.pool)] -= flight.slots
@@ -537,7 +553,7 @@ class Dispatcher:
             flight.preempted = preemption.reason
             ray.cancel(ref, force=False)
 
-    def _write_reasons(self, waiting: dict[tuple[int, int], str]) -> None:
+    def _write_reasons(self, session: Any, waiting: dict[tuple[int, int], str]) -> None:
         """Why each layer's ready tiles wait, on the layer's tiles and on its job's message."""
         changes: dict[int, str] = {}
         for layer in self._layers.values():
@@ -548,165 +564,75 @@ class Dispatcher:
         if not changes:
             return
         jobs = {self._layers[i].job.id: self._layers[i].job for i in changes}
-        with self.db.session() as session:
-            for layer_id, reason in changes.items():
-                session.execute(
-                    update(m.Tile)
-                    .where(m.Tile.layer_id == layer_id, m.Tile.state == TileState.PENDING)
-                    .values(reason=reason or "ready")
-                )
-            for job in jobs.values():
-                message = "; ".join(
-                    f"{layer.name}: {layer.reason}" for layer in job.layers.values() if layer.reason
-                )
-                if message != job.message:
-                    job.message = message
-                    session.execute(update(m.Job).where(m.Job.id == job.id).values(message=message))
+        for layer_id, reason in changes.items():
+            session.execute(
+                update(m.Tile)
+                .where(m.Tile.layer_id == layer_id, m.Tile.state == TileState.PENDING)
+                .values(reason=reason or "ready")
+            )
+        for job in jobs.values():
+            message = "; ".join(
+                f"{layer.name}: {layer.reason}" for layer in job.layers.values() if layer.reason
+            )
+            if message != job.message:
+                job.message = message
+                session.execute(update(m.Job).where(m.Job.id == job.id).values(message=message))
 
     # ------------------------------------------------------------------ collecting results
-    def _collect(self, *, timeout_s: float) -> int:
+    def _gather(self, *, timeout_s: float) -> list[tuple[Any, InFlight]]:
+        """The attempts that finished (waiting up to ``timeout_s`` for the first one)."""
         if not self._in_flight:
-            return 0
+            return []
         import ray
 
-        refs = list(self._in_flight)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
-        if not ready:
-            return 0
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        results: list[tuple[InFlight, TileResult]] = []
-        for ref in ready:
-            flight = self._in_flight[ref]
-            try:
-                result: TileResult = ray.get(ref)
-            except Exception as exc:
-                result = _lost(flight, exc)
-            results.append((flight, result))
-        self._apply(results)
-        # Forgotten only once committed: if the commit fails, the next tick applies them again.
-        for ref in ready:
-            flight = self._in_flight.pop(ref)
-            self._by_tile.pop(flight.tile.id, None)
-            self._release(flight)
-        return len(results)
+        refused = [(ref, f) for ref, f in self._in_flight.items() if isinstance(ref, _Refused)]
+        refs = [ref for ref in self._in_flight if not isinstance(ref, _Refused)]
+        if not refs:
+            return refused
+        # Wait for a quarter of what is in flight (or the timeout): results then come in
+        # batches, so the per-transaction cost is shared, while the rest keeps the workers busy.
+        batch = max(1, len(refs) // 4)
+        ready, _ = ray.wait(refs, num_returns=batch, timeout=0.0 if refused else timeout_s)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return refused + [(ref, self._in_flight[ref]) for ref in ready]
 
-    def _apply(self, results: list[tuple[InFlight, TileResult]]) -> None:
-        """Commit a batch of attempt results, their usage records and events in one transaction."""
-        now = datetime.now(UTC)
-        changes = Changes()
+    def _apply(
+        self, gathered: list[tuple[Any, InFlight]], changes: Changes, stamp: datetime
+    ) -> list[dict[str, Any]]:
+        """Apply finished attempts to the book; returns their usage rows."""
+        import ray
+
         usage: list[dict[str, Any]] = []
-        for flight, result in results:
-            tile = flight.tile
-            if tile.state != TileState.RUNNING or tile.attempts != result.attempt:
-                continue  # stale: the tile was requeued or cancelled meanwhile
-            self._tile_s[flight.pool] = 0.8 * self._tile_s.get(flight.pool, result.wall_seconds) + (
-                0.2 * result.wall_seconds
+        for ref, flight in gathered:
+            if isinstance(ref, _Refused):
+                result = lost(flight, ref.error)
+            else:
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:
+                    result = lost(flight, exc)
+            self._release(flight)
+            self._tile_s[flight.pool] = (
+                0.8 * self._tile_s.get(flight.pool, result.wall_seconds) + 0.2 * result.wall_seconds
             )
-            if flight.preempted and not result.ok:
-                tile.attempts -= 1
-                tile.preemptions += 1
-                move(
-                    tile,
-                    on_preempted(tile.state, why=flight.preempted),
-                    changes,
-                    attempts=tile.attempts,
-                    preemptions=tile.preemptions,
-                )
-                tile.frame.layer.ready.add([tile.key])
-                continue
-            usage.append(self._usage_row(flight, result, now))
-            self._record(tile, flight, result, changes, now)
-        with self.db.session() as session:
-            self._settle(session, changes)
-            write(session, changes, now, usage)
-        self._finish(changes)
-
-    def _record(
-        self, tile: TileBook, flight: InFlight, result: TileResult, changes: Changes, now: datetime
-    ) -> None:
-        """One attempt's outcome on its tile (and on the frame it feeds)."""
-        layer = tile.frame.layer
-        values: dict[str, Any] = {
-            "node": result.node,
-            "finished_at": now,
-            "wall_seconds": result.wall_seconds,
-            "cpu_seconds": result.cpu_seconds,
-        }
-        if result.ok:
-            tile.output_hash = result.output_hash
-            frame = tile.frame
-            if layer.kind is LayerKind.PARTICLE_RENDER:
-                layer.tile_times = [*layer.tile_times[-255:], [*tile.rect, result.wall_seconds]]
-                changes.layer(layer, tile_times=layer.tile_times)
-            if result.cost_preview is not None:
-                frame.cost_preview = result.cost_preview
-                changes.frame(frame, cost_preview=result.cost_preview)
-            if result.outputs:
-                changes.frame(
-                    frame,
-                    output_path=result.outputs.get("exr"),
-                    preview_path=result.outputs.get("preview"),
-                    output_hash=result.output_hash,
-                )
-            change = on_succeeded(tile.state)
-            move(tile, change, changes, where=result.node, output_hash=result.output_hash, **values)
-        elif result.corrupt_input_tiles:
-            tile.attempts -= 1  # the assemble itself did nothing wrong
-            change = on_inputs_lost(tile.state, tiles=len(result.corrupt_input_tiles))
-            move(tile, change, changes, where=result.node, attempts=tile.attempts, **values)
-            set_frame_state(tile.frame, TileState.WAITING, changes)
-            for bad_id in result.corrupt_input_tiles:
-                self._output_lost(bad_id, changes)
-        else:
-            change = on_attempt_failed(
-                tile.state,
-                attempts=tile.attempts,
+            row = apply_result(
+                flight,
+                result,
+                changes,
+                tiles=self._tiles,
                 max_attempts=self.max_attempts,
-                error=result.error or "unknown error",
+                prices=self._terms.prices,
+                now=stamp,
             )
-            move(tile, change, changes, where=result.node, **values)
-            if change.after == TileState.PENDING:
-                layer.ready.add([tile.key])
+            if row is not None:
+                usage.append(row)
+        return usage
 
-    def _output_lost(self, tile_id: int, changes: Changes) -> None:
-        """A done render tile's file proved corrupt: render it again (or fail it)."""
-        tile = self._tiles.get(tile_id)
-        if tile is None or tile.state != TileState.DONE:
-            return
-        change = on_output_lost(tile.state, attempts=tile.attempts, max_attempts=self.max_attempts)
-        tile.output_hash = None
-        move(tile, change, changes, output_hash=None)
-        if change.after == TileState.PENDING:
-            tile.frame.layer.ready.add([tile.key])
-
-    def _usage_row(self, flight: InFlight, result: TileResult, now: datetime) -> dict[str, Any]:
-        layer = flight.tile.frame.layer
-        job = layer.job
-        price, cpus, currency = self._terms.prices.get(flight.pool, (0.0, 1, "USD"))
-        return {
-            "tile_id": flight.tile.id,
-            "job_id": job.id,
-            "studio_id": job.studio_id,
-            "show_id": job.show_id,
-            "shot_id": job.spec.shot_id,
-            "layer_id": layer.id,
-            "department": layer.spec.effective_department,
-            "pool": flight.pool,
-            "node": result.node,
-            "attempt": result.attempt,
-            "succeeded": result.ok,
-            "wall_seconds": result.wall_seconds,
-            "cpu_seconds": result.cpu_seconds,
-            "node_hours": node_hours(result.wall_seconds, slots=flight.slots, cpus_per_node=cpus),
-            "cost": attempt_cost(
-                result.wall_seconds,
-                slots=flight.slots,
-                cpus_per_node=cpus,
-                price_per_node_hour=price,
-            ),
-            "currency": currency,
-            "finished_at": now,
-        }
+    def _forget(self, ref: Any, flight: InFlight) -> None:
+        self._in_flight.pop(ref, None)
+        if self._by_tile.get(flight.tile.id) is ref:
+            del self._by_tile[flight.tile.id]
 
     def _contact_sheets(self, job: JobBook) -> None:
         """A contact sheet of each assemble layer's previews, beside its frames."""
@@ -740,15 +666,8 @@ class Dispatcher:
                 log.exception("contact sheet for job %s failed", job.id)
 
 
-def _lost(flight: InFlight, exc: BaseException) -> TileResult:
-    """A failed attempt for a task whose result never came back (worker or node lost)."""
-    first_line = (str(exc).splitlines() or [""])[0][:300]
-    return TileResult(
-        tile_id=flight.tile.id,
-        attempt=flight.attempt,
-        ok=False,
-        node="?",
-        wall_seconds=time.monotonic() - flight.started,
-        cpu_seconds=0.0,
-        error=f"{type(exc).__name__}: {first_line}".rstrip(": "),
-    )
+class _Refused:
+    """Stands in for the object ref of a task Ray would not take (its error is the result)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error

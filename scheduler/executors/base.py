@@ -93,6 +93,11 @@ class ExecutorOutput:
     cost_preview: list[list[float]] | None = None
 
 
+def run_noop(task: TileTask, store: BlobStore) -> ExecutorOutput:
+    """The ``noop`` layer's executor: succeeds at once and writes nothing."""
+    return ExecutorOutput(output_hash=None)
+
+
 def node_name() -> str:
     """The node an attempt ran on, as reported in tiles and usage records."""
     return socket.gethostname()[:48]

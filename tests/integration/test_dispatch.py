@@ -162,7 +162,8 @@ def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(farm: Farm, tmp_pa
 def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm: Farm, tmp_path: Path) -> None:
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 4), size=(64, 48), grid=(4, 4))
-    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=300)
+    # No queue beyond half the slots: tiles start in the planner's order (frame by frame).
+    Dispatcher(db, store, out, queue_s=0).run_until_done([job_id], timeout_s=300)
     first_frame_written = tiles_of(db, job_id, "comp", 1)[0].finished_at
     last_render_tiles = [t.finished_at for t in tiles_of(db, job_id, "render", 4)]
     assert first_frame_written is not None
@@ -231,8 +232,8 @@ def test_restart_requeues_tiles_left_running(farm: Farm, tmp_path: Path) -> None
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
     first = Dispatcher(db, store, out)
-    first._activate()
-    assert first._dispatch() == 1  # committed RUNNING and sent to Ray, never collected
+    tick_until(first, lambda: bool(first._in_flight))  # committed RUNNING, sent, never collected
+    assert len(first._in_flight) == 1
     # The first dispatcher "dies" here; a new one finds the tile RUNNING and requeues it.
     second = Dispatcher(db, store, out)
     assert tiles_of(db, job_id, "sim", 1)[0].state == "pending"

@@ -1,0 +1,175 @@
+"""What a finished attempt does to the book: its tile's state, its frame, its usage record.
+
+Every state change goes through a named rule of :mod:`farm.states`; a preempted attempt comes
+back pending without counting, a stale result (the tile moved on meanwhile) changes nothing.
+These functions only change the book and a :class:`Changes`; the dispatcher writes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from farm.cost.pricing import attempt_cost, node_hours
+from farm.states import (
+    TileState,
+    on_attempt_failed,
+    on_inputs_lost,
+    on_output_lost,
+    on_preempted,
+    on_succeeded,
+)
+from farm.vocab import LayerKind
+from scheduler.dispatch.book import Changes, TileBook, move, set_frame_state
+from scheduler.executors.base import TileResult
+
+Prices = Mapping[str, tuple[float, int, str]]
+"""Pool -> (price per node-hour, cores per node, currency)."""
+
+
+@dataclass(slots=True)
+class InFlight:
+    """One attempt sent to Ray and not yet collected."""
+
+    tile: TileBook
+    attempt: int
+    pool: str
+    studio_id: int
+    slots: int
+    licences: tuple[str, ...]
+    started: float
+    backfill: bool
+    preempted: str = ""
+    """Why it was stopped, when the planner preempted it."""
+
+
+def lost(flight: InFlight, exc: BaseException) -> TileResult:
+    """A failed attempt for a task whose result never came back (worker or node lost)."""
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return TileResult(
+        tile_id=flight.tile.id,
+        attempt=flight.attempt,
+        ok=False,
+        node="?",
+        wall_seconds=time.monotonic() - flight.started,
+        cpu_seconds=0.0,
+        error=f"{type(exc).__name__}: {first_line}".rstrip(": "),
+    )
+
+
+def apply_result(
+    flight: InFlight,
+    result: TileResult,
+    changes: Changes,
+    *,
+    tiles: Mapping[int, TileBook],
+    max_attempts: int,
+    prices: Prices,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Record one attempt's outcome; returns its usage row (None when nothing was used up)."""
+    tile = flight.tile
+    if tile.state != TileState.RUNNING or tile.attempts != result.attempt:
+        return None  # stale: the tile was requeued or cancelled meanwhile
+    if flight.preempted and not result.ok:
+        tile.attempts -= 1
+        tile.preemptions += 1
+        change = on_preempted(tile.state, why=flight.preempted)
+        move(tile, change, changes, attempts=tile.attempts, preemptions=tile.preemptions)
+        tile.frame.layer.ready.add([tile.key])
+        return None
+    values: dict[str, Any] = {
+        "node": result.node,
+        "finished_at": now,
+        "wall_seconds": result.wall_seconds,
+        "cpu_seconds": result.cpu_seconds,
+    }
+    layer = tile.frame.layer
+    if result.ok:
+        _succeeded(tile, result, changes, values)
+    elif result.corrupt_input_tiles:
+        tile.attempts -= 1  # the assemble itself did nothing wrong
+        change = on_inputs_lost(tile.state, tiles=len(result.corrupt_input_tiles))
+        move(tile, change, changes, where=result.node, attempts=tile.attempts, **values)
+        set_frame_state(tile.frame, TileState.WAITING, changes)
+        for bad_id in result.corrupt_input_tiles:
+            _output_lost(tiles.get(bad_id), changes, max_attempts=max_attempts)
+    else:
+        change = on_attempt_failed(
+            tile.state,
+            attempts=tile.attempts,
+            max_attempts=max_attempts,
+            error=result.error or "unknown error",
+        )
+        move(tile, change, changes, where=result.node, **values)
+        if change.after == TileState.PENDING:
+            layer.ready.add([tile.key])
+    return usage_row(flight, result, prices, now)
+
+
+def _succeeded(
+    tile: TileBook, result: TileResult, changes: Changes, values: dict[str, Any]
+) -> None:
+    """A good attempt: its output, what it measured, and what it tells its frame."""
+    layer = tile.frame.layer
+    frame = tile.frame
+    tile.output_hash = result.output_hash
+    if layer.kind is LayerKind.PARTICLE_RENDER:
+        layer.tile_times = [*layer.tile_times[-255:], [*tile.rect, result.wall_seconds]]
+        changes.layer(layer, tile_times=layer.tile_times)
+    if result.cost_preview is not None:
+        frame.cost_preview = result.cost_preview
+        changes.frame(frame, cost_preview=result.cost_preview)
+    if result.outputs:
+        changes.frame(
+            frame,
+            output_path=result.outputs.get("exr"),
+            preview_path=result.outputs.get("preview"),
+            output_hash=result.output_hash,
+        )
+    change = on_succeeded(tile.state)
+    move(tile, change, changes, where=result.node, output_hash=result.output_hash, **values)
+
+
+def _output_lost(tile: TileBook | None, changes: Changes, *, max_attempts: int) -> None:
+    """A done render tile's file proved corrupt: render it again (or fail it)."""
+    if tile is None or tile.state != TileState.DONE:
+        return
+    change = on_output_lost(tile.state, attempts=tile.attempts, max_attempts=max_attempts)
+    tile.output_hash = None
+    move(tile, change, changes, output_hash=None)
+    if change.after == TileState.PENDING:
+        tile.frame.layer.ready.add([tile.key])
+
+
+def usage_row(
+    flight: InFlight, result: TileResult, prices: Prices, now: datetime
+) -> dict[str, Any]:
+    """The usage record of one attempt: what cost reports and budgets add up."""
+    layer = flight.tile.frame.layer
+    job = layer.job
+    price, cpus, currency = prices.get(flight.pool, (0.0, 1, "USD"))
+    return {
+        "tile_id": flight.tile.id,
+        "job_id": job.id,
+        "studio_id": job.studio_id,
+        "show_id": job.show_id,
+        "shot_id": job.spec.shot_id,
+        "layer_id": layer.id,
+        "department": layer.spec.effective_department,
+        "pool": flight.pool,
+        "node": result.node,
+        "attempt": result.attempt,
+        "succeeded": result.ok,
+        "wall_seconds": result.wall_seconds,
+        "cpu_seconds": result.cpu_seconds,
+        "node_hours": node_hours(result.wall_seconds, slots=flight.slots, cpus_per_node=cpus),
+        "cost": attempt_cost(
+            result.wall_seconds, slots=flight.slots, cpus_per_node=cpus, price_per_node_hour=price
+        ),
+        "currency": currency,
+        "finished_at": now,
+    }
