@@ -184,6 +184,13 @@ class LayerSpec(BaseModel):
     particles: int | None = Field(
         default=None, ge=1, description="particle_sim: informational particle count"
     )
+    hold_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="noop only: seconds each tile holds its slot (a stand-in for real work "
+        "in dry runs and tests)",
+    )
 
     @model_validator(mode="after")
     def _fits_kind(self) -> LayerSpec:
@@ -197,6 +204,8 @@ class LayerSpec(BaseModel):
             )
         if self.name in self.depends_on:
             raise ValueError(f"layer {self.name!r} cannot depend on itself")
+        if self.hold_s and self.kind is not LayerKind.NOOP:
+            raise ValueError(f"'hold_s' is only for noop layers, not {self.kind}")
         return self
 
     @property

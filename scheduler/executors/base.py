@@ -94,7 +94,13 @@ class ExecutorOutput:
 
 
 def run_noop(task: TileTask, store: BlobStore) -> ExecutorOutput:
-    """The ``noop`` layer's executor: succeeds at once and writes nothing."""
+    """The ``noop`` layer's executor: holds its slot ``hold_s`` seconds, succeeds, writes nothing.
+
+    It sleeps in short steps so a cancel (``ray.cancel``, a preemption) stops it promptly.
+    """
+    deadline = time.monotonic() + float(task.layer_spec.get("hold_s", 0.0))
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
     return ExecutorOutput(output_hash=None)
 
 
