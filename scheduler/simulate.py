@@ -219,6 +219,8 @@ class _Run:
         self.slots: dict[tuple[int, str], int] = defaultdict(int)
         self.busy = dict.fromkeys(self.pools, 0)
         self.usage: dict[tuple[int, str], float] = {}
+        self.owed: dict[tuple[int, str], float] = {}
+        """Decayed integral of each studio's entitlement: what fair share promised lately."""
         self.licence_use: dict[str, dict[int, int]] = {name: {} for name in farm.licences}
         self.licence_peak = dict.fromkeys(farm.licences, 0)
         self.received: dict[tuple[int, str], float] = defaultdict(float)
@@ -329,6 +331,12 @@ class _Run:
                 self.usage[key] = value
             else:
                 self.usage.pop(key, None)
+        for key in set(self.owed) | set(self.shares):
+            value = decayed_usage(self.owed.get(key, 0.0), self.shares.get(key, 0), dt, half_life_s)
+            if value > 1e-6:
+                self.owed[key] = value
+            else:
+                self.owed.pop(key, None)
 
     def _collect(self) -> None:
         """Finish every tile whose end has come; release layers whose dependencies are done."""
@@ -409,6 +417,7 @@ class _Run:
             pools=pools,
             running={key: n for key, n in self.slots.items() if n},
             usage=dict(self.usage),
+            owed=dict(self.owed),
             quotas=self.quotas,
             licences=licences,
             running_tiles=self._victims(pending),

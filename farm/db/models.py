@@ -227,6 +227,9 @@ class FairShareUsage(Base):
     studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), primary_key=True)
     pool: Mapped[str] = mapped_column(String(64), primary_key=True)
     usage_slot_s: Mapped[float] = mapped_column(Float, default=0.0)
+    owed_slot_s: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default="0", doc="decayed integral of its fair share"
+    )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

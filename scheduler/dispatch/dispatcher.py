@@ -133,6 +133,9 @@ class Dispatcher:
         self._running: Counter[StudioPool] = Counter()
         self._licence_use: dict[str, dict[int, int]] = defaultdict(dict)
         self._usage: dict[StudioPool, float] = {}
+        self._owed: dict[StudioPool, float] = {}
+        """What fair share promised lately (``Snapshot.owed``), from the last plan's shares."""
+        self._entitled: dict[StudioPool, float] = {}
         self._tile_s: dict[str, float] = {}
         """Per pool: a moving average of attempt wall time, to size the queue kept in Ray."""
         self._capacity: dict[str, float] = {}
@@ -165,7 +168,9 @@ class Dispatcher:
                 )
             )
             count = int(getattr(requeued, "rowcount", 0))
-            self._usage = read_usage(session)
+            self._usage, self._owed = read_usage(
+                session, half_life_s=self.policy.half_life_s, now=datetime.now(UTC)
+            )
         if count:
             log.info("requeued %d tiles left running by a previous dispatcher", count)
         self._jobs.clear()
@@ -263,10 +268,14 @@ class Dispatcher:
         """New jobs, the terms an operator may have changed, live capacity and usage decay."""
         dt = now - self._at["usage"]
         self._at["usage"] = now
+        half_life_s = self.policy.half_life_s
         for key in set(self._usage) | set(self._running):
             usage = self._usage.get(key, 0.0)
             running = self._running.get(key, 0)
-            self._usage[key] = decayed_usage(usage, running, dt, self.policy.half_life_s)
+            self._usage[key] = decayed_usage(usage, running, dt, half_life_s)
+        for key in set(self._owed) | set(self._entitled):
+            owed = self._owed.get(key, 0.0)
+            self._owed[key] = decayed_usage(owed, self._entitled.get(key, 0.0), dt, half_life_s)
         if now - self._at["capacity"] > 2.0:
             self._at["capacity"] = now
             self._read_capacity()
@@ -293,7 +302,7 @@ class Dispatcher:
                     self._load(session, new)
             if usage_due:
                 self._saved_usage_at = now
-                save_usage(session, self._usage, datetime.now(UTC))
+                save_usage(session, self._usage, self._owed, datetime.now(UTC))
 
     def _read_capacity(self) -> None:
         import ray
@@ -422,29 +431,29 @@ class Dispatcher:
         return works
 
     def _snapshot(self, works: list[Work], pools: dict[str, PoolState]) -> Snapshot:
-        hungry = any(w.rush or w.accelerated for w in works)
-        running_tiles = (
-            [
-                RunningTile(
-                    f.tile.id,
-                    f.studio_id,
-                    f.pool,
-                    f.started,
-                    f.slots,
-                    f.tile.frame.layer.job.rush,
-                    f.backfill,
-                )
-                for f in self._in_flight.values()
-                if not f.preempted
-            ]
-            if hungry
-            else []
-        )
+        # Preemption reads running tiles only where it may act: every tile when a rush job
+        # waits, CPU backfill when accelerated work does, none otherwise.
+        rush = any(w.rush for w in works)
+        accelerated = any(w.accelerated for w in works)
+        running_tiles = [
+            RunningTile(
+                f.tile.id,
+                f.studio_id,
+                f.pool,
+                f.started,
+                f.slots,
+                f.tile.frame.layer.job.rush,
+                f.backfill,
+            )
+            for f in self._in_flight.values()
+            if not f.preempted and (rush or (accelerated and f.backfill))
+        ]
         return Snapshot(
             pending=works,
             pools=pools,
             running=dict(self._running),
             usage=self._usage,
+            owed=self._owed,
             quotas=self._terms.quotas,
             licences=self._terms.licence_view(self._licence_use),
             running_tiles=running_tiles,
@@ -468,7 +477,8 @@ class Dispatcher:
         works = self._works()
         now = time.monotonic()
         reasons_due = self._reasons_due(now)
-        if not works:
+        if not works:  # everyone runs all they asked for: each is owed what it runs
+            self._entitled = {key: float(n) for key, n in self._running.items() if n > 0}
             if reasons_due:
                 self._reasons_at = now
                 self._write_reasons(session, {})
@@ -479,6 +489,7 @@ class Dispatcher:
         if not room and not reasons_due and not any(w.rush or w.accelerated for w in works):
             return []
         result = plan(self._snapshot(works, pools), self.policy)
+        self._entitled = result.entitled
         self._preempt(result)
         if reasons_due:
             self._reasons_at = now

@@ -8,14 +8,14 @@ planning tick without a restart. Decayed usage lives in memory and is saved ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from farm.db import models as m
 from farm.db.pools import pool_shapes
-from scheduler.plan import Licence, Quota, StudioPool
+from scheduler.plan import Licence, Quota, StudioPool, decayed_usage
 from scheduler.plan.fit import PoolShape
 
 TERMS_EVERY_S = 0.5
@@ -66,22 +66,36 @@ def read_terms(session: Session) -> Terms:
     )
 
 
-def read_usage(session: Session) -> dict[StudioPool, float]:
-    return {
-        (row.studio_id, row.pool): row.usage_slot_s
-        for row in session.scalars(select(m.FairShareUsage))
-    }
+def read_usage(
+    session: Session, *, half_life_s: float, now: datetime
+) -> tuple[dict[StudioPool, float], dict[StudioPool, float]]:
+    """Usage and owed share per (studio, pool) as last saved, decayed to ``now``.
+
+    Nothing ran under this farm while no dispatcher was up, so both just decay.
+    """
+    usage: dict[StudioPool, float] = {}
+    owed: dict[StudioPool, float] = {}
+    for row in session.scalars(select(m.FairShareUsage)):
+        saved = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+        dt = max(0.0, (now - saved).total_seconds())
+        usage[(row.studio_id, row.pool)] = decayed_usage(row.usage_slot_s, 0, dt, half_life_s)
+        owed[(row.studio_id, row.pool)] = decayed_usage(row.owed_slot_s, 0, dt, half_life_s)
+    return usage, owed
 
 
-def save_usage(session: Session, usage: dict[StudioPool, float], now: datetime) -> None:
-    """Upsert every studio's decayed usage (a few hundred rows at most)."""
+def save_usage(
+    session: Session,
+    usage: dict[StudioPool, float],
+    owed: dict[StudioPool, float],
+    now: datetime,
+) -> None:
+    """Upsert every studio's decayed usage and owed share (a few hundred rows at most)."""
     have = {(row.studio_id, row.pool): row for row in session.scalars(select(m.FairShareUsage))}
-    for (studio, pool), value in usage.items():
-        row = have.get((studio, pool))
+    for key in set(usage) | set(owed):
+        row = have.get(key)
         if row is None:
-            session.add(
-                m.FairShareUsage(studio_id=studio, pool=pool, usage_slot_s=value, updated_at=now)
-            )
-        else:
-            row.usage_slot_s = value
-            row.updated_at = now
+            row = m.FairShareUsage(studio_id=key[0], pool=key[1])
+            session.add(row)
+        row.usage_slot_s = usage.get(key, 0.0)
+        row.owed_slot_s = owed.get(key, 0.0)
+        row.updated_at = now

@@ -152,6 +152,9 @@ class Snapshot:
         pools: every pool by name.
         running: slots in flight per ``(studio, pool)``.
         usage: decayed slot-seconds per ``(studio, pool)``.
+        owed: what fair share promised, decayed the same way: the integral of each studio's
+            entitlement (``Plan.entitled``) while it had work, with the same half-life as
+            ``usage``. ``usage - owed`` is how far a studio ran ahead of its share lately.
         quotas: per ``(studio, pool)``; missing ones are ``Quota()``.
         licences: by name.
         running_tiles: the tiles in flight (read only where a rush or accelerated job waits).
@@ -162,6 +165,7 @@ class Snapshot:
     pools: Mapping[str, PoolState]
     running: Mapping[StudioPool, int] = field(default_factory=dict)
     usage: Mapping[StudioPool, float] = field(default_factory=dict)
+    owed: Mapping[StudioPool, float] = field(default_factory=dict)
     quotas: Mapping[StudioPool, Quota] = field(default_factory=dict)
     licences: Mapping[str, Licence] = field(default_factory=dict)
     running_tiles: Sequence[RunningTile] = ()

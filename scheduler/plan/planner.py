@@ -45,6 +45,11 @@ from scheduler.plan.model import (
 from scheduler.plan.share import entitlements, steady_usage_s
 
 _NO_QUOTA = Quota()
+CATCH_UP = 4.0
+"""Weight of the past against the present in the order of studios. With exponential decay,
+``usage - owed`` levels off at the rounding excess of a fractional share (one slot's worth per
+half-life), exactly where it would balance the present term: above 1, the past wins and the
+extra slot changes hands, so a share of 2.67 is served 3, 2, 3... and averages 2.67."""
 
 
 class _Tick:
@@ -67,6 +72,9 @@ class _Tick:
             for name in work.licences:
                 self.licence_wanted[name].add(work.studio_id)
         self.entitled = self._entitlements()
+        self.rushing = {
+            (work.studio_id, work.pools[0]) for work in snapshot.pending if work.rush and work.pools
+        }
         self.plan = Plan(entitled=self.entitled)
 
     # ------------------------------------------------------------------ shares
@@ -92,15 +100,30 @@ class _Tick:
         return self.snapshot.quotas.get((studio, pool), _NO_QUOTA)
 
     def studio_key(self, studio: int, pool: str) -> tuple[int, float, int]:
-        """Smaller goes first: (tier, how far along, studio id)."""
+        """Smaller goes first: (tier, how far ahead of its share, studio id).
+
+        Tier 0 is a studio below its guarantee, or below its share with rush work waiting
+        (so the slots a rush preemption frees go to the rush job, not back to the victim).
+        Tier 1 weighs two things, both in units of the studio's entitlement ``e``:
+        ``(usage - owed) / (unit * e)``, how far it ran ahead of its share lately (the
+        integral term: a studio that had less than its share catches up, one that had more
+        waits), and ``(running - e) / e``, how far ahead it is now (the proportional term:
+        slots spread within a tick, and a share of 2.67 slots is served by turns as 3 and 2
+        instead of settling on 3 forever, see :data:`CATCH_UP`).
+        """
         running = self.running[(studio, pool)]
         guarantee = self.quota(studio, pool).guarantee
         if running < guarantee:
             return (0, running / guarantee, studio)
-        usage = self.snapshot.usage.get((studio, pool), 0.0)
         share = self.entitled.get((studio, pool), 0.0)
-        measure = (usage + self.unit * running) / (self.unit * share) if share > 0 else math.inf
-        return (1, measure, studio)
+        if share <= 0:
+            return (1, math.inf, studio)
+        if (studio, pool) in self.rushing and running < share:
+            return (0, running / share, studio)
+        ahead = self.snapshot.usage.get((studio, pool), 0.0) - self.snapshot.owed.get(
+            (studio, pool), 0.0
+        )
+        return (1, CATCH_UP * ahead / (self.unit * share) + (running - share) / share, studio)
 
     # ------------------------------------------------------------------ licences
     def licence_refusal(self, work: Work) -> str | None:

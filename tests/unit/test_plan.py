@@ -21,6 +21,7 @@ from scheduler.plan import (
     entitlements,
     plan,
 )
+from scheduler.plan.share import steady_usage_s
 
 
 def work(
@@ -203,6 +204,40 @@ def test_rush_preempts_the_youngest_tiles_of_a_studio_over_its_share() -> None:
     assert "rush job 2" in result.preemptions[0].reason
     unlimited = plan(snapshot, Policy(max_preemptions=100))
     assert len(unlimited.preemptions) == 5  # studio 1 keeps its entitled 5: no cycle possible
+
+
+def test_slots_freed_for_a_rush_job_go_to_the_rush_job() -> None:
+    """Regression (simulator): the freed slots went back to the victim, which had less usage,
+    and the next tick preempted again: one tile was preempted 48 times."""
+    unit = steady_usage_s(3600.0)
+    rush = work(2, 2, 50, rush=True)
+    plain = work(1, 1, 50)
+    running = [RunningTile(100 + i, 1, "cpu", started=float(i)) for i in range(8)]
+    running += [RunningTile(200 + i, 2, "cpu", started=float(i)) for i in range(2)]
+    usage = {(1, "cpu"): 0.0, (2, "cpu"): 10 * unit}
+    first = plan(
+        Snapshot(
+            pending=[plain, rush],
+            pools={"cpu": PoolState("cpu", 10, 0)},
+            running={(1, "cpu"): 8, (2, "cpu"): 2},
+            usage=usage,
+            running_tiles=running,
+        )
+    )
+    stopped = {p.tile_id for p in first.preemptions}
+    assert len(stopped) == 3
+    back = work(1, 1, [*sorted(stopped), *(k[3] for k in plain.tiles)])
+    second = plan(
+        Snapshot(
+            pending=[back, rush],
+            pools={"cpu": PoolState("cpu", 10, 3)},
+            running={(1, "cpu"): 5, (2, "cpu"): 2},
+            usage=usage,
+            running_tiles=[t for t in running if t.tile_id not in stopped],
+        )
+    )
+    assert sum(d.job_id == 2 for d in second.decisions) == 3
+    assert second.preemptions == []
 
 
 def test_no_preemption_without_rush_and_never_below_the_victims_share() -> None:

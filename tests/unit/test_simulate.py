@@ -91,13 +91,8 @@ def test_received_converges_to_the_weighted_entitlement(
     assert_converged(contended(weights, slots), weights)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner: ordering by (decayed usage + running) / share locks a fractional share to a "
-    "rounded slot count (here 3 of 8 for an entitled 2.67, +12 %): it never time-shares the "
-    "third slot. Issue 19, simulator findings.",
-)
 def test_a_fractional_share_is_time_shared() -> None:
+    """Regression: an entitled 2.67 of 8 slots used to lock at 3 (+12 %) and never change hands."""
     assert_converged(contended([1.0, 2.0], 8), [1.0, 2.0])
 
 
