@@ -76,17 +76,31 @@ class _Tick:
             (work.studio_id, work.pools[0]) for work in snapshot.pending if work.rush and work.pools
         }
         self.plan = Plan(entitled=self.entitled)
+        self._terms: dict[StudioPool, tuple[int, float, float, bool]] = {}
 
     # ------------------------------------------------------------------ shares
     def _entitlements(self) -> dict[StudioPool, float]:
-        """Fair shares per pool from demand: running slots plus ready work that prefers it."""
+        """Fair shares per pool from demand: running slots plus ready work that prefers it.
+
+        Ready work that needs a licence counts only as far as the studio's fair share of the
+        licence's free seats goes: slots a studio cannot use for want of seats are not its
+        share (they go to the studios that can use them), so shares stay deliverable.
+        """
         demand: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
         for (studio, pool_name), slots in self.snapshot.running.items():
             if slots > 0:
                 demand[pool_name][studio] += slots
+        seats = self._licence_room()
         for work in self.snapshot.pending:
-            if work.pools and work.tiles:
-                demand[work.pools[0]][work.studio_id] += len(work.tiles) * work.slots
+            if not (work.pools and work.tiles):
+                continue
+            tiles = len(work.tiles)
+            for name in work.licences:
+                tiles = min(tiles, seats.get((work.studio_id, name), 0))
+            for name in work.licences:
+                seats[(work.studio_id, name)] = seats.get((work.studio_id, name), 0) - tiles
+            if tiles > 0:
+                demand[work.pools[0]][work.studio_id] += tiles * work.slots
         entitled: dict[StudioPool, float] = {}
         for pool_name, wanted in demand.items():
             pool = self.snapshot.pools.get(pool_name)
@@ -96,8 +110,46 @@ class _Tick:
                 entitled[(studio, pool_name)] = share
         return entitled
 
+    def _licence_room(self) -> dict[tuple[int, str], int]:
+        """Free seats of each licence each studio may fairly take now: the licence's seats
+        shared by demand (running plus ready tiles), with its guarantees as floors."""
+        wanted: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        for work in self.snapshot.pending:
+            for name in work.licences:
+                wanted[name][work.studio_id] += len(work.tiles)
+        room: dict[tuple[int, str], int] = {}
+        for name, by_studio in wanted.items():
+            licence = self.snapshot.licences.get(name)
+            if licence is None:
+                continue
+            for studio, held in licence.in_use.items():
+                if held > 0:
+                    by_studio[studio] += held
+            floors = {s: Quota(guarantee=g) for s, g in licence.guarantees.items()}
+            for studio, share in entitlements(licence.total, by_studio, floors).items():
+                held = licence.in_use.get(studio, 0)
+                room[(studio, name)] = max(0, math.ceil(share - held - 1e-9))
+        return room
+
     def quota(self, studio: int, pool: str) -> Quota:
         return self.snapshot.quotas.get((studio, pool), _NO_QUOTA)
+
+    def key_terms(self, studio: int, pool: str) -> tuple[int, float, float, bool]:
+        """What :meth:`studio_key` needs besides the running count, fixed for a tick:
+        (guarantee, share, the integral term, rush work waiting)."""
+        terms = self._terms.get((studio, pool))
+        if terms is None:
+            terms = self._terms[(studio, pool)] = self._key_terms(studio, pool)
+        return terms
+
+    def _key_terms(self, studio: int, pool: str) -> tuple[int, float, float, bool]:
+        share = self.entitled.get((studio, pool), 0.0)
+        ahead = self.snapshot.usage.get((studio, pool), 0.0) - self.snapshot.owed.get(
+            (studio, pool), 0.0
+        )
+        past = CATCH_UP * ahead / (self.unit * share) if share > 0 else 0.0
+        guarantee = self.quota(studio, pool).guarantee
+        return (guarantee, share, past, (studio, pool) in self.rushing)
 
     def studio_key(self, studio: int, pool: str) -> tuple[int, float, int]:
         """Smaller goes first: (tier, how far ahead of its share, studio id).
@@ -111,19 +163,7 @@ class _Tick:
         slots spread within a tick, and a share of 2.67 slots is served by turns as 3 and 2
         instead of settling on 3 forever, see :data:`CATCH_UP`).
         """
-        running = self.running[(studio, pool)]
-        guarantee = self.quota(studio, pool).guarantee
-        if running < guarantee:
-            return (0, running / guarantee, studio)
-        share = self.entitled.get((studio, pool), 0.0)
-        if share <= 0:
-            return (1, math.inf, studio)
-        if (studio, pool) in self.rushing and running < share:
-            return (0, running / share, studio)
-        ahead = self.snapshot.usage.get((studio, pool), 0.0) - self.snapshot.owed.get(
-            (studio, pool), 0.0
-        )
-        return (1, CATCH_UP * ahead / (self.unit * share) + (running - share) / share, studio)
+        return _key(self.running[(studio, pool)], self.key_terms(studio, pool), studio)
 
     # ------------------------------------------------------------------ licences
     def licence_refusal(self, work: Work) -> str | None:
@@ -175,11 +215,28 @@ class _Tick:
         free = self.free[pool.name]
         while free > 0 and studios:
             _, studio = heapq.heappop(studios)
-            queue = by_studio[studio]
-            ceiling = self.quota(studio, pool.name).ceiling
-            _, index = queue[0]
+            free = self._serve(studio, pool, by_studio[studio], studios, free)
+        self.free[pool.name] = free
+
+    def _serve(
+        self,
+        studio: int,
+        pool: PoolState,
+        queue: list[tuple[tuple[int, int, int, tuple[int, ...]], int]],
+        studios: list[tuple[tuple[int, float, int], int]],
+        free: int,
+    ) -> int:
+        """Give ``studio`` tiles until its turn passes to the next studio in ``studios``, its
+        work runs out or the pool is full; returns the free slots left. Staying with one
+        studio while it is still first saves a heap round trip per tile."""
+        pending = self.snapshot.pending
+        key = (studio, pool.name)
+        ceiling = self.quota(studio, pool.name).ceiling
+        terms = self.key_terms(studio, pool.name)
+        while queue:
+            index = queue[0][1]
             work = pending[index]
-            running = self.running[(studio, pool.name)]
+            running = self.running[key]
             if ceiling is not None and running + work.slots > ceiling:
                 for _, blocked in queue:
                     self.blocked.setdefault(
@@ -187,33 +244,52 @@ class _Tick:
                         f"studio {self.name(studio)} is at its ceiling on pool {pool.name} "
                         f"({running} running, ceiling {ceiling})",
                     )
-                continue
-            refusal = self.licence_refusal(work)
+                return free
+            refusal = self.licence_refusal(work) if work.licences else None
             if refusal is None and work.slots > free:
                 refusal = f"needs {work.slots} slots; pool {pool.name} has {free} free"
             if refusal is not None:
                 self.blocked[index] = refusal
                 heapq.heappop(queue)
-                if queue:
-                    heapq.heappush(studios, (self.studio_key(studio, pool.name), studio))
                 continue
             taken = self.taken[index]
             tile = work.tiles[taken]
             self.plan.decisions.append(Decision(tile[3], pool.name, work.job_id, work.layer_id))
             self.taken[index] = taken + 1
-            self.running[(studio, pool.name)] = running + work.slots
-            self.hold_licences(work)
+            self.running[key] = running + work.slots
+            if work.licences:
+                self.hold_licences(work)
             free -= work.slots
-            if taken + 1 < len(work.tiles):
-                heapq.heapreplace(queue, (_order(work, taken + 1), index))
-            else:
+            if taken + 1 >= len(work.tiles):
                 heapq.heappop(queue)
-            if queue:
-                heapq.heappush(studios, (self.studio_key(studio, pool.name), studio))
-        self.free[pool.name] = free
+            elif len(queue) > 1:  # alone, its place in the queue needs no key
+                heapq.heapreplace(queue, (_order(work, taken + 1), index))
+            if free <= 0 or not queue:
+                break
+            turn = (_key(running + work.slots, terms, studio), studio)
+            if studios and turn > studios[0]:
+                heapq.heappush(studios, turn)
+                return free
+        if queue:
+            heapq.heappush(studios, (_key(self.running[key], terms, studio), studio))
+        return free
 
     def name(self, studio: int) -> str:
         return self.snapshot.studio_names.get(studio, f"#{studio}")
+
+
+def _key(
+    running: int, terms: tuple[int, float, float, bool], studio: int
+) -> tuple[int, float, int]:
+    """:meth:`_Tick.studio_key` from the running count and the tick's fixed terms."""
+    guarantee, share, past, rushing = terms
+    if running < guarantee:
+        return (0, running / guarantee, studio)
+    if share <= 0:
+        return (1, math.inf, studio)
+    if rushing and running < share:
+        return (0, running / share, studio)
+    return (1, past + (running - share) / share, studio)
 
 
 def _order(work: Work, taken: int) -> tuple[int, int, int, tuple[int, ...]]:

@@ -63,12 +63,19 @@ def _water_level(
     ``low / w`` and ``high / w``: walk them in order and solve on the segment that crosses.
     """
     points = sorted({low[s] / weight[s] for s in low} | {high[s] / weight[s] for s in high})
-    previous = 0.0
-    for point in points:
-        if _filled(point, low, high, weight) >= capacity:
-            return _solve_between(previous, point, capacity, low, high, weight)
-        previous = point
-    return previous
+    # Bisect for the first breakpoint where the fill reaches the capacity: log(n) fills of
+    # O(n) each, not one per breakpoint (138 studios: 9 fills instead of 276).
+    lo, hi = 0, len(points)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _filled(points[mid], low, high, weight) >= capacity:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == len(points):
+        return points[-1] if points else 0.0
+    previous = points[lo - 1] if lo > 0 else 0.0
+    return _solve_between(previous, points[lo], capacity, low, high, weight)
 
 
 def _filled(
