@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -65,13 +67,50 @@ def tile_grid(layer: schemas.LayerOut, *, max_frames: int = 12) -> RenderableTyp
     return Group(*lines)
 
 
+def waiting_reasons(job: schemas.JobOut) -> list[tuple[str, str]]:
+    """Why each layer with pending tiles waits, as ``(layer, reason)`` in layer order.
+
+    The dispatcher writes the job's message as ``"<layer>: <reason>; ..."`` (the current
+    reasons, at most a second old); a layer missing there falls back to its pending tiles'
+    most common reason (a tile just requeued says why, e.g. that it was preempted).
+    """
+    names = {layer.name for layer in job.layers}
+    from_message: dict[str, str] = {}
+    current = ""
+    for part in job.message.split("; ") if job.message else []:
+        name, sep, reason = part.partition(": ")
+        if sep and name in names:
+            current = name
+            from_message[name] = reason
+        elif current:  # a reason that itself held "; "
+            from_message[current] += "; " + part
+    out = []
+    for layer in job.layers:
+        pending = [t.reason for f in layer.frames for t in f.tiles if t.state == TileState.PENDING]
+        if not pending:
+            continue
+        told = [r for r in pending if r and r != "ready"]
+        reason = from_message.get(layer.name) or (
+            Counter(told).most_common(1)[0][0] if told else ""
+        )
+        if reason:
+            out.append((layer.name, reason))
+    return out
+
+
 def job_view(job: schemas.JobOut) -> RenderableType:
     parts: list[RenderableType] = [layer_table(job)]
+    waiting = waiting_reasons(job)
+    for name, reason in waiting:
+        line = Text(f"{name}", style="bold")
+        line.append(" waiting because ", style="default")
+        line.append(reason, style="yellow")
+        parts.append(line)
     for layer in job.layers:
         if layer.kind == "particle_render":
             parts.append(Text(f"tiles of {layer.name} (live)", style="bold"))
             parts.append(tile_grid(layer))
-    if job.message:
+    if job.message and not waiting:
         parts.append(Text(job.message, style="yellow"))
     return Group(*parts)
 

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from rich.console import Console
 
 from farm import schemas
 from farm.vocab import PixelRect
-from studio_client.cli._view import tile_grid
+from studio_client.cli._view import job_view, tile_grid
+
+
+def tile(i: int, x: int, y: int, state: str, reason: str = "") -> schemas.TileOut:
+    return schemas.TileOut(
+        index=i,
+        rect=PixelRect(x0=x, y0=y, x1=x + 10, y1=y + 10),
+        state=state,
+        attempts=1,
+        reason=reason,
+        pool="cpu",
+        node="n",
+        wall_seconds=1.0,
+        cpu_seconds=1.0,
+    )
 
 
 def test_tile_grid_shows_each_frames_tiles_in_place_and_its_plan() -> None:
-    def tile(i: int, x: int, y: int, state: str) -> schemas.TileOut:
-        return schemas.TileOut(
-            index=i,
-            rect=PixelRect(x0=x, y0=y, x1=x + 10, y1=y + 10),
-            state=state,
-            attempts=1,
-            reason="",
-            pool="cpu",
-            node="n",
-            wall_seconds=1.0,
-            cpu_seconds=1.0,
-        )  # type: ignore[arg-type]
-
     frame = schemas.FrameOut(
         number=1001,
         state="running",
-        tile_plan="4 tiles (2x2 grid), overscan 8 px",  # type: ignore[arg-type]
+        tile_plan="4 tiles (2x2 grid), overscan 8 px",
         output_path=None,
         preview_path=None,
         tiles=[
@@ -40,14 +43,65 @@ def test_tile_grid_shows_each_frames_tiles_in_place_and_its_plan() -> None:
         id=1,
         name="render",
         kind="particle_render",
-        pool="h100",  # type: ignore[arg-type]
+        pool="h100",
         depends_on=[],
         state="running",
         tile_counts={},
         frames=[frame],
-    )  # type: ignore[arg-type]
+    )
     console = Console(width=100, record=True)
     console.print(tile_grid(layer))
     lines = console.export_text().splitlines()
     assert lines[0].startswith(" 1001 ■■  running  4 tiles (2x2 grid)")
     assert lines[1].strip() == "■■"
+
+
+def test_status_says_under_the_layer_table_why_each_layer_with_pending_tiles_waits() -> None:
+    def layer(name: str, *tiles: schemas.TileOut) -> schemas.LayerOut:
+        frame = schemas.FrameOut(
+            number=1,
+            state="pending",
+            tile_plan=None,
+            output_path=None,
+            preview_path=None,
+            tiles=list(tiles),
+        )
+        return schemas.LayerOut(
+            id=len(name),
+            name=name,
+            kind="noop",
+            pool="cpu",
+            depends_on=[],
+            state="pending",
+            tile_counts={},
+            frames=[frame],
+        )
+
+    licence = "licence houdini: 1 of 1 in use"
+    job = schemas.JobOut(
+        id=7,
+        name="job",
+        shot_id=1,
+        state="running",
+        submitted_by="someone",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        finished_at=None,
+        # sim's reason is current; done's entry is stale: none of its tiles waits any more.
+        message=f"sim: {licence}; done: studio x is over its share of pool cpu",
+        layers=[
+            layer("sim", tile(0, 0, 0, "running"), tile(1, 10, 0, "pending", "ready")),
+            layer("render", tile(0, 0, 0, "pending", "preempted for rush job 3")),
+            layer("done", tile(0, 0, 0, "done")),
+            layer("fresh", tile(0, 0, 0, "pending", "ready")),
+        ],
+    )
+    console = Console(width=200, record=True)
+    console.print(job_view(job))
+    lines = console.export_text().splitlines()
+    waiting = [line for line in lines if " waiting because " in line]
+    assert waiting == [
+        f"sim waiting because {licence}",
+        "render waiting because preempted for rush job 3",
+    ]
+    table_end = max(i for i, line in enumerate(lines) if "fresh" in line)
+    assert lines.index(waiting[0]) > table_end  # under the layer table
