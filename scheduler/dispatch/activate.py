@@ -27,6 +27,9 @@ from scheduler.dispatch.frames import frame_plan
 
 READY_WINDOW = 4096
 """Ready tiles a layer keeps planned ahead of the pools; more frames wait to be planned."""
+PLAN_PER_TICK = 20_000
+"""New tiles planned per tick at most, so a fresh farm's first tick stays short (its frames
+are planned over the next ticks) and the API keeps answering."""
 
 
 class Activator:
@@ -68,13 +71,18 @@ class Activator:
         for layer in job.layers.values():
             self._offered.pop(layer.id, None)
 
+    def __bool__(self) -> bool:
+        """Is some offered frame's layer short of ready tiles (so activating may plan it)?"""
+        return any(len(layer.ready) < READY_WINDOW for layer, _, _ in self._offered.values())
+
     def activate(self, session: Session, changes: Changes) -> int:
         """Plan or cancel the offered frames that can move; returns how many changed."""
         moved = 0
+        budget = len(changes.new_tiles) + PLAN_PER_TICK
         for layer_id in sorted(self._offered, key=lambda i: (self._offered[i][0].job.id, i)):
             layer, heap, numbers = self._offered[layer_id]
             while heap:
-                if len(layer.ready) >= READY_WINDOW:
+                if len(layer.ready) >= READY_WINDOW or len(changes.new_tiles) >= budget:
                     break
                 number = heapq.heappop(heap)
                 numbers.discard(number)

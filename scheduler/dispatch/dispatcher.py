@@ -61,7 +61,7 @@ from scheduler.dispatch.terms import (
     read_usage,
     save_usage,
 )
-from scheduler.executors.base import TileTask, run_tile
+from scheduler.executors.base import TileResult, TileTask, run_tile
 from scheduler.plan import (
     Plan,
     Policy,
@@ -80,6 +80,9 @@ log = logging.getLogger("scheduler.dispatch")
 ACTIVE = [s.value for s in TileState if s not in TERMINAL]
 REASONS_EVERY_S = 1.0
 """Why-pending reasons are written at most this often (they change with every slot)."""
+DISPATCH_PER_TICK = 10_000
+"""Tiles sent to one pool per tick at most: a fresh farm of 272,000 slots fills over a few
+short ticks instead of one long transaction."""
 JOBS_EVERY_S = 0.1
 """New jobs are looked for this often: submitting answers at once, the farm starts within it."""
 
@@ -124,6 +127,8 @@ class Dispatcher:
         self._store_ref = ray.put(store)
         self._in_flight: dict[Any, InFlight] = {}
         self._by_tile: dict[int, Any] = {}
+        self._backfill: dict[Any, InFlight] = {}
+        """The attempts in flight that backfill an accelerator pool (preemptible by its work)."""
         self._jobs: dict[int, JobBook] = {}
         self._layers: dict[int, LayerBook] = {}
         self._tiles: dict[int, TileBook] = {}
@@ -221,6 +226,7 @@ class Dispatcher:
             flight.tile = tile
             tile.frame.layer.ready.remove(tile.key)
             self._hold(flight)
+        self._backfill = {ref: f for ref, f in self._in_flight.items() if f.backfill}
 
     def run_until_done(self, job_ids: Iterable[int], timeout_s: float = 600.0) -> None:
         """Tick in this thread until every job in ``job_ids`` is finished (tests, benchmarks)."""
@@ -400,7 +406,7 @@ class Dispatcher:
             states[name] = PoolState(
                 name,
                 capacity=target,
-                free=max(0, target - in_flight[name]),
+                free=min(max(0, target - in_flight[name]), DISPATCH_PER_TICK),
                 accelerated=not shape.is_cpu,
                 backfill=shape.backfill,
             )
@@ -435,6 +441,7 @@ class Dispatcher:
         # waits, CPU backfill when accelerated work does, none otherwise.
         rush = any(w.rush for w in works)
         accelerated = any(w.accelerated for w in works)
+        flights = self._in_flight.values() if rush else self._backfill.values()
         running_tiles = [
             RunningTile(
                 f.tile.id,
@@ -445,8 +452,8 @@ class Dispatcher:
                 f.tile.frame.layer.job.rush,
                 f.backfill,
             )
-            for f in self._in_flight.values()
-            if not f.preempted and (rush or (accelerated and f.backfill))
+            for f in (flights if rush or accelerated else ())
+            if not f.preempted
         ]
         return Snapshot(
             pending=works,
@@ -525,6 +532,14 @@ class Dispatcher:
         return submissions
 
     def _submit(self, flight: InFlight, task: TileTask) -> None:
+        ref = self._send(flight, task)
+        self._in_flight[ref] = flight
+        self._by_tile[flight.tile.id] = ref
+        if flight.backfill:
+            self._backfill[ref] = flight
+
+    def _send(self, flight: InFlight, task: TileTask) -> Any:
+        """Hand the attempt to Ray with its pool's resources; returns its object ref."""
         layer = flight.tile.frame.layer
         remote = self._remotes.get((layer.id, flight.pool))
         if remote is None:
@@ -534,11 +549,9 @@ class Dispatcher:
                 max_retries=0, **options
             )
         try:
-            ref = remote.remote(task, self._store_ref)
+            return remote.remote(task, self._store_ref)
         except Exception as exc:  # Ray refused it: an attempt that failed at once
-            ref = _Refused(exc)
-        self._in_flight[ref] = flight
-        self._by_tile[flight.tile.id] = ref
+            return _Refused(exc)
 
     def _hold(self, flight: InFlight) -> None:
         """Count the attempt's slots and licence seats from the moment it is decided."""
@@ -554,14 +567,22 @@ class Dispatcher:
 
     def _preempt(self, result: Plan) -> None:
         """Stop the tiles the planner preempts; they come back as pending, no attempt counted."""
-        import ray
-
         for preemption in result.preemptions:
             ref = self._by_tile.get(preemption.tile_id)
             flight = self._in_flight.get(ref) if ref is not None else None
             if flight is None or flight.preempted:
                 continue
             flight.preempted = preemption.reason
+            self._cancel(ref)
+
+    def _cancel(self, ref: Any) -> None:
+        """Ask Ray to stop an attempt (KeyboardInterrupt in the worker; its result is an error).
+
+        A task that finishes first keeps its result: the tile is then done, nothing is lost.
+        """
+        import ray
+
+        if not isinstance(ref, _Refused):
             ray.cancel(ref, force=False)
 
     def _write_reasons(self, session: Any, waiting: dict[tuple[int, int], str]) -> None:
@@ -612,17 +633,9 @@ class Dispatcher:
         self, gathered: list[tuple[Any, InFlight]], changes: Changes, stamp: datetime
     ) -> list[dict[str, Any]]:
         """Apply finished attempts to the book; returns their usage rows."""
-        import ray
-
         usage: list[dict[str, Any]] = []
         for ref, flight in gathered:
-            if isinstance(ref, _Refused):
-                result = lost(flight, ref.error)
-            else:
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:
-                    result = lost(flight, exc)
+            result = self._result(ref, flight)
             self._release(flight)
             self._tile_s[flight.pool] = (
                 0.8 * self._tile_s.get(flight.pool, result.wall_seconds) + 0.2 * result.wall_seconds
@@ -640,8 +653,21 @@ class Dispatcher:
                 usage.append(row)
         return usage
 
+    def _result(self, ref: Any, flight: InFlight) -> TileResult:
+        """What a finished attempt returned; a lost worker or node is a failed attempt."""
+        import ray
+
+        if isinstance(ref, _Refused):
+            return lost(flight, ref.error)
+        try:
+            result: TileResult = ray.get(ref)
+        except Exception as exc:
+            return lost(flight, exc)
+        return result
+
     def _forget(self, ref: Any, flight: InFlight) -> None:
         self._in_flight.pop(ref, None)
+        self._backfill.pop(ref, None)
         if self._by_tile.get(flight.tile.id) is ref:
             del self._by_tile[flight.tile.id]
 

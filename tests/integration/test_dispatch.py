@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -477,3 +478,40 @@ def test_render_workers_run_with_the_farms_worker_environment() -> None:
         return {name: os.environ.get(name) for name in WORKER_ENV}
 
     assert ray.get(environment.remote()) == WORKER_ENV
+
+
+def test_a_job_runs_and_is_recorded_alike_on_sqlite_and_postgresql(
+    db: Database, tmp_path: Path
+) -> None:
+    """The dispatcher writes tiles and usage rows with plain executemany: both drivers."""
+    who = make_studio(db, "alpha")
+    shot_id = make_shot(db, who)
+    spec = schemas.JobSpec.model_validate(
+        {
+            "name": "noop",
+            "shot_id": shot_id,
+            "frames": {"first": 1, "last": 3},
+            "resolution": {"width": 64, "height": 48},
+            "camera": {"position": [0, 0, 4], "look_at": [0, 0, 0]},
+            "layers": [
+                {"name": "work", "kind": "noop", "tiles": {"cols": 2, "rows": 2, "overscan": 0}},
+                {"name": "after", "kind": "noop", "depends_on": ["work"]},
+            ],
+        }
+    )
+    with db.session() as session:
+        job_id = queries.submit_job(session, session.get_one(m.User, who.user_id), spec).id
+    started = datetime.now(UTC)
+    Dispatcher(db, DiskStore(tmp_path / "blobs"), tmp_path / "out").run_until_done([job_id], 120)
+    with db.session() as session:
+        tiles = session.scalars(select(m.Tile).where(m.Tile.job_id == job_id)).all()
+        usage = session.scalars(select(m.UsageRecord).where(m.UsageRecord.job_id == job_id)).all()
+        job = session.get_one(m.Job, job_id)
+        assert job.state == "done" and job.finished_at is not None
+    assert len(tiles) == 3 * 4 + 3
+    assert all(t.state == "done" and t.attempts == 1 and t.pool == "cpu" for t in tiles)
+    assert sorted(u.tile_id for u in usage) == sorted(t.id for t in tiles)
+    for tile in tiles:
+        assert tile.started_at is not None and tile.finished_at is not None
+        begun = tile.started_at.replace(tzinfo=tile.started_at.tzinfo or UTC)
+        assert abs((begun - started).total_seconds()) < 120
