@@ -468,7 +468,8 @@ class Dispatcher:
         )
 
     def _has_room(self) -> bool:
-        """Is there ready work and a free slot on a pool it fits (or work that may preempt)?"""
+        """Is there ready work and a free slot on a pool it fits? (Preemption is planned at the
+        latest with the once-a-second reasons, so a rush job waits at most that long.)"""
         free = {name for name, pool in self._pool_states().items() if pool.free > 0}
         return any(
             layer.ready and not free.isdisjoint(layer.pools) for layer in self._layers.values()
