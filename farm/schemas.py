@@ -433,6 +433,7 @@ class LayerOut(BaseModel):
     requirements: Requirements = Requirements()
     depends_on: list[str]
     state: TileState
+    waiting: str = Field(default="", description="why its ready tiles wait, in words")
     tile_counts: dict[TileState, int]
     frames: list[FrameOut]
 

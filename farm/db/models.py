@@ -273,6 +273,9 @@ class Layer(Base):
     tile_times: Mapped[list[Any]] = mapped_column(
         JSON, default=list, doc="measured [x0, y0, x1, y1, seconds] per finished tile"
     )
+    reason: Mapped[str] = mapped_column(
+        Text, default="", server_default="", doc="why its ready tiles wait (the planner's words)"
+    )
     frames: Mapped[list[Frame]] = relationship(order_by="Frame.number")
 
 

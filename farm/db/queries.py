@@ -331,6 +331,14 @@ def _check_fit(
             )
 
 
+def _tile_out(tile: m.Tile, waiting: str) -> schemas.TileOut:
+    """A tile as the API shows it: a pending tile carries its layer's why-pending reason."""
+    out = schemas.TileOut.model_validate(tile)
+    if out.state == TileState.PENDING and waiting:
+        return out.model_copy(update={"reason": waiting})
+    return out
+
+
 def get_job_row(session: Session, studio_id: int, job_id: int) -> m.Job:
     job = session.get(m.Job, job_id)
     if job is None or job.studio_id != studio_id:
@@ -370,7 +378,7 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
                     tile_plan=plan.get("describe"),
                     output_path=frame.output_path,
                     preview_path=frame.preview_path,
-                    tiles=[schemas.TileOut.model_validate(t) for t in frame.tiles],
+                    tiles=[_tile_out(t, layer.reason) for t in frame.tiles],
                 )
             )
         layer_state = rollup(Counter(f.state for f in frame_outs))
@@ -383,6 +391,7 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
                 requirements=Requirements.model_validate(layer.requirements or {}),
                 depends_on=list(layer.depends_on),
                 state=layer_state,
+                waiting=layer.reason if tile_counts.get(TileState.PENDING) else "",
                 tile_counts=dict(tile_counts),
                 frames=frame_outs,
             )

@@ -175,10 +175,14 @@ def set_tile_state(tile: TileBook, state: TileState, changes: Changes) -> None:
         return
     tile.state = state
     frame = tile.frame
-    frame.counts[before] -= 1
-    frame.counts[state] += 1
-    if frame.state != TileState.CANCELLED:
-        set_frame_state(frame, rollup(frame.counts), changes)
+    counts = frame.counts
+    counts[before] -= 1
+    counts[state] += 1
+    if frame.state == TileState.CANCELLED:
+        return
+    if frame.state == TileState.RUNNING and counts[TileState.RUNNING] > 0:
+        return  # a frame with a tile running stays running (the rollup's rule): skip it
+    set_frame_state(frame, rollup(counts), changes)
 
 
 def set_frame_state(frame: FrameBook, state: TileState, changes: Changes) -> None:

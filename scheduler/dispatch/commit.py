@@ -7,11 +7,11 @@ and no ORM object is loaded or tracked to change a column.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, bindparam
+from sqlalchemy import JSON, Connection, DateTime, Table, bindparam
 
 from farm.db import models as m
 from farm.states import TERMINAL
@@ -67,9 +67,8 @@ def update_rows(connection: Connection, table: Table, rows: Iterable[dict[str, A
                 f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in names)} "
                 f"WHERE id = {mark}"
             )
-            convert = _converter(connection)
-            params = [tuple(convert(row[c]) for c in (*names, "id")) for row in group]
-            connection.exec_driver_sql(sql, params)
+            order = (*names, "id")
+            connection.exec_driver_sql(sql, _params(connection, table, order, group))
             continue
         values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in names}
         statement = table.update().where(table.c.id == bindparam("v_id")).values(values)
@@ -84,8 +83,7 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         return
     mark = _mark(connection)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(mark for _ in names)})"
-    convert = _converter(connection)
-    connection.exec_driver_sql(sql, [tuple(convert(row[c]) for c in names) for row in rows])
+    connection.exec_driver_sql(sql, _params(connection, table, names, rows))
 
 
 # Plain columns (numbers, strings, times) skip SQLAlchemy's per-value processing, which cost
@@ -98,21 +96,32 @@ def _mark(connection: Connection) -> str:
     return "?" if connection.dialect.paramstyle == "qmark" else "%s"
 
 
-def _converter(connection: Connection) -> Any:
-    """Values as the driver takes them: SQLite stores times as SQLAlchemy writes them."""
+def _params(
+    connection: Connection, table: Table, names: Sequence[str], rows: list[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Positional parameters; on SQLite, times written as SQLAlchemy writes them.
+
+    A batch stamps its rows with one or two times, so each distinct time is formatted once.
+    """
+    params = [tuple(row[c] for c in names) for row in rows]
     if connection.dialect.name != "sqlite":
-        return _same
-    return _sqlite_value
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME form
-    return value
+        return params
+    times = [i for i, c in enumerate(names) if isinstance(table.c[c].type, DateTime)]
+    if not times:
+        return params
+    formatted: dict[datetime, str] = {}
+    out = []
+    for row in params:
+        values = list(row)
+        for i in times:
+            value = values[i]
+            if isinstance(value, datetime):
+                text = formatted.get(value)
+                if text is None:  # SQLAlchemy's SQLite DATETIME form
+                    text = formatted[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+                values[i] = text
+        out.append(tuple(values))
+    return out
 
 
 def _events(changes: Changes) -> list[tuple[int, int, str, dict[str, Any]]]:

@@ -587,7 +587,9 @@ class Dispatcher:
             ray.cancel(ref, force=False)
 
     def _write_reasons(self, session: Any, waiting: dict[tuple[int, int], str]) -> None:
-        """Why each layer's ready tiles wait, on the layer's tiles and on its job's message."""
+        """Why each layer's ready tiles wait: on the layer row (the API shows it on each of its
+        pending tiles) and in its job's message. One row per layer that changed, never a write
+        per pending tile: reasons quote running counts, so they change every second."""
         changes: dict[int, str] = {}
         for layer in self._layers.values():
             reason = waiting.get((layer.job.id, layer.id), "")
@@ -598,11 +600,7 @@ class Dispatcher:
             return
         jobs = {self._layers[i].job.id: self._layers[i].job for i in changes}
         for layer_id, reason in changes.items():
-            session.execute(
-                update(m.Tile)
-                .where(m.Tile.layer_id == layer_id, m.Tile.state == TileState.PENDING)
-                .values(reason=reason or "ready")
-            )
+            session.execute(update(m.Layer).where(m.Layer.id == layer_id).values(reason=reason))
         for job in jobs.values():
             message = "; ".join(
                 f"{layer.name}: {layer.reason}" for layer in job.layers.values() if layer.reason

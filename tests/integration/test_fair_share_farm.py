@@ -240,7 +240,11 @@ def test_a_licence_is_never_exceeded_and_waiting_tiles_name_it(farm: Farm) -> No
 
     def sample() -> None:
         seen.append(running_count(db, job_id))
-        reasons.update(t.reason for t in job_tiles(db, job_id) if t.state == "pending")
+        with db.session() as session:  # what GET /jobs/{id} shows on each pending tile
+            detail = queries.job_detail(session, who.studio_id, job_id)
+        reasons.update(
+            t.reason for f in detail.layers[0].frames for t in f.tiles if t.state == "pending"
+        )
 
     # Reasons are written at most once a second: tick until the job's message shows one.
     tick_until(

@@ -1,4 +1,4 @@
-"""fair_share_usage: the decayed integral of each studio's share, beside its decayed usage
+"""fair_share_usage: the decayed integral of each studio's share; layers: why they wait
 
 Revision ID: 0005
 Revises: 0004
@@ -19,8 +19,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("fair_share_usage") as batch:
         batch.add_column(sa.Column("owed_slot_s", sa.Float(), nullable=False, server_default="0"))
+    with op.batch_alter_table("layers") as batch:
+        batch.add_column(sa.Column("reason", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("layers") as batch:
+        batch.drop_column("reason")
     with op.batch_alter_table("fair_share_usage") as batch:
         batch.drop_column("owed_slot_s")
