@@ -385,7 +385,7 @@ class Dispatcher:
         """Slots to keep in flight on ``pool``: its capacity plus a queue so workers never wait.
 
         The queue covers ``queue_s`` of the pool's work (about a dispatcher round trip), at
-        least half the capacity and at most the capacity plus 32: trivial tiles keep dozens
+        least half the capacity and at most twice the capacity plus 64: trivial tiles keep dozens
         queued, tiles of seconds keep a few, so fair share is decided close to when a tile
         really starts.
         """
@@ -394,7 +394,7 @@ class Dispatcher:
             return 0
         mean_s = self._tile_s.get(pool, 1.0)
         queue = math.ceil(capacity * self.queue_s / max(mean_s, 1e-4))
-        return capacity + min(max(queue, math.ceil(capacity / 2)), capacity + 32)
+        return capacity + min(max(queue, math.ceil(capacity / 2)), 2 * capacity + 64)
 
     def _pool_states(self) -> dict[str, PoolState]:
         in_flight: Counter[str] = Counter()
@@ -620,9 +620,9 @@ class Dispatcher:
         refs = [ref for ref in self._in_flight if not isinstance(ref, _Refused)]
         if not refs:
             return refused
-        # Wait for a quarter of what is in flight (or the timeout): results then come in
+        # Wait for a third of what is in flight (or the timeout): results then come in
         # batches, so the per-transaction cost is shared, while the rest keeps the workers busy.
-        batch = max(1, len(refs) // 4)
+        batch = max(1, len(refs) // 3)
         ready, _ = ray.wait(refs, num_returns=batch, timeout=0.0 if refused else timeout_s)
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
