@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Connection, DateTime, Table, bindparam
@@ -103,7 +104,8 @@ def _params(
 
     A batch stamps its rows with one or two times, so each distinct time is formatted once.
     """
-    params = [tuple(row[c] for c in names) for row in rows]
+    pick = itemgetter(*names)  # names has two or more: it returns tuples
+    params: list[tuple[Any, ...]] = [pick(row) for row in rows]
     if connection.dialect.name != "sqlite":
         return params
     times = [i for i, c in enumerate(names) if isinstance(table.c[c].type, DateTime)]

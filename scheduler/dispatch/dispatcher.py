@@ -438,9 +438,11 @@ class Dispatcher:
 
     def _snapshot(self, works: list[Work], pools: dict[str, PoolState]) -> Snapshot:
         # Preemption reads running tiles only where it may act: every tile when a rush job
-        # waits, CPU backfill when accelerated work does, none otherwise.
+        # waits, CPU backfill when accelerated work finds its pool full, none otherwise.
         rush = any(w.rush for w in works)
-        accelerated = any(w.accelerated for w in works)
+        accelerated = any(
+            w.accelerated and w.pools and pools[w.pools[0]].free < w.slots for w in works
+        )
         flights = self._in_flight.values() if rush else self._backfill.values()
         running_tiles = [
             RunningTile(
