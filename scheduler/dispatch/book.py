@@ -42,15 +42,17 @@ class TileBook:
     def key(self) -> TileKey:
         return (self.frame.number, self.frame.layer.position, self.rank, self.id)
 
+    # The rectangles were checked when the frame was planned: build them without validating
+    # again (a task is built per attempt, thousands a tick at farm scale).
     @property
     def pixels(self) -> PixelRect:
         x0, y0, x1, y1 = self.rect
-        return PixelRect(x0=x0, y0=y0, x1=x1, y1=y1)
+        return PixelRect.model_construct(x0=x0, y0=y0, x1=x1, y1=y1)
 
     @property
     def render_pixels(self) -> PixelRect:
         x0, y0, x1, y1 = self.render_rect
-        return PixelRect(x0=x0, y0=y0, x1=x1, y1=y1)
+        return PixelRect.model_construct(x0=x0, y0=y0, x1=x1, y1=y1)
 
 
 @dataclass(slots=True)
