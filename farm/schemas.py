@@ -450,6 +450,7 @@ class JobOut(BaseModel):
     message: str = ""
     priority: int = 50
     rush: bool = False
+    paused: bool = False
     layers: list[LayerOut]
 
 
@@ -462,6 +463,7 @@ class JobSummary(BaseModel):
     created_at: datetime
     priority: int = 50
     rush: bool = False
+    paused: bool = False
 
 
 class JobUpdate(BaseModel):
@@ -469,6 +471,33 @@ class JobUpdate(BaseModel):
 
     model_config = _STRICT
     priority: int | None = Field(default=None, ge=0, le=100, description="0-100, higher first")
+
+
+class RetryRequest(BaseModel):
+    """Which failed or cancelled work to run again (``POST /jobs/{id}/retry``); all by default."""
+
+    model_config = _STRICT
+    layers: list[Name] | None = Field(
+        default=None, max_length=64, description="only these layers (names); all when absent"
+    )
+    frames: list[Annotated[int, Field(ge=-1_000_000, le=1_000_000)]] | None = Field(
+        default=None, max_length=MAX_FRAMES_PER_JOB, description="only these frame numbers"
+    )
+
+
+class JobCommandOut(BaseModel):
+    """A pause, resume, cancel or retry: queued by the API, applied by the dispatcher."""
+
+    model_config = _OUT
+    id: int
+    job_id: int
+    action: Literal["pause", "resume", "cancel", "retry"]
+    args: dict[str, Any]
+    requested_by: str
+    reason: str = Field(description="what the rule said when it was requested")
+    created_at: datetime
+    applied_at: datetime | None = Field(description="when the dispatcher applied it; None: queued")
+    result: str = Field(description="what applying it did (tiles cancelled, retried, ...)")
 
 
 class RushUpdate(BaseModel):

@@ -18,7 +18,15 @@ Tile lifecycle::
                                      +---preempted----------+  (rush reclaim; not counted)
 
     RUNNING --inputs_lost--> WAITING     an assemble whose input tiles proved corrupt
+    RUNNING --node_lost--> PENDING       its Ray node died (not counted; the node is recorded)
     DONE --output_lost--> PENDING|FAILED a render tile whose file proved corrupt
+    FAILED|CANCELLED --retried--> PENDING|WAITING   a user asked for it again (new budget)
+    WAITING|PENDING|RUNNING --cancelled--> CANCELLED  a user cancelled the job
+
+Job control (pause, resume, cancel, retry, priority) is a second, job-level set of rules
+(:func:`job_control`): each checks that the action makes sense for the job as it is and returns a
+:class:`JobChange` whose reason goes into the job's event stream; the tile moves it causes go
+through the tile rules above.
 """
 
 from __future__ import annotations
@@ -68,6 +76,10 @@ ALLOWED: frozenset[tuple[TileState, TileState]] = frozenset(
         (TileState.RUNNING, TileState.WAITING),
         (TileState.DONE, TileState.PENDING),
         (TileState.DONE, TileState.FAILED),
+        (TileState.FAILED, TileState.PENDING),
+        (TileState.FAILED, TileState.WAITING),
+        (TileState.CANCELLED, TileState.PENDING),
+        (TileState.CANCELLED, TileState.WAITING),
     }
 )
 """Every legal ``(from, to)`` pair of the tile lifecycle."""
@@ -172,9 +184,98 @@ def on_output_lost(state: TileState, *, attempts: int, max_attempts: int) -> Tra
     )
 
 
+def on_node_lost(state: TileState, *, node: str) -> Transition:
+    """The Ray node running the attempt died: run the tile again, elsewhere, uncounted.
+
+    The tile did nothing wrong, so no attempt is counted; the lost attempt keeps its number and
+    its usage record (with the node), so attempts and usage records still match one to one.
+    """
+    return Transition(state, TileState.PENDING, reason=f"node {node or '?'} was lost; runs again")
+
+
 def on_cancelled(state: TileState, *, by: str) -> Transition:
     """A user cancelled the job."""
     return Transition(state, TileState.CANCELLED, reason=f"cancelled by {by}")
+
+
+def on_retried(state: TileState, *, by: str, ready: bool) -> Transition:
+    """A user retries a failed or cancelled tile: it gets a fresh budget of attempts.
+
+    Args:
+        state: FAILED or CANCELLED.
+        by: who asked.
+        ready: its frame's upstream is done, so it may run at once (else it waits for it).
+    """
+    return Transition(
+        state, TileState.PENDING if ready else TileState.WAITING, reason=f"retried by {by}"
+    )
+
+
+class JobAction(StrEnum):
+    """What a user may do to a whole job while it exists."""
+
+    PAUSE = "pause"
+    """Nothing new is dispatched; what runs finishes."""
+    RESUME = "resume"
+    CANCEL = "cancel"
+    """Every unfinished tile is cancelled; running ones are stopped."""
+    RETRY = "retry"
+    """Failed and cancelled tiles (of some layers or frames) run again with fresh attempts."""
+    PRIORITY = "priority"
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """A job-level change a rule allowed, with the reason kept in the job's events."""
+
+    action: JobAction
+    reason: str
+
+
+def job_control(
+    action: JobAction,
+    *,
+    state: TileState,
+    paused: bool,
+    by: str,
+    retryable: int = 0,
+    priority: int | None = None,
+) -> JobChange:
+    """Whether ``action`` makes sense for a job as it is now; raises IllegalTransition if not.
+
+    Args:
+        action: what the user asked.
+        state: the job's rolled-up state.
+        paused: whether the job is paused now.
+        by: who asked (kept in the reason).
+        retryable: for RETRY, how many tiles or frames the selection would retry.
+        priority: for PRIORITY, the new priority.
+    """
+    finished = state in TERMINAL
+    if action is JobAction.PAUSE:
+        if finished:
+            raise IllegalTransition(f"the job has already ended ({state}); nothing to pause")
+        if paused:
+            raise IllegalTransition("the job is already paused; resume it first")
+        return JobChange(action, f"paused by {by}")
+    if action is JobAction.RESUME:
+        if not paused:
+            raise IllegalTransition("the job is not paused")
+        return JobChange(action, f"resumed by {by}")
+    if action is JobAction.CANCEL:
+        if finished:
+            raise IllegalTransition(f"the job has already ended ({state}); nothing to cancel")
+        return JobChange(action, f"cancelled by {by}")
+    if action is JobAction.RETRY:
+        if retryable <= 0:
+            raise IllegalTransition(
+                "nothing to retry: no failed or cancelled tile in the job (or in the layers and "
+                "frames you named)"
+            )
+        return JobChange(action, f"{retryable} tile(s) or frame(s) retried by {by}")
+    if priority is None:
+        raise IllegalTransition("a priority change needs the new priority (0-100)")
+    return JobChange(action, f"priority set to {priority} by {by}")
 
 
 def rollup(counts: Mapping[TileState, int]) -> TileState:

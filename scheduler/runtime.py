@@ -175,3 +175,22 @@ def pool_capacity() -> dict[str, float]:
         for key, value in ray.cluster_resources().items()
         if key.startswith("pool:")
     }
+
+
+def pool_nodes() -> dict[str, frozenset[str]]:
+    """Ray node ids of the alive nodes of each pool (where a retry may go instead)."""
+    import ray
+
+    nodes: dict[str, set[str]] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        for key in node.get("Resources", {}):
+            if key.startswith("pool:"):
+                nodes.setdefault(key.removeprefix("pool:"), set()).add(node["NodeID"])
+    return {pool: frozenset(ids) for pool, ids in nodes.items()}
+
+
+def avoid_selector(avoid: Sequence[str]) -> dict[str, str]:
+    """Ray's label selector that keeps a task off the nodes ``avoid`` (node ids)."""
+    return {"ray.io/node-id": f"!in({','.join(sorted(avoid))})"}

@@ -252,7 +252,29 @@ class Job(Base):
     rush: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false(), doc="set by an operator; may preempt"
     )
+    paused: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), doc="nothing new is dispatched"
+    )
     layers: Mapped[list[Layer]] = relationship(order_by="Layer.position")
+
+
+class JobCommand(Base):
+    """A user's pause, resume, cancel or retry, queued for the dispatcher (the only writer of
+    tile states), which applies it on its next tick and stamps ``applied_at`` and ``result``."""
+
+    __tablename__ = "job_commands"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"))
+    action: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    result: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Layer(Base):
@@ -325,6 +347,18 @@ class Tile(Base):
     preemptions: Mapped[int] = mapped_column(
         Integer, default=0, server_default="0", doc="times killed to reclaim; never an attempt"
     )
+    forgiven: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        server_default="0",
+        doc="attempts that do not count against max_attempts (node lost, bad input, user retry)",
+    )
+    node_id: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, doc="Ray node id of the last attempt"
+    )
+    avoid_nodes: Mapped[list[Any] | None] = mapped_column(
+        JSON, nullable=True, doc="Ray node ids this tile failed on: its retries go elsewhere"
+    )
     reason: Mapped[str] = mapped_column(Text, default="")
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -364,6 +398,7 @@ class UsageRecord(Base):
     pool: Mapped[str] = mapped_column(String(64))
     node: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     succeeded: Mapped[bool] = mapped_column(default=True)
     wall_seconds: Mapped[float] = mapped_column(Float)
     cpu_seconds: Mapped[float] = mapped_column(Float)
@@ -371,6 +406,7 @@ class UsageRecord(Base):
     cost: Mapped[float] = mapped_column(Float)
     currency: Mapped[str] = mapped_column(String(3))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("tile_id", "attempt", name="uq_usage_tile_attempt"),)
 
 
 class Event(Base):

@@ -407,6 +407,7 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
         message=job.message,
         priority=job.priority,
         rush=job.rush,
+        paused=job.paused,
         layers=layer_outs,
     )
 

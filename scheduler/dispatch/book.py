@@ -37,6 +37,15 @@ class TileBook:
     attempts: int
     output_hash: str | None = None
     preemptions: int = 0
+    forgiven: int = 0
+    """Attempts that do not count against the budget (node lost, bad input, a user's retry)."""
+    avoid: tuple[str, ...] = ()
+    """Ray node ids this tile failed on: its next attempts go to other nodes of the pool."""
+
+    @property
+    def counted(self) -> int:
+        """Attempts that count against ``max_attempts``."""
+        return self.attempts - self.forgiven
 
     @property
     def key(self) -> TileKey:
@@ -98,6 +107,8 @@ class LayerBook:
     downstream: list[LayerBook] = field(default_factory=list)
     reason: str = ""
     """Why its ready tiles wait, as last written to the database."""
+    node_failures: Counter[str] = field(default_factory=Counter)
+    """Failed attempts per Ray node id: a node that fails several is kept off the layer."""
 
     @property
     def first_frame(self) -> FrameBook:
@@ -116,6 +127,7 @@ class JobBook:
     state: TileState
     priority: int = 50
     rush: bool = False
+    paused: bool = False
     layers: dict[str, LayerBook] = field(default_factory=dict)
     counts: Counter[TileState] = field(default_factory=Counter)
     message: str = ""
@@ -137,6 +149,8 @@ class Changes:
     """Tiles planned in this batch (the dispatcher indexes them by id)."""
     studio_of: dict[int, int] = field(default_factory=dict)
     """Job id -> studio id, for the events."""
+    job_events: list[tuple[int, int, str, dict[str, Any]]] = field(default_factory=list)
+    """``(job id, studio id, kind, payload)`` of job-level events (a pause, a cancel ...)."""
 
     def tile(self, tile: TileBook, **values: Any) -> None:
         self.tiles.setdefault(tile.id, {"id": tile.id}).update(values)
@@ -153,7 +167,9 @@ class Changes:
         self.events.setdefault(job.id, []).append([tile.id, tile.state.value, where])
 
     def __bool__(self) -> bool:
-        return bool(self.tiles or self.frames or self.layers or self.jobs or self.events)
+        return bool(
+            self.tiles or self.frames or self.layers or self.jobs or self.events or self.job_events
+        )
 
 
 def move(
@@ -226,6 +242,7 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             m.Job.state,
             m.Job.priority,
             m.Job.rush,
+            m.Job.paused,
             m.Job.message,
         ).where(m.Job.id.in_(job_ids))
     ):
@@ -238,6 +255,7 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             state=TileState(row.state),
             priority=row.priority,
             rush=bool(row.rush),
+            paused=bool(row.paused),
             message=row.message,
         )
     layers: dict[int, LayerBook] = {}
@@ -312,6 +330,8 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             m.Tile.attempts,
             m.Tile.output_hash,
             m.Tile.preemptions,
+            m.Tile.forgiven,
+            m.Tile.avoid_nodes,
         )
         .where(m.Tile.job_id.in_(jobs))
         .order_by(m.Tile.frame_id, m.Tile.index)
@@ -328,6 +348,8 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             attempts=row.attempts,
             output_hash=row.output_hash,
             preemptions=row.preemptions,
+            forgiven=row.forgiven,
+            avoid=tuple(row.avoid_nodes or ()),
         )
         frame.tiles.append(tile)
         frame.counts[tile.state] += 1

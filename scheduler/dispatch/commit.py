@@ -41,7 +41,7 @@ def write(
         (
             {"id": job.id, "state": job.state.value, "finished_at": now}
             if job.state in TERMINAL
-            else {"id": job.id, "state": job.state.value}
+            else {"id": job.id, "state": job.state.value, "finished_at": None}
             for job in changes.jobs.values()
         ),
     )
@@ -133,4 +133,5 @@ def _events(changes: Changes) -> list[tuple[int, int, str, dict[str, Any]]]:
         out.append((job_id, changes.studio_of[job_id], "tiles", {"tiles": tiles}))
     for job in changes.jobs.values():
         out.append((job.id, job.studio_id, "job_state", {"state": job.state.value}))
+    out.extend(changes.job_events)
     return out

@@ -41,6 +41,7 @@ from farm.states import (
 )
 from farm.storage import BlobStore
 from farm.vocab import LayerKind
+from scheduler.dispatch import control
 from scheduler.dispatch.activate import Activator
 from scheduler.dispatch.book import (
     Changes,
@@ -51,7 +52,7 @@ from scheduler.dispatch.book import (
     move,
 )
 from scheduler.dispatch.commit import write
-from scheduler.dispatch.results import InFlight, apply_result, lost
+from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
 from scheduler.dispatch.tasks import TaskBuilder
 from scheduler.dispatch.terms import (
     SAVE_USAGE_EVERY_S,
@@ -74,7 +75,7 @@ from scheduler.plan import (
     plan,
 )
 from scheduler.plan.fit import fitting_pools, slots, unfit_reason
-from scheduler.runtime import pool_capacity, ray_options
+from scheduler.runtime import avoid_selector, pool_capacity, pool_nodes, ray_options
 
 log = logging.getLogger("scheduler.dispatch")
 ACTIVE = [s.value for s in TileState if s not in TERMINAL]
@@ -144,8 +145,11 @@ class Dispatcher:
         self._tile_s: dict[str, float] = {}
         """Per pool: a moving average of attempt wall time, to size the queue kept in Ray."""
         self._capacity: dict[str, float] = {}
+        self._nodes: dict[str, frozenset[str]] = {}
+        """Alive Ray node ids per pool: where a tile that failed on one node may go instead."""
         self._virtual: set[str] = set()
         self._last_job_id = 0
+        self._commands: list[control.Command] = []
         self._at = {
             "terms": -math.inf,
             "jobs": -math.inf,
@@ -251,12 +255,21 @@ class Dispatcher:
         self._refresh(now)
         room = self._has_room()
         gathered = self._gather(timeout_s=0.0 if room or not self._in_flight else self.poll_s)
-        if not gathered and not room and not self._activator and not self._reasons_due(now):
+        commands = self._commands
+        if (
+            not gathered
+            and not room
+            and not commands
+            and not self._activator
+            and not self._reasons_due(now)
+        ):
             return False
+        self._commands = []
         changes = Changes()
         stamp = datetime.now(UTC)
         with self.db.session() as session:
             usage = self._apply(gathered, changes, stamp)
+            self._control(session, commands, changes, stamp)
             moved = self._activator.activate(session, changes)
             self._settle(session, changes)
             submissions = self._dispatch(session, changes, stamp)
@@ -268,7 +281,7 @@ class Dispatcher:
         for flight, task in submissions:
             self._submit(flight, task)
         self._finish(changes)
-        return bool(gathered or moved or submissions)
+        return bool(gathered or moved or submissions or commands)
 
     def _refresh(self, now: float) -> None:
         """New jobs, the terms an operator may have changed, live capacity and usage decay."""
@@ -306,6 +319,7 @@ class Dispatcher:
                 )
                 if new:
                     self._load(session, new)
+                self._commands = control.read_commands(session)
             if usage_due:
                 self._saved_usage_at = now
                 save_usage(session, self._usage, self._owed, datetime.now(UTC))
@@ -314,6 +328,7 @@ class Dispatcher:
         import ray
 
         self._capacity = pool_capacity()
+        self._nodes = pool_nodes()
         resources = ray.cluster_resources()
         has_devices = resources.get("GPU", 0) > 0 or resources.get("NPU", 0) > 0
         self._virtual = (
@@ -336,8 +351,10 @@ class Dispatcher:
         for layer in self._layers.values():
             self._fit(layer)
 
-    def _load(self, session: Any, job_ids: list[int]) -> None:
-        self._last_job_id = max(self._last_job_id, *job_ids)
+    def _load(self, session: Any, job_ids: list[int], *, new: bool = True) -> None:
+        """Read jobs into the book: the new active ones (``new``), or one a command names."""
+        if new:
+            self._last_job_id = max(self._last_job_id, *job_ids)
         for job in load_jobs(session, job_ids):
             self._jobs[job.id] = job
             for layer in job.layers.values():
@@ -354,6 +371,54 @@ class Dispatcher:
         layer.unfit = (
             "" if layer.pools else unfit_reason(layer.requirements, shapes, pool=layer.pool)
         )
+
+    # ------------------------------------------------------------------ job control
+    def _control(
+        self, session: Any, commands: list[control.Command], changes: Changes, stamp: datetime
+    ) -> None:
+        """Apply the users' queued commands in this tick's transaction (``dispatch.control``)."""
+        for command in commands:
+            job = self._jobs.get(command.job_id)
+            if job is None:  # ended (a retry brings it back) or submitted since the last look
+                self._load(session, [command.job_id], new=False)
+                job = self._jobs.get(command.job_id)
+            result = "the job no longer exists"
+            if job is not None:
+                paused = job.paused
+                result = control.apply(
+                    command, job, changes, stop=self._stop_tile, activator=self._activator
+                )
+                if job.paused != paused:
+                    session.execute(
+                        update(m.Job).where(m.Job.id == job.id).values(paused=job.paused)
+                    )
+                changes.jobs[job.id] = job  # written, and forgotten again if it stays ended
+                changes.job_events.append(
+                    (
+                        job.id,
+                        job.studio_id,
+                        "job_control",
+                        {
+                            "action": command.action.value,
+                            "reason": command.reason,
+                            "result": result,
+                            "command": command.id,
+                        },
+                    )
+                )
+            session.execute(
+                update(m.JobCommand)
+                .where(m.JobCommand.id == command.id)
+                .values(applied_at=stamp, result=result)
+            )
+
+    def _stop_tile(self, tile: TileBook) -> None:
+        """Stop a cancelled tile's attempt; its result is then only recorded (usage)."""
+        ref = self._by_tile.get(tile.id)
+        flight = self._in_flight.get(ref) if ref is not None else None
+        if flight is not None:
+            flight.cancelled = True
+            self._cancel(ref)
 
     # ------------------------------------------------------------------ activation
     def _settle(self, session: Any, changes: Changes) -> None:
@@ -415,7 +480,7 @@ class Dispatcher:
     def _works(self) -> list[Work]:
         works = []
         for layer in self._layers.values():
-            if not layer.ready:
+            if not layer.ready or layer.job.paused:
                 continue
             job = layer.job
             req = layer.requirements
@@ -474,7 +539,8 @@ class Dispatcher:
         latest with the once-a-second reasons, so a rush job waits at most that long.)"""
         free = {name for name, pool in self._pool_states().items() if pool.free > 0}
         return any(
-            layer.ready and not free.isdisjoint(layer.pools) for layer in self._layers.values()
+            layer.ready and not layer.job.paused and not free.isdisjoint(layer.pools)
+            for layer in self._layers.values()
         )
 
     def _reasons_due(self, now: float) -> bool:
@@ -551,10 +617,34 @@ class Dispatcher:
             remote = self._remotes[(layer.id, flight.pool)] = self._remote.options(
                 max_retries=0, **options
             )
+        avoid = self._avoid(flight)
         try:
+            if avoid:
+                shape = self._terms.pools[flight.pool]
+                options = ray_options(
+                    layer.requirements, shape, virtual=flight.pool in self._virtual
+                )
+                remote = self._remote.options(
+                    max_retries=0, label_selector=avoid_selector(avoid), **options
+                )
             return remote.remote(task, self._store_ref)
         except Exception as exc:  # Ray refused it: an attempt that failed at once
             return _Refused(exc)
+
+    def _avoid(self, flight: InFlight) -> tuple[str, ...]:
+        """Nodes this attempt should not run on: where its tile failed, and nodes that failed
+        several tiles of its layer; none when that would leave the pool no node at all."""
+        tile = flight.tile
+        layer = tile.frame.layer
+        if not tile.avoid and not layer.node_failures:
+            return ()
+        bad = set(tile.avoid)
+        bad.update(n for n, count in layer.node_failures.items() if count >= NODE_FAILURES_TO_AVOID)
+        alive = self._nodes.get(flight.pool, frozenset())
+        bad &= alive
+        if not bad or bad >= alive:
+            return ()
+        return tuple(sorted(bad))
 
     def _hold(self, flight: InFlight) -> None:
         """Count the attempt's slots and licence seats from the moment it is decided."""
@@ -595,6 +685,8 @@ class Dispatcher:
         changes: dict[int, str] = {}
         for layer in self._layers.values():
             reason = waiting.get((layer.job.id, layer.id), "")
+            if layer.job.paused and layer.ready:
+                reason = "job paused"
             if reason != layer.reason:
                 layer.reason = reason
                 changes[layer.id] = reason

@@ -7,6 +7,7 @@ These functions only change the book and a :class:`Changes`; the dispatcher writ
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from farm.states import (
     TileState,
     on_attempt_failed,
     on_inputs_lost,
+    on_node_lost,
     on_output_lost,
     on_preempted,
     on_succeeded,
@@ -28,6 +30,9 @@ from scheduler.executors.base import TileResult
 
 Prices = Mapping[str, tuple[float, int, str]]
 """Pool -> (price per node-hour, cores per node, currency)."""
+NODE_FAILURES_TO_AVOID = 3
+"""Failed attempts of one layer on one node after which that node is kept off the layer."""
+_NODE_ID = re.compile(r"\b[0-9a-f]{56}\b")
 
 
 @dataclass(slots=True)
@@ -44,20 +49,39 @@ class InFlight:
     backfill: bool
     preempted: str = ""
     """Why it was stopped, when the planner preempted it."""
+    cancelled: bool = False
+    """Its job was cancelled: the tile is already CANCELLED; only its usage is left to record."""
 
 
 def lost(flight: InFlight, exc: BaseException) -> TileResult:
-    """A failed attempt for a task whose result never came back (worker or node lost)."""
-    first_line = (str(exc).splitlines() or [""])[0][:300]
+    """A failed attempt for a task whose result never came back (worker or node lost).
+
+    A dead node (Ray's ``NodeDiedError``) is not the tile's fault: the result says so, with
+    the node's id when Ray's message names it.
+    """
+    text = str(exc)
+    first_line = (text.splitlines() or [""])[0][:300]
+    node_lost = _is_node_died(exc)
+    found = _NODE_ID.search(text) if node_lost else None
     return TileResult(
         tile_id=flight.tile.id,
         attempt=flight.attempt,
         ok=False,
         node="?",
+        node_id=found.group(0) if found else "",
+        node_lost=node_lost,
         wall_seconds=time.monotonic() - flight.started,
         cpu_seconds=0.0,
         error=f"{type(exc).__name__}: {first_line}".rstrip(": "),
     )
+
+
+def _is_node_died(exc: BaseException) -> bool:
+    try:
+        from ray.exceptions import NodeDiedError
+    except ImportError:  # pragma: no cover - ray is a server dependency
+        return False
+    return isinstance(exc, NodeDiedError)
 
 
 def apply_result(
@@ -72,8 +96,12 @@ def apply_result(
 ) -> dict[str, Any] | None:
     """Record one attempt's outcome; returns its usage row (None when nothing was used up)."""
     tile = flight.tile
+    if flight.cancelled:
+        # Its job was cancelled while it ran: the attempt used its slot, so it is recorded and
+        # billed, and nothing moves (the tile is CANCELLED, or already retried).
+        return usage_row(flight, result, prices, now)
     if tile.state != TileState.RUNNING or tile.attempts != result.attempt:
-        return None  # stale: the tile was requeued or cancelled meanwhile
+        return None  # stale: the tile was requeued meanwhile (its attempt was never counted)
     if flight.preempted and not result.ok:
         tile.attempts -= 1
         tile.preemptions += 1
@@ -87,20 +115,29 @@ def apply_result(
         "wall_seconds": result.wall_seconds,
         "cpu_seconds": result.cpu_seconds,
     }
+    if result.node_id:
+        values["node_id"] = result.node_id
     layer = tile.frame.layer
     if result.ok:
         _succeeded(tile, result, changes, values)
+    elif result.node_lost:
+        tile.forgiven += 1  # the node died, not the tile: keep the number, not the count
+        change = on_node_lost(tile.state, node=result.node_id[:12])
+        move(tile, change, changes, where=result.node_id[:12], forgiven=tile.forgiven, **values)
+        layer.ready.add([tile.key])
+        return usage_row(flight, result, prices, now, billed=False)
     elif result.corrupt_input_tiles:
-        tile.attempts -= 1  # the assemble itself did nothing wrong
+        tile.forgiven += 1  # the assemble itself did nothing wrong
         change = on_inputs_lost(tile.state, tiles=len(result.corrupt_input_tiles))
-        move(tile, change, changes, where=result.node, attempts=tile.attempts, **values)
+        move(tile, change, changes, where=result.node, forgiven=tile.forgiven, **values)
         set_frame_state(tile.frame, TileState.WAITING, changes)
         for bad_id in result.corrupt_input_tiles:
             _output_lost(tiles.get(bad_id), changes, max_attempts=max_attempts)
     else:
+        _failed_on(tile, result.node_id, changes)
         change = on_attempt_failed(
             tile.state,
-            attempts=tile.attempts,
+            attempts=tile.counted,
             max_attempts=max_attempts,
             error=result.error or "unknown error",
         )
@@ -108,6 +145,17 @@ def apply_result(
         if change.after == TileState.PENDING:
             layer.ready.add([tile.key])
     return usage_row(flight, result, prices, now)
+
+
+def _failed_on(tile: TileBook, node_id: str, changes: Changes) -> None:
+    """Remember the node a tile failed on: its retry, and after several failures the whole
+    layer, go to other nodes of the pool (the dispatcher drops the rule when no other is up)."""
+    if not node_id:
+        return
+    if node_id not in tile.avoid:
+        tile.avoid = (*tile.avoid, node_id)
+        changes.tile(tile, avoid_nodes=list(tile.avoid))
+    tile.frame.layer.node_failures[node_id] += 1
 
 
 def _succeeded(
@@ -138,7 +186,7 @@ def _output_lost(tile: TileBook | None, changes: Changes, *, max_attempts: int) 
     """A done render tile's file proved corrupt: render it again (or fail it)."""
     if tile is None or tile.state != TileState.DONE:
         return
-    change = on_output_lost(tile.state, attempts=tile.attempts, max_attempts=max_attempts)
+    change = on_output_lost(tile.state, attempts=tile.counted, max_attempts=max_attempts)
     tile.output_hash = None
     move(tile, change, changes, output_hash=None)
     if change.after == TileState.PENDING:
@@ -146,9 +194,13 @@ def _output_lost(tile: TileBook | None, changes: Changes, *, max_attempts: int) 
 
 
 def usage_row(
-    flight: InFlight, result: TileResult, prices: Prices, now: datetime
+    flight: InFlight, result: TileResult, prices: Prices, now: datetime, *, billed: bool = True
 ) -> dict[str, Any]:
-    """The usage record of one attempt: what cost reports and budgets add up."""
+    """The usage record of one attempt: what cost reports and budgets add up.
+
+    An attempt lost with its node is recorded (attempts and records match one to one) but not
+    billed: the studio did not cause it.
+    """
     layer = flight.tile.frame.layer
     job = layer.job
     price, cpus, currency = prices.get(flight.pool, (0.0, 1, "USD"))
@@ -162,6 +214,7 @@ def usage_row(
         "department": layer.spec.effective_department,
         "pool": flight.pool,
         "node": result.node,
+        "node_id": result.node_id or None,
         "attempt": result.attempt,
         "succeeded": result.ok,
         "wall_seconds": result.wall_seconds,
@@ -169,7 +222,9 @@ def usage_row(
         "node_hours": node_hours(result.wall_seconds, slots=flight.slots, cpus_per_node=cpus),
         "cost": attempt_cost(
             result.wall_seconds, slots=flight.slots, cpus_per_node=cpus, price_per_node_hour=price
-        ),
+        )
+        if billed
+        else 0.0,
         "currency": currency,
         "finished_at": now,
     }

@@ -68,6 +68,10 @@ class TileResult:
     node: str
     wall_seconds: float
     cpu_seconds: float
+    node_id: str = ""
+    """Ray's id of the node (host names repeat across a cluster's containers; ids do not)."""
+    node_lost: bool = False
+    """The attempt never came back because its node died: not the tile's fault."""
     output_hash: str | None = None
     error: str | None = None
     """One line saying why the attempt failed (``ok`` is False)."""
@@ -109,6 +113,16 @@ def node_name() -> str:
     return socket.gethostname()[:48]
 
 
+def ray_node_id() -> str:
+    """Ray's id of the node this worker runs on ("" outside Ray)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id() or "")
+    except Exception:  # not in a Ray worker (a test calling run_tile directly)
+        return ""
+
+
 @contextmanager
 def scratch_file(store_root_hint: str | None, suffix: str) -> Iterator[str]:
     """A temp file path that is removed afterwards, whatever happens."""
@@ -134,6 +148,7 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
     started = time.perf_counter()
     cpu_started = time.process_time()
     node = node_name()
+    node_id = ray_node_id()
     try:
         executor = EXECUTORS[task.kind]
         out = executor(task, store)
@@ -146,6 +161,7 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
             attempt=task.attempt,
             ok=ok,
             node=node,
+            node_id=node_id,
             wall_seconds=time.perf_counter() - started,
             cpu_seconds=time.process_time() - cpu_started,
             output_hash=out.output_hash,
@@ -161,6 +177,7 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
             attempt=task.attempt,
             ok=False,
             node=node,
+            node_id=node_id,
             wall_seconds=time.perf_counter() - started,
             cpu_seconds=time.process_time() - cpu_started,
             error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
