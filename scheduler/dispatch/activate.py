@@ -93,7 +93,8 @@ class Activator:
 
 
 def _activate_frame(session: Session, frame: FrameBook, changes: Changes) -> int:
-    if frame.state != TileState.WAITING:
+    # A frame waits as a whole, or some of its tiles wait for an input made again.
+    if frame.state != TileState.WAITING and not frame.counts[TileState.WAITING]:
         return 0
     layer = frame.layer
     upstream = [layer.job.layers[dep].frames[frame.number] for dep in layer.depends_on]

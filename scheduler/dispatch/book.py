@@ -41,6 +41,9 @@ class TileBook:
     """Attempts that do not count against the budget (node lost, bad input, a user's retry)."""
     avoid: tuple[str, ...] = ()
     """Ray node ids this tile failed on: its next attempts go to other nodes of the pool."""
+    done_at: float = 0.0
+    """When (monotonic) its last attempt succeeded in this process: an input found damaged by
+    an attempt that started before then was already made again."""
 
     @property
     def counted(self) -> int:
@@ -147,6 +150,10 @@ class Changes:
     """Per job: ``[tile id, state, pool or node]`` of every tile that changed, in order."""
     new_tiles: list[TileBook] = field(default_factory=list)
     """Tiles planned in this batch (the dispatcher indexes them by id)."""
+    voided: list[tuple[int, int]] = field(default_factory=list)
+    """``(tile id, attempt)`` of successes whose output proved lost: failed after all."""
+    offers: list[FrameBook] = field(default_factory=list)
+    """Frames whose waiting tiles may run once their inputs exist again (the activator's)."""
     studio_of: dict[int, int] = field(default_factory=dict)
     """Job id -> studio id, for the events."""
     job_events: list[tuple[int, int, str, dict[str, Any]]] = field(default_factory=list)

@@ -53,6 +53,13 @@ def write(
         connection.execute(EVENTS.insert(), events)
     if usage:
         insert_rows(connection, USAGE, usage)
+    if changes.voided:
+        connection.execute(
+            USAGE.update()
+            .where(USAGE.c.tile_id == bindparam("t"), USAGE.c.attempt == bindparam("a"))
+            .values(succeeded=False),
+            [{"t": tile_id, "a": attempt} for tile_id, attempt in changes.voided],
+        )
 
 
 def update_rows(connection: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:

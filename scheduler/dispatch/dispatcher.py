@@ -238,10 +238,15 @@ class Dispatcher:
         deadline = time.monotonic() + timeout_s
         while True:
             self.tick()
-            if not self._in_flight and not wanted & set(self._jobs):
+            if not self._in_flight and not wanted & set(self._jobs) and not self._commands:
                 with self.db.session() as session:
                     states = session.scalars(select(m.Job.state).where(m.Job.id.in_(wanted)))
-                    if all(TileState(s) in TERMINAL for s in states):
+                    queued = session.scalar(  # a retry may bring an ended job back
+                        select(m.JobCommand.id).where(
+                            m.JobCommand.job_id.in_(wanted), m.JobCommand.applied_at.is_(None)
+                        )
+                    )
+                    if queued is None and all(TileState(s) in TERMINAL for s in states):
                         return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"jobs {sorted(wanted)} did not finish in {timeout_s} s")
@@ -423,6 +428,8 @@ class Dispatcher:
     # ------------------------------------------------------------------ activation
     def _settle(self, session: Any, changes: Changes) -> None:
         """Cascade within the batch: a frame that ended may let (or stop) its downstream frames."""
+        for frame in changes.offers:
+            self._activator.offer(frame)
         seen = 0
         while seen < len(changes.finished_frames):
             for frame in changes.finished_frames[seen:]:
@@ -669,14 +676,19 @@ class Dispatcher:
             self._cancel(ref)
 
     def _cancel(self, ref: Any) -> None:
-        """Ask Ray to stop an attempt (KeyboardInterrupt in the worker; its result is an error).
+        """Stop an attempt: Ray kills its worker process (``force=True``); its result is then an
+        error that the dispatcher records as preempted or cancelled, never as a failure.
 
+        Not the polite ``force=False``: that raises KeyboardInterrupt wherever the task is,
+        and a worker interrupted inside an import (numba's, on its first tile) keeps a half-
+        imported module, so every later tile on that worker failed with "module 'numba' has
+        no attribute 'core'". A fresh worker costs a second; a poisoned one costs tiles.
         A task that finishes first keeps its result: the tile is then done, nothing is lost.
         """
         import ray
 
         if not isinstance(ref, _Refused):
-            ray.cancel(ref, force=False)
+            ray.cancel(ref, force=True)
 
     def _write_reasons(self, session: Any, waiting: dict[tuple[int, int], str]) -> None:
         """Why each layer's ready tiles wait: on the layer row (the API shows it on each of its

@@ -127,12 +127,18 @@ def apply_result(
         layer.ready.add([tile.key])
         return usage_row(flight, result, prices, now, billed=False)
     elif result.corrupt_input_tiles:
-        tile.forgiven += 1  # the assemble itself did nothing wrong
+        # The tile did nothing wrong: its input is gone or damaged. The tiles that wrote it run
+        # again (unless they already did since this attempt started) and this one waits.
+        tile.forgiven += 1
         change = on_inputs_lost(tile.state, tiles=len(result.corrupt_input_tiles))
         move(tile, change, changes, where=result.node, forgiven=tile.forgiven, **values)
-        set_frame_state(tile.frame, TileState.WAITING, changes)
+        if tile.frame.state != TileState.RUNNING:
+            set_frame_state(tile.frame, TileState.WAITING, changes)
         for bad_id in result.corrupt_input_tiles:
-            _output_lost(tiles.get(bad_id), changes, max_attempts=max_attempts)
+            bad = tiles.get(bad_id)
+            if bad is not None and bad.done_at < flight.started:
+                _output_lost(bad, changes, max_attempts=max_attempts)
+        changes.offers.append(tile.frame)
     else:
         _failed_on(tile, result.node_id, changes)
         change = on_attempt_failed(
@@ -179,6 +185,7 @@ def _succeeded(
             output_hash=result.output_hash,
         )
     change = on_succeeded(tile.state)
+    tile.done_at = time.monotonic()
     move(tile, change, changes, where=result.node, output_hash=result.output_hash, **values)
 
 
@@ -187,6 +194,7 @@ def _output_lost(tile: TileBook | None, changes: Changes, *, max_attempts: int) 
     if tile is None or tile.state != TileState.DONE:
         return
     change = on_output_lost(tile.state, attempts=tile.counted, max_attempts=max_attempts)
+    changes.voided.append((tile.id, tile.attempts))  # its usage record: failed after all
     tile.output_hash = None
     move(tile, change, changes, output_hash=None)
     if change.after == TileState.PENDING:

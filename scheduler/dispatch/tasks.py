@@ -60,7 +60,12 @@ class TaskBuilder:
         if layer.kind is LayerKind.PARTICLE_SIM:
             extra["inputs"] = {"seed": context.asset_hash or ""}
         elif layer.kind is LayerKind.PARTICLE_RENDER:
-            extra["inputs"] = {"cache": context.asset_hash or _sim_cache(layer, frame)}
+            if context.asset_hash:
+                extra["inputs"] = {"cache": context.asset_hash}
+            else:
+                sim = _upstream(layer, LayerKind.PARTICLE_SIM).frames[frame.number]
+                extra["inputs"] = {"cache": sim.output_hash or ""}
+                extra["producers"] = {"cache": sim.tiles[0].id}
         elif layer.kind is LayerKind.ASSEMBLE:
             extra = self._assemble_inputs(session, layer, frame, context)
         return TileTask(
@@ -149,12 +154,6 @@ class TaskBuilder:
                 "delta/submitted_by": submitted_by or "",
             },
         }
-
-
-def _sim_cache(layer: LayerBook, frame: FrameBook) -> str:
-    """A render without its own cache asset reads the frame cache its sim layer wrote."""
-    sim = _upstream(layer, LayerKind.PARTICLE_SIM)
-    return sim.frames[frame.number].output_hash or ""
 
 
 def _upstream(layer: LayerBook, kind: LayerKind) -> LayerBook:

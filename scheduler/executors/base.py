@@ -47,6 +47,9 @@ class TileTask:
     layer_spec: dict[str, Any]
     camera: dict[str, Any]
     inputs: dict[str, str] = field(default_factory=dict)
+    producers: dict[str, int] = field(default_factory=dict)
+    """Input name -> id of the tile of this job that wrote it (a sim frame's cache): when the
+    input proves missing or damaged, that tile runs again instead of this one failing."""
     """Named input blobs by hash: ``seed`` (sim), ``cache`` (render)."""
     input_tiles: tuple[InputTile, ...] = ()
     """Assemble only: the render tiles of this frame."""
@@ -76,7 +79,7 @@ class TileResult:
     error: str | None = None
     """One line saying why the attempt failed (``ok`` is False)."""
     corrupt_input_tiles: tuple[int, ...] = ()
-    """Assemble only: ids of input tiles whose files were missing or corrupt (re-render them)."""
+    """Ids of the tiles that wrote inputs found missing or corrupt (they run again first)."""
     outputs: dict[str, str] = field(default_factory=dict)
     """Extra outputs by name: ``exr``, ``preview`` paths for an assemble."""
     metrics: dict[str, float] = field(default_factory=dict)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
+from farm.errors import InvalidSpec, NotFound
 from farm.exr.assemble import write_tile
 from farm.particles.cache import prepare_frame, read_cache, validate_frame, write_cache
 from farm.particles.camera import Camera
@@ -49,9 +52,15 @@ def run_particle_render(task: TileTask, store: BlobStore) -> ExecutorOutput:
     """Render the tile's render rectangle (its rect plus overscan) into an uncompressed tile EXR."""
     camera = Camera.model_validate(task.camera)
     aovs = [AOV(a) for a in task.layer_spec.get("aovs", list(AOV))]
-    with store.local_path(task.inputs["cache"]) as cache_path:
-        cache = read_cache(cache_path)
-        frame = cache.frame(task.frame)
+    with contextlib.ExitStack() as stack:
+        try:
+            cache_path = stack.enter_context(store.local_path(task.inputs["cache"]))
+            frame = read_cache(cache_path).frame(task.frame)
+        except (NotFound, InvalidSpec):
+            producer = task.producers.get("cache")
+            if producer is None:  # a published cache asset: nothing here can make it again
+                raise
+            return ExecutorOutput(output_hash=None, corrupt_input_tiles=(producer,))
         channels = render_rect(
             frame,
             camera,

@@ -30,6 +30,7 @@ from farm.vocab import AOV_CHANNELS
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.tiles import CostMap, TilePlan, balanced_plan
 from tests.factories import job_spec, make_shot, make_studio, write_seed
+from tests.invariants import assert_tiles_accounted
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
@@ -195,10 +196,15 @@ def test_a_corrupt_tile_file_is_rendered_again_never_assembled(farm: Farm, tmp_p
         failed = session.scalars(
             select(m.UsageRecord).where(m.UsageRecord.succeeded.is_(False))
         ).all()
-        assert {u.tile_id for u in failed} == {tiles_of(db, job_id, "comp", 1)[0].id}
+        # The assemble that found them (forgiven, not the comp's fault) and the two render
+        # attempts whose output proved lost: failed after all, so each tile has one success.
+        comp = tiles_of(db, job_id, "comp", 1)[0].id
+        assert {u.tile_id for u in failed} == {comp, victim.id, missing.id}
+        assert {u.attempt for u in failed if u.tile_id != comp} == {1}
+    assert_tiles_accounted(db, job_id)
 
 
-def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(
+def test_a_damaged_sim_cache_runs_its_sim_frame_again_not_its_renders(
     farm: Farm, tmp_path: Path
 ) -> None:
     db, store, out = farm
@@ -212,21 +218,49 @@ def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(
             and frame_state(db, job_id, "sim", 1) == "done"
         ),
     )
-    store.delete(tiles_of(db, job_id, "sim", 2)[0].output_hash or "")  # frame 2's cache is lost
+    sim = tiles_of(db, job_id, "sim", 2)[0]
+    store.delete(sim.output_hash or "")  # frame 2's cache is lost after its sim finished
     dispatcher.gated = set()
     dispatcher.run_until_done([job_id], timeout_s=120)
-    assert frame_state(db, job_id, "render", 2) == "failed"
+    with db.session() as session:
+        assert session.get_one(m.Job, job_id).state == "done"
+        report = check_job_frames(session, 1, job_id)
+    assert report.frames_checked == 2 and not report.problems
+    # The sim frame ran again (one attempt more); the renders that found the cache gone are
+    # forgiven, so none failed for good and none used up its budget of 2.
+    again = tiles_of(db, job_id, "sim", 2)[0]
+    assert again.attempts == 2 and again.output_hash == sim.output_hash
+    renders = tiles_of(db, job_id, "render", 2)
+    assert all(t.state == "done" and t.attempts - t.forgiven == 1 for t in renders)
+    assert any(t.forgiven >= 1 for t in renders)
+    assert_tiles_accounted(db, job_id)
+
+
+def test_a_tile_that_keeps_failing_blocks_its_frame_and_is_reported(
+    farm: Farm, tmp_path: Path
+) -> None:
+    db, store, out = farm
+    job_id, spec = submit(db, store, tmp_path, frames=(1, 2), grid=(2, 1))
+    dispatcher = Dispatcher(db, store, out, max_attempts=2)
+    seed = seed_hash(db, spec)
+    store.delete(seed)  # the published seed asset is gone: no tile of this job can make it
+    dispatcher.run_until_done([job_id], timeout_s=120)
+    assert frame_state(db, job_id, "sim", 2) == "failed"
+    assert frame_state(db, job_id, "render", 2) == "cancelled"
     assert frame_state(db, job_id, "comp", 2) == "cancelled"
-    assert frame_state(db, job_id, "comp", 1) == "done"
-    failed = tiles_of(db, job_id, "render", 2)
+    failed = tiles_of(db, job_id, "sim", 2)
     assert all(t.state == "failed" and t.attempts == 2 for t in failed)
     assert all("failed 2 times" in t.reason and "not in the store" in t.reason for t in failed)
     with db.session() as session:
         assert session.get_one(m.Job, job_id).state == "failed"
-        report = check_job_frames(session, 1, job_id)
-    assert report.frames_checked == 2
-    assert [p.frame for p in report.problems] == [2]
-    assert "missing" in report.problems[0].problem
+    assert_tiles_accounted(db, job_id)
+
+
+def seed_hash(db: Database, spec: schemas.JobSpec) -> str:
+    """The content hash of the seed asset the job's sim layer reads."""
+    version = next(layer.input_asset_version for layer in spec.layers if layer.name == "sim")
+    with db.session() as session:
+        return session.get_one(m.AssetVersion, version).content_hash
 
 
 def test_restart_requeues_tiles_left_running(farm: Farm, tmp_path: Path) -> None:
@@ -457,10 +491,13 @@ def test_a_failed_first_frame_does_not_hold_an_adaptive_layer_forever(
     dispatcher = GatedDispatcher(db, store, out, max_attempts=1)
     dispatcher.gated = {"h100"}
     tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 1) == "done")
-    store.delete(tiles_of(db, job_id, "sim", 1)[0].output_hash or "")  # frame 1 will fail
+    # Frame 1's cache is lost: its renders send the sim frame back, which has no attempt left
+    # (max_attempts=1), so it fails and the first render frame ends cancelled.
+    store.delete(tiles_of(db, job_id, "sim", 1)[0].output_hash or "")
     dispatcher.gated = set()
     dispatcher.run_until_done([job_id], timeout_s=120)
-    assert frame_state(db, job_id, "render", 1) == "failed"
+    assert frame_state(db, job_id, "sim", 1) == "failed"
+    assert frame_state(db, job_id, "render", 1) == "cancelled"
     assert frame_state(db, job_id, "render", 2) == "done"
     assert frame_state(db, job_id, "comp", 2) == "done"
 

@@ -20,7 +20,13 @@ from farm.storage import DiskStore
 from farm.vocab import Role
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.factories import make_studio
-from tests.integration.test_dispatch import GatedDispatcher, frame_state, submit, tiles_of
+from tests.integration.test_dispatch import (
+    GatedDispatcher,
+    frame_state,
+    seed_hash,
+    submit,
+    tiles_of,
+)
 from tests.integration.test_fair_share_farm import job_row, job_tiles, noop_job, tick_until
 from tests.invariants import assert_tiles_accounted
 
@@ -162,40 +168,46 @@ def test_retry_runs_failed_frames_again_with_a_fresh_budget(
     farm: Farm, api: TestClient, tmp_path: Path
 ) -> None:
     db, store, out = farm
-    job_id, _ = submit(db, store, tmp_path, frames=(1, 2), grid=(2, 1))
-    dispatcher = GatedDispatcher(db, store, out, max_attempts=2)
-    dispatcher.gated = {"h100"}
-    tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 2) == "done")
-    cache = tiles_of(db, job_id, "sim", 2)[0].output_hash or ""
-    with store.local_path(cache) as path:
+    job_id, spec = submit(db, store, tmp_path, frames=(1, 2), grid=(2, 1))
+    dispatcher = Dispatcher(db, store, out, max_attempts=2)
+    seed = seed_hash(db, spec)
+    with store.local_path(seed) as path:
         kept = Path(path).read_bytes()
-    store.delete(cache)  # frame 2's renders fail twice, its comp is cancelled, the job fails
-    dispatcher.gated = set()
+    store.delete(seed)  # every sim frame fails twice, all else is cancelled: the job fails
     dispatcher.run_until_done([job_id], timeout_s=120)
     assert job_row(db, job_id).state == "failed"
+    assert frame_state(db, job_id, "sim", 2) == "failed"
     assert frame_state(db, job_id, "comp", 2) == "cancelled"
     headers = {"Authorization": f"Bearer {_token(db)}"}
     unknown = api.post(f"/jobs/{job_id}/retry", json={"layers": ["nope"]}, headers=headers)
     assert unknown.status_code == 422 and "no layer named 'nope'" in unknown.json()["message"]
-    none = api.post(f"/jobs/{job_id}/retry", json={"frames": [1]}, headers=headers)
+    none = api.post(f"/jobs/{job_id}/retry", json={"frames": [7]}, headers=headers)
     assert none.status_code == 409, (
         none.json(),
         [(t.layer_id, t.frame_id, t.state) for t in job_tiles(db, job_id)],
     )
     assert "nothing to retry" in none.json()["message"]
 
-    assert store.put_bytes(kept).content_hash == cache  # the cache is back
+    assert store.put_bytes(kept).content_hash == seed  # the seed is back
     response = api.post(f"/jobs/{job_id}/retry", json={"frames": [2]}, headers=headers)
     assert response.status_code == 202, response.text
     assert "retried" in response.json()["reason"]
     dispatcher.run_until_done([job_id], timeout_s=120)
+    assert job_row(db, job_id).state == "failed"  # frame 1 was not retried
+    assert frame_state(db, job_id, "comp", 2) == "done", [
+        (t.layer_id, t.frame_id, t.state, t.attempts, t.reason) for t in job_tiles(db, job_id)
+    ] + [(s, frame_state(db, job_id, s, n)) for s in ("sim", "render", "comp") for n in (1, 2)]
+    sims = tiles_of(db, job_id, "sim", 2)
+    assert all(t.state == "done" and t.attempts == 3 and t.forgiven == 2 for t in sims)
+    assert frame_state(db, job_id, "sim", 1) == "failed"
+
+    response = api.post(f"/jobs/{job_id}/retry", headers=headers)  # everything left
+    assert response.status_code == 202, response.text
+    dispatcher.run_until_done([job_id], timeout_s=120)
     assert job_row(db, job_id).state == "done"
     assert job_row(db, job_id).finished_at is not None
-    renders = tiles_of(db, job_id, "render", 2)
-    assert all(t.state == "done" and t.attempts == 3 and t.forgiven == 2 for t in renders)
-    assert frame_state(db, job_id, "comp", 2) == "done"
     assert_tiles_accounted(db, job_id)
-    assert [e["action"] for e in events(db, job_id, "job_control")] == ["retry"]
+    assert [e["action"] for e in events(db, job_id, "job_control")] == ["retry", "retry"]
 
 
 def _token(db: Database) -> str:
