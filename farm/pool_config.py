@@ -89,6 +89,29 @@ class PoolSpec(BaseModel):
         )
 
 
+class StudioLimits(BaseModel):
+    """What one studio may ask of the farm at once (``[limits]``, ``[limits.studios.NAME]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_job_frames: int = Field(default=100_000, ge=1, le=100_000, description="frames in one job")
+    max_pending_tiles: int = Field(
+        default=5_000_000,
+        ge=1,
+        description="tiles of the studio's unfinished jobs, this one included (base tiling)",
+    )
+
+
+class Limits(StudioLimits):
+    """Farm-wide limits, with per-studio overrides by studio name."""
+
+    studios: dict[str, StudioLimits] = Field(default_factory=dict)
+
+    def of(self, studio: str) -> StudioLimits:
+        """The limits that apply to ``studio``."""
+        return self.studios.get(studio, self)
+
+
 class FarmConfig(BaseModel):
     """The whole pools file: the pools (at least one, unique names) and licence counts."""
 
@@ -98,6 +121,7 @@ class FarmConfig(BaseModel):
     licences: dict[LicenceName, int] = Field(
         default_factory=dict, description="name -> seats; ``houdini = 20`` or ``{ count = 20 }``"
     )
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("licences", mode="before")
     @classmethod

@@ -280,19 +280,35 @@ class JobSpec(BaseModel):
     def layer(self, name: str) -> LayerSpec:
         return next(layer for layer in self.layers if layer.name == name)
 
+    @property
+    def frame_count(self) -> int:
+        return self.frames.last - self.frames.first + 1
 
-def _check_tile_count(i: int, layer: LayerSpec, resolution: Resolution) -> None:
+    @property
+    def tile_estimate(self) -> int:
+        """Tiles the whole job will run (at its base tiling): what studio limits count."""
+        per_frame = sum(tiles_per_frame(layer, self.resolution) for layer in self.layers)
+        return self.frame_count * per_frame
+
+
+def tiles_per_frame(layer: LayerSpec, resolution: Resolution) -> int:
+    """How many tiles one frame of ``layer`` is cut into (the base grid of adaptive tiling)."""
     tiling = layer.tiles
     if tiling is None:
-        return
+        return 1
     if tiling.balanced is not None:
-        return  # bounded by the field itself
+        return tiling.balanced
     if tiling.cols is not None and tiling.rows is not None:
-        count = tiling.cols * tiling.rows
-    else:
-        assert tiling.tile_width is not None and tiling.tile_height is not None
-        cols = math.ceil(resolution.width / tiling.tile_width)
-        count = cols * math.ceil(resolution.height / tiling.tile_height)
+        return tiling.cols * tiling.rows
+    assert tiling.tile_width is not None and tiling.tile_height is not None
+    cols = math.ceil(resolution.width / tiling.tile_width)
+    return cols * math.ceil(resolution.height / tiling.tile_height)
+
+
+def _check_tile_count(i: int, layer: LayerSpec, resolution: Resolution) -> None:
+    if layer.tiles is None or layer.tiles.balanced is not None:
+        return  # one tile, or bounded by the field itself
+    count = tiles_per_frame(layer, resolution)
     if count > MAX_TILES_PER_FRAME:
         raise ValueError(
             f"layers[{i}].tiles: {count:,} tiles per frame is more than the "
@@ -435,6 +451,9 @@ class LayerOut(BaseModel):
     state: TileState
     waiting: str = Field(default="", description="why its ready tiles wait, in words")
     tile_counts: dict[TileState, int]
+    frames_total: int = Field(
+        default=0, description="frames of the layer; those not in 'frames' yet are waiting"
+    )
     frames: list[FrameOut]
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.db.session import Database
+from farm.pool_config import Limits
 from farm.settings import Settings
 from farm.storage import BlobStore, DiskStore
 
@@ -17,6 +18,8 @@ class FarmContext:
     db: Database
     store: BlobStore
     output_root: Path
+    limits: Limits = field(default_factory=Limits)
+    """What each studio may submit (``[limits]`` of the pools file)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FarmContext:
@@ -30,4 +33,9 @@ class FarmContext:
         config = load_farm_config(settings.resolved_pools_file)
         with db.session() as session:
             sync_pools(session, config)
-        return cls(db=db, store=DiskStore(settings.blob_root), output_root=settings.output_root)
+        return cls(
+            db=db,
+            store=DiskStore(settings.blob_root),
+            output_root=settings.output_root,
+            limits=config.limits,
+        )

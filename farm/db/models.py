@@ -255,6 +255,9 @@ class Job(Base):
     paused: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false(), doc="nothing new is dispatched"
     )
+    tile_estimate: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", doc="tiles at its base tiling (studio limits)"
+    )
     layers: Mapped[list[Layer]] = relationship(order_by="Layer.position")
 
 
@@ -294,6 +297,12 @@ class Layer(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     tile_times: Mapped[list[Any]] = mapped_column(
         JSON, default=list, doc="measured [x0, y0, x1, y1, seconds] per finished tile"
+    )
+    frames_created: Mapped[int | None] = mapped_column(
+        Integer,
+        nullable=True,
+        doc="frame rows written so far, from the first (None: all); the dispatcher writes the "
+        "rest as it reaches them, so a 100,000-frame job is stored in milliseconds",
     )
     reason: Mapped[str] = mapped_column(
         Text, default="", server_default="", doc="why its ready tiles wait (the planner's words)"

@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from farm import schemas
 from farm.db import models as m
+from farm.db.frames import FRAMES_AT_SUBMIT, insert_frames, uncreated
 from farm.db.pools import pool_shapes, sync_pools
 from farm.errors import Conflict, InvalidSpec, NotFound, Unauthenticated
-from farm.pool_config import DEFAULT_FARM_CONFIG
-from farm.states import TileState, rollup
+from farm.pool_config import DEFAULT_FARM_CONFIG, Limits
+from farm.states import TERMINAL, TileState, rollup
 from farm.vocab import LayerKind, Requirements, Role
 from scheduler.plan.fit import PoolShape, fitting_pools, unfit_reason
 
@@ -232,13 +233,18 @@ def get_asset_version(
 
 
 # ----------------------------------------------------------------------------- jobs
-def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
-    """Store a job with its layers and frames; tiles are planned later by the dispatcher.
+def submit_job(
+    session: Session, user: m.User, spec: schemas.JobSpec, *, limits: Limits | None = None
+) -> m.Job:
+    """Store a job with its layers and first frames; the dispatcher writes the other frames as
+    it reaches them and plans tiles.
 
     Everything that can be checked here is checked before the first row is written, so a bad
-    spec leaves nothing behind.
+    spec leaves nothing behind. ``limits`` (the pools file's) bound the job's size and the
+    tiles of the studio's unfinished jobs.
     """
     shot = get_shot(session, user.studio_id, spec.shot_id)
+    _check_limits(session, user, spec, limits or Limits())
     shapes = pool_shapes(session)
     licences = set(session.scalars(select(m.Licence.name)))
     for i, layer in enumerate(spec.layers):
@@ -282,6 +288,7 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
         state=TileState.WAITING.value,
         submitted_by=user.name,
         priority=spec.priority,
+        tile_estimate=spec.tile_estimate,
     )
     session.add(job)
     session.flush()
@@ -297,15 +304,42 @@ def submit_job(session: Session, user: m.User, spec: schemas.JobSpec) -> m.Job:
             spec=layer_spec.model_dump(mode="json"),
             tile_times=[],
         )
+        total = spec.frames.last - spec.frames.first + 1
+        now = min(total, FRAMES_AT_SUBMIT)  # the rest: written as the dispatcher reaches them
+        row.frames_created = None if now == total else now
         session.add(row)
         session.flush()
-        session.add_all(
-            m.Frame(layer_id=row.id, job_id=job.id, number=n, state=TileState.WAITING.value)
-            for n in range(spec.frames.first, spec.frames.last + 1)
+        insert_frames(
+            session.connection(),
+            job_id=job.id,
+            layer_id=row.id,
+            numbers=range(spec.frames.first, spec.frames.first + now),
         )
     session.add(m.Event(studio_id=user.studio_id, job_id=job.id, kind="job_submitted", payload={}))
     session.flush()
     return job
+
+
+def _check_limits(session: Session, user: m.User, spec: schemas.JobSpec, limits: Limits) -> None:
+    studio = session.get_one(m.Studio, user.studio_id).name
+    mine = limits.of(studio)
+    if spec.frame_count > mine.max_job_frames:
+        raise InvalidSpec(
+            f"frames: {spec.frame_count:,} frames in one job; studio {studio} may submit at "
+            f"most {mine.max_job_frames:,} (limits.max_job_frames): split the shot into jobs",
+            field="frames",
+        )
+    unfinished = session.scalar(
+        select(func.coalesce(func.sum(m.Job.tile_estimate), 0)).where(
+            m.Job.studio_id == user.studio_id, m.Job.state.not_in([s.value for s in TERMINAL])
+        )
+    )
+    if int(unfinished or 0) + spec.tile_estimate > mine.max_pending_tiles:
+        raise Conflict(
+            f"studio {studio} has {int(unfinished or 0):,} tiles in unfinished jobs and this job "
+            f"adds {spec.tile_estimate:,}; the limit is {mine.max_pending_tiles:,} "
+            "(limits.max_pending_tiles): wait for jobs to finish or cancel some"
+        )
 
 
 def _check_fit(
@@ -381,7 +415,15 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
                     tiles=[_tile_out(t, layer.reason) for t in frame.tiles],
                 )
             )
-        layer_state = rollup(Counter(f.state for f in frame_outs))
+        frame_states = Counter(f.state for f in frame_outs)
+        missing = 0
+        if layer.frames_created is not None:
+            frames = job.spec["frames"]
+            missing = uncreated(layer.frames_created, frames["first"], frames["last"])
+        if missing:  # frames the dispatcher has not written yet wait (or were cancelled)
+            ended = TileState(job.state) == TileState.CANCELLED
+            frame_states[TileState.CANCELLED if ended else TileState.WAITING] += missing
+        layer_state = rollup(frame_states)
         layer_outs.append(
             schemas.LayerOut(
                 id=layer.id,
@@ -391,6 +433,7 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
                 requirements=Requirements.model_validate(layer.requirements or {}),
                 depends_on=list(layer.depends_on),
                 state=layer_state,
+                frames_total=len(frame_outs) + missing,
                 waiting=layer.reason if tile_counts.get(TileState.PENDING) else "",
                 tile_counts=dict(tile_counts),
                 frames=frame_outs,

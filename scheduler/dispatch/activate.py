@@ -12,6 +12,7 @@ import heapq
 
 from sqlalchemy.orm import Session
 
+from farm.db.frames import insert_frames
 from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed
 from scheduler.dispatch.book import (
     Changes,
@@ -25,6 +26,10 @@ from scheduler.dispatch.book import (
 from scheduler.dispatch.commit import TILES
 from scheduler.dispatch.frames import frame_plan
 
+FRAME_WINDOW = 256
+"""Frames of a layer written ahead (rows that exist and have not ended); more come as they end."""
+FRAMES_PER_TICK = 4096
+"""Frame rows written per tick at most, so a huge job's first ticks stay short."""
 READY_WINDOW = 4096
 """Ready tiles a layer keeps planned ahead of the pools; more frames wait to be planned."""
 PLAN_PER_TICK = 20_000
@@ -90,6 +95,40 @@ class Activator:
             if not heap:
                 del self._offered[layer_id]
         return moved
+
+
+def create_frames(session: Session, layers: list[LayerBook], changes: Changes) -> list[FrameBook]:
+    """Write the next frames of layers whose written, unfinished frames run low.
+
+    A frame without a row already counts as waiting, so writing it changes no rollup; it is
+    offered for activation like any waiting frame.
+    """
+    made: list[FrameBook] = []
+    budget = FRAMES_PER_TICK
+    for layer in layers:
+        if budget <= 0:
+            break
+        open_frames = sum(layer.counts[s] for s in TileState if s not in TERMINAL) - layer.uncreated
+        count = min(layer.uncreated, FRAME_WINDOW - open_frames, budget)
+        if count <= 0:
+            continue
+        numbers = range(layer.next_frame, layer.next_frame + count)
+        ids = insert_frames(
+            session.connection(), job_id=layer.job.id, layer_id=layer.id, numbers=numbers
+        )
+        for frame_id, number in zip(ids, numbers, strict=True):
+            frame = FrameBook(
+                id=frame_id, layer=layer, number=number, state=TileState.WAITING, planned=False
+            )
+            layer.frames[number] = frame
+            made.append(frame)
+        layer.next_frame += count
+        budget -= count
+        first = layer.job.spec.frames.first
+        changes.layer(
+            layer, frames_created=None if layer.uncreated == 0 else layer.next_frame - first
+        )
+    return made
 
 
 def _activate_frame(session: Session, frame: FrameBook, changes: Changes) -> int:

@@ -110,12 +110,20 @@ class LayerBook:
     downstream: list[LayerBook] = field(default_factory=list)
     reason: str = ""
     """Why its ready tiles wait, as last written to the database."""
+    next_frame: int = 0
+    """The first frame number without a row yet (``last_frame + 1``: every frame has one)."""
+    last_frame: int = 0
     node_failures: Counter[str] = field(default_factory=Counter)
     """Failed attempts per Ray node id: a node that fails several is kept off the layer."""
 
     @property
     def first_frame(self) -> FrameBook:
         return self.frames[min(self.frames)]
+
+    @property
+    def uncreated(self) -> int:
+        """Frames without a row yet: they wait (``dispatch.frames`` writes them in windows)."""
+        return self.last_frame - self.next_frame + 1
 
 
 @dataclass(slots=True)
@@ -222,6 +230,21 @@ def set_frame_state(frame: FrameBook, state: TileState, changes: Changes) -> Non
     layer = frame.layer
     layer.counts[before] -= 1
     layer.counts[state] += 1
+    _roll_layer(layer, changes)
+
+
+def cancel_uncreated(layer: LayerBook, changes: Changes) -> int:
+    """A cancelled job's frames without rows: counted cancelled, and never written."""
+    count = layer.uncreated
+    if count > 0:
+        layer.counts[TileState.WAITING] -= count
+        layer.counts[TileState.CANCELLED] += count
+        layer.next_frame = layer.last_frame + 1
+        _roll_layer(layer, changes)
+    return max(count, 0)
+
+
+def _roll_layer(layer: LayerBook, changes: Changes) -> None:
     layer_state = rollup(layer.counts)
     if layer_state != layer.state:
         job = layer.job
@@ -277,6 +300,7 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             m.Layer.depends_on,
             m.Layer.requirements,
             m.Layer.tile_times,
+            m.Layer.frames_created,
         )
         .where(m.Layer.job_id.in_(jobs))
         .order_by(m.Layer.job_id, m.Layer.position)
@@ -294,6 +318,9 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             requirements=Requirements.model_validate(row.requirements or {}),
             tile_times=list(row.tile_times or []),
         )
+        first, layer.last_frame = job.spec.frames.first, job.spec.frames.last
+        created = row.frames_created
+        layer.next_frame = layer.last_frame + 1 if created is None else first + created
         job.layers[layer.name] = layer
         layers[layer.id] = layer
     for job in jobs.values():
@@ -370,6 +397,7 @@ def _count(job: JobBook) -> None:
     job.counts.clear()
     for layer in job.layers.values():
         layer.counts = Counter(frame.state for frame in layer.frames.values())
+        layer.counts[TileState.WAITING] += layer.uncreated
         layer.state = rollup(layer.counts)
         job.counts[layer.state] += 1
         for frame in layer.frames.values():

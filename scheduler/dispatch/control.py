@@ -26,7 +26,15 @@ from farm.states import (
     rollup,
 )
 from scheduler.dispatch.activate import Activator
-from scheduler.dispatch.book import Changes, FrameBook, JobBook, TileBook, move, set_frame_state
+from scheduler.dispatch.book import (
+    Changes,
+    FrameBook,
+    JobBook,
+    TileBook,
+    cancel_uncreated,
+    move,
+    set_frame_state,
+)
 
 RETRYABLE = (TileState.FAILED, TileState.CANCELLED)
 
@@ -103,6 +111,7 @@ def cancel(job: JobBook, changes: Changes, *, by: str, stop: Callable[[TileBook]
             if frame.state not in TERMINAL:  # a frame never cut into tiles
                 set_frame_state(frame, TileState.CANCELLED, changes)
                 frames += 1
+        frames += cancel_uncreated(layer, changes)
     return f"cancelled {tiles} tile(s) ({running} running, stopped) and {frames} unplanned frame(s)"
 
 

@@ -42,7 +42,7 @@ from farm.states import (
 from farm.storage import BlobStore
 from farm.vocab import LayerKind
 from scheduler.dispatch import control
-from scheduler.dispatch.activate import Activator
+from scheduler.dispatch.activate import Activator, create_frames
 from scheduler.dispatch.book import (
     Changes,
     JobBook,
@@ -275,6 +275,7 @@ class Dispatcher:
         with self.db.session() as session:
             usage = self._apply(gathered, changes, stamp)
             self._control(session, commands, changes, stamp)
+            self._create_frames(session, changes)
             moved = self._activator.activate(session, changes)
             self._settle(session, changes)
             submissions = self._dispatch(session, changes, stamp)
@@ -426,6 +427,12 @@ class Dispatcher:
             self._cancel(ref)
 
     # ------------------------------------------------------------------ activation
+    def _create_frames(self, session: Any, changes: Changes) -> None:
+        """Write the next frames of big jobs as their written frames run low."""
+        growing = [layer for layer in self._layers.values() if layer.uncreated > 0]
+        for frame in create_frames(session, growing, changes):
+            self._activator.offer(frame)
+
     def _settle(self, session: Any, changes: Changes) -> None:
         """Cascade within the batch: a frame that ended may let (or stop) its downstream frames."""
         for frame in changes.offers:

@@ -98,8 +98,11 @@ def apply_result(
     tile = flight.tile
     if flight.cancelled:
         # Its job was cancelled while it ran: the attempt used its slot, so it is recorded and
-        # billed, and nothing moves (the tile is CANCELLED, or already retried).
-        return usage_row(flight, result, prices, now)
+        # billed, and nothing moves (the tile is CANCELLED, or already retried). Its output is
+        # discarded, so even a clean finish is not the tile's success.
+        row = usage_row(flight, result, prices, now)
+        row["succeeded"] = False
+        return row
     if tile.state != TileState.RUNNING or tile.attempts != result.attempt:
         return None  # stale: the tile was requeued meanwhile (its attempt was never counted)
     if flight.preempted and not result.ok:

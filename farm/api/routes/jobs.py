@@ -28,7 +28,7 @@ def submit_job(
     """
     queries.get_shot(session, user.studio_id, spec.shot_id)
     validate_job_inputs(session, context.store, user.studio_id, spec)
-    job = queries.submit_job(session, user, spec)
+    job = queries.submit_job(session, user, spec, limits=context.limits)
     return queries.job_detail(session, user.studio_id, job.id)
 
 

@@ -1,4 +1,5 @@
-"""Job control and faults: paused jobs, queued job commands, uncounted attempts, Ray node ids
+"""Job control, faults and big jobs: paused jobs, queued job commands, uncounted attempts, Ray
+node ids, frames created as the dispatcher reaches them
 
 Revision ID: 0006
 Revises: 0005
@@ -21,6 +22,11 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch.add_column(
+            sa.Column("tile_estimate", sa.BigInteger(), nullable=False, server_default="0")
+        )
+    with op.batch_alter_table("layers") as batch:
+        batch.add_column(sa.Column("frames_created", sa.Integer(), nullable=True))
     with op.batch_alter_table("tiles") as batch:
         batch.add_column(sa.Column("forgiven", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("node_id", sa.String(64), nullable=True))
@@ -52,5 +58,8 @@ def downgrade() -> None:
         batch.drop_column("avoid_nodes")
         batch.drop_column("node_id")
         batch.drop_column("forgiven")
+    with op.batch_alter_table("layers") as batch:
+        batch.drop_column("frames_created")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("tile_estimate")
         batch.drop_column("paused")
