@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/assemble.py
 	$(BIN)/python bench/tiling_speedup.py
+	$(BIN)/python bench/submit.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/db_tick.py
