@@ -89,19 +89,55 @@ class IllegalTransition(ValueError):
     """A rule was asked to move a tile along an edge the lifecycle does not have."""
 
 
+class Attempt(StrEnum):
+    """What a transition does to the tile's attempt count (``attempts``, ``forgiven``).
+
+    Attempt numbers only grow while attempts are recorded, so usage records stay unique per
+    (tile, attempt); the budget (``max_attempts``) counts ``attempts - forgiven``.
+    """
+
+    NONE = "none"
+    START = "start"
+    """A new attempt begins: ``attempts + 1``."""
+    COUNT = "count"
+    """The attempt ends and counts against the budget."""
+    FORGIVE = "forgive"
+    """The attempt ends, is recorded, but does not count (its node died, its input was bad)."""
+    ERASE = "erase"
+    """The attempt is undone, never recorded (preempted, or its dispatcher is gone)."""
+    RESET = "reset"
+    """A fresh budget (a user's retry): every attempt so far is forgiven."""
+
+
 @dataclass(frozen=True)
 class Transition:
-    """One state change, with the reason stored beside it."""
+    """One state change, with the reason stored beside it and its effect on the attempts."""
 
     before: TileState
     after: TileState
     reason: str
-    counts_attempt: bool = False
-    """True when this change ends an attempt that counts against ``max_attempts``."""
+    attempt: Attempt = Attempt.NONE
 
     def __post_init__(self) -> None:
         if (self.before, self.after) not in ALLOWED:
             raise IllegalTransition(f"a tile cannot go from {self.before} to {self.after}")
+
+    @property
+    def counts_attempt(self) -> bool:
+        """True when this change ends an attempt that counts against ``max_attempts``."""
+        return self.attempt is Attempt.COUNT
+
+    def attempts_after(self, attempts: int, forgiven: int) -> tuple[int, int]:
+        """``(attempts, forgiven)`` of the tile once this change is applied."""
+        if self.attempt is Attempt.START:
+            return attempts + 1, forgiven
+        if self.attempt is Attempt.FORGIVE:
+            return attempts, forgiven + 1
+        if self.attempt is Attempt.ERASE:
+            return attempts - 1, forgiven
+        if self.attempt is Attempt.RESET:
+            return attempts, attempts
+        return attempts, forgiven
 
 
 def on_dependencies_met(state: TileState) -> Transition:
@@ -116,12 +152,14 @@ def on_upstream_failed(state: TileState, *, upstream: str) -> Transition:
 
 def on_dispatched(state: TileState, *, pool: str) -> Transition:
     """The dispatcher sent the tile to Ray on ``pool``."""
-    return Transition(state, TileState.RUNNING, reason=f"dispatched to pool {pool}")
+    return Transition(
+        state, TileState.RUNNING, reason=f"dispatched to pool {pool}", attempt=Attempt.START
+    )
 
 
 def on_succeeded(state: TileState) -> Transition:
     """The attempt returned an output that passed its checks."""
-    return Transition(state, TileState.DONE, reason="done", counts_attempt=True)
+    return Transition(state, TileState.DONE, reason="done", attempt=Attempt.COUNT)
 
 
 def on_attempt_failed(
@@ -140,16 +178,18 @@ def on_attempt_failed(
             state,
             TileState.PENDING,
             reason=f"attempt {attempts} of {max_attempts} failed, retrying: {error}",
-            counts_attempt=True,
+            attempt=Attempt.COUNT,
         )
     return Transition(
-        state, TileState.FAILED, reason=f"failed {attempts} times: {error}", counts_attempt=True
+        state, TileState.FAILED, reason=f"failed {attempts} times: {error}", attempt=Attempt.COUNT
     )
 
 
 def on_requeued(state: TileState) -> Transition:
     """The dispatcher that sent this tile is gone (restart): run it again without counting it."""
-    return Transition(state, TileState.PENDING, reason="requeued after dispatcher restart")
+    return Transition(
+        state, TileState.PENDING, reason="requeued after dispatcher restart", attempt=Attempt.ERASE
+    )
 
 
 def on_preempted(state: TileState, *, why: str) -> Transition:
@@ -157,13 +197,16 @@ def on_preempted(state: TileState, *, why: str) -> Transition:
 
     Not a failure: no attempt is counted, and the tile runs again from the start later.
     """
-    return Transition(state, TileState.PENDING, reason=why)
+    return Transition(state, TileState.PENDING, reason=why, attempt=Attempt.ERASE)
 
 
 def on_inputs_lost(state: TileState, *, tiles: int) -> Transition:
     """An assemble found input tiles missing or corrupt: wait for them to be rendered again."""
     return Transition(
-        state, TileState.WAITING, reason=f"{tiles} input tile(s) missing or corrupt, re-rendering"
+        state,
+        TileState.WAITING,
+        reason=f"{tiles} input(s) missing or corrupt; the tiles that made them run again",
+        attempt=Attempt.FORGIVE,
     )
 
 
@@ -174,13 +217,13 @@ def on_output_lost(state: TileState, *, attempts: int, max_attempts: int) -> Tra
             state,
             TileState.PENDING,
             reason=f"output of attempt {attempts} missing or corrupt, retrying",
-            counts_attempt=True,
+            attempt=Attempt.COUNT,
         )
     return Transition(
         state,
         TileState.FAILED,
         reason=f"output missing or corrupt after {attempts} attempts",
-        counts_attempt=True,
+        attempt=Attempt.COUNT,
     )
 
 
@@ -190,7 +233,12 @@ def on_node_lost(state: TileState, *, node: str) -> Transition:
     The tile did nothing wrong, so no attempt is counted; the lost attempt keeps its number and
     its usage record (with the node), so attempts and usage records still match one to one.
     """
-    return Transition(state, TileState.PENDING, reason=f"node {node or '?'} was lost; runs again")
+    return Transition(
+        state,
+        TileState.PENDING,
+        reason=f"node {node or '?'} was lost; runs again",
+        attempt=Attempt.FORGIVE,
+    )
 
 
 def on_cancelled(state: TileState, *, by: str) -> Transition:
@@ -206,8 +254,13 @@ def on_retried(state: TileState, *, by: str, ready: bool) -> Transition:
         by: who asked.
         ready: its frame's upstream is done, so it may run at once (else it waits for it).
     """
+    if state not in (TileState.FAILED, TileState.CANCELLED):
+        raise IllegalTransition(f"only a failed or cancelled tile is retried, not a {state} one")
     return Transition(
-        state, TileState.PENDING if ready else TileState.WAITING, reason=f"retried by {by}"
+        state,
+        TileState.PENDING if ready else TileState.WAITING,
+        reason=f"retried by {by}",
+        attempt=Attempt.RESET,
     )
 
 
@@ -276,6 +329,60 @@ def job_control(
     if priority is None:
         raise IllegalTransition("a priority change needs the new priority (0-100)")
     return JobChange(action, f"priority set to {priority} by {by}")
+
+
+FRAME_RULES: frozenset[tuple[TileState, TileState]] = frozenset(
+    {
+        (TileState.WAITING, TileState.PENDING),  # planned: cut into tiles
+        (TileState.WAITING, TileState.CANCELLED),  # upstream failed, or its job was cancelled
+        (TileState.PENDING, TileState.CANCELLED),
+        (TileState.RUNNING, TileState.CANCELLED),
+        (TileState.RUNNING, TileState.WAITING),  # an input proved lost: it waits for it again
+        (TileState.PENDING, TileState.WAITING),
+        (TileState.FAILED, TileState.WAITING),  # retried before it was ever cut into tiles
+        (TileState.CANCELLED, TileState.WAITING),
+    }
+)
+"""The frame changes that are not a rollup of its tiles (a frame without tiles, or one whose
+tiles are not the whole story); every other frame state is :func:`rollup` of its tiles."""
+
+
+@dataclass(frozen=True)
+class FrameChange:
+    """A frame's own state change (see :data:`FRAME_RULES`), with its reason."""
+
+    before: TileState
+    after: TileState
+    reason: str
+
+    def __post_init__(self) -> None:
+        if (self.before, self.after) not in FRAME_RULES:
+            raise IllegalTransition(
+                f"a frame cannot go from {self.before} to {self.after} by itself ({self.reason})"
+            )
+
+
+def frame_planned(state: TileState) -> FrameChange:
+    """Its upstream is done and it was cut into tiles, all pending."""
+    return FrameChange(state, TileState.PENDING, "planned")
+
+
+def frame_upstream_failed(state: TileState, *, upstream: str) -> FrameChange:
+    return FrameChange(state, TileState.CANCELLED, f"upstream {upstream} failed")
+
+
+def frame_cancelled(state: TileState, *, by: str) -> FrameChange:
+    return FrameChange(state, TileState.CANCELLED, f"cancelled by {by}")
+
+
+def frame_inputs_lost(state: TileState) -> FrameChange:
+    """A tile of the frame found an input gone: the frame waits for it to be made again."""
+    return FrameChange(state, TileState.WAITING, "an input is made again")
+
+
+def frame_retried(state: TileState, *, by: str) -> FrameChange:
+    """A frame that never had tiles (failed or cancelled before) is retried: it waits again."""
+    return FrameChange(state, TileState.WAITING, f"retried by {by}")
 
 
 def rollup(counts: Mapping[TileState, int]) -> TileState:

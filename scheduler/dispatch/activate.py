@@ -13,15 +13,22 @@ import heapq
 from sqlalchemy.orm import Session
 
 from farm.db.frames import insert_frames
-from farm.states import TERMINAL, TileState, on_dependencies_met, on_upstream_failed
+from farm.states import (
+    TERMINAL,
+    TileState,
+    frame_planned,
+    frame_upstream_failed,
+    on_dependencies_met,
+    on_upstream_failed,
+)
 from scheduler.dispatch.book import (
     Changes,
     FrameBook,
     JobBook,
     LayerBook,
     TileBook,
+    change_frame,
     move,
-    set_frame_state,
 )
 from scheduler.dispatch.commit import TILES
 from scheduler.dispatch.frames import frame_plan
@@ -145,7 +152,8 @@ def _activate_frame(session: Session, frame: FrameBook, changes: Changes) -> int
         for tile in frame.tiles:
             if tile.state == TileState.WAITING:
                 move(tile, on_upstream_failed(tile.state, upstream=where), changes)
-        set_frame_state(frame, TileState.CANCELLED, changes)
+        if frame.state not in TERMINAL:  # its tiles' rollup may have cancelled it already
+            change_frame(frame, frame_upstream_failed(frame.state, upstream=where), changes)
         return 1
     if any(up.state != TileState.DONE for up in upstream):
         return 0
@@ -207,7 +215,7 @@ def _plan_tiles(
     frame.counts[TileState.PENDING] += len(frame.tiles)
     frame.planned = True
     changes.frame(frame, tile_plan={**plan.tiles.to_json(), "describe": plan.tiles.describe()})
-    set_frame_state(frame, TileState.PENDING, changes)
+    change_frame(frame, frame_planned(frame.state), changes)
 
 
 def _adaptive(layer: LayerBook) -> bool:

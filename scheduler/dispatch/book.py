@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 
 from farm import schemas
 from farm.db import models as m
-from farm.states import TERMINAL, TileState, Transition, rollup
+from farm.states import (
+    TERMINAL,
+    FrameChange,
+    IllegalTransition,
+    TileState,
+    Transition,
+    rollup,
+)
 from farm.vocab import LayerKind, PixelRect, Requirements
 from scheduler.dispatch.ready import ReadyTiles
 from scheduler.plan import TileKey
@@ -195,7 +202,15 @@ def move(
     where: str | None = None,
     **values: Any,
 ) -> None:
-    """Apply a state-machine transition to a tile: book, rollups, row values and event."""
+    """Apply a state-machine transition to a tile: book, attempts, rollups, row values, event.
+
+    Attempt counts change here only, as the rule says (``Transition.attempt``).
+    """
+    attempts, forgiven = change.attempts_after(tile.attempts, tile.forgiven)
+    if attempts != tile.attempts:
+        tile.attempts = values["attempts"] = attempts
+    if forgiven != tile.forgiven:
+        tile.forgiven = values["forgiven"] = forgiven
     changes.tile(tile, state=change.after.value, reason=change.reason, **values)
     set_tile_state(tile, change.after, changes)
     changes.event(tile, where)
@@ -218,8 +233,17 @@ def set_tile_state(tile: TileBook, state: TileState, changes: Changes) -> None:
     set_frame_state(frame, rollup(counts), changes)
 
 
+def change_frame(frame: FrameBook, change: FrameChange, changes: Changes) -> None:
+    """A frame's own state change by a named rule of :mod:`farm.states` (not a rollup)."""
+    if change.before != frame.state:
+        raise IllegalTransition(
+            f"frame {frame.number} of {frame.layer.name} is {frame.state}, not {change.before}"
+        )
+    set_frame_state(frame, change.after, changes)
+
+
 def set_frame_state(frame: FrameBook, state: TileState, changes: Changes) -> None:
-    """A frame's new state, rolled up to its layer and job."""
+    """A frame's new state (its tiles' rollup, or a rule's), rolled up to its layer and job."""
     before = frame.state
     if before == state:
         return

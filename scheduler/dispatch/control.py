@@ -21,6 +21,8 @@ from farm.states import (
     TERMINAL,
     JobAction,
     TileState,
+    frame_cancelled,
+    frame_retried,
     on_cancelled,
     on_retried,
     rollup,
@@ -32,6 +34,7 @@ from scheduler.dispatch.book import (
     JobBook,
     TileBook,
     cancel_uncreated,
+    change_frame,
     move,
     set_frame_state,
 )
@@ -109,7 +112,7 @@ def cancel(job: JobBook, changes: Changes, *, by: str, stop: Callable[[TileBook]
                 move(tile, on_cancelled(tile.state, by=by), changes)
                 tiles += 1
             if frame.state not in TERMINAL:  # a frame never cut into tiles
-                set_frame_state(frame, TileState.CANCELLED, changes)
+                change_frame(frame, frame_cancelled(frame.state, by=by), changes)
                 frames += 1
         frames += cancel_uncreated(layer, changes)
     return f"cancelled {tiles} tile(s) ({running} running, stopped) and {frames} unplanned frame(s)"
@@ -149,7 +152,7 @@ def _retry_frame(job: JobBook, frame: FrameBook, changes: Changes, *, by: str) -
     layer = frame.layer
     if not frame.tiles:
         if frame.state in RETRYABLE:
-            set_frame_state(frame, TileState.WAITING, changes)
+            change_frame(frame, frame_retried(frame.state, by=by), changes)
             return -1
         return 0
     upstream_done = all(
@@ -159,9 +162,8 @@ def _retry_frame(job: JobBook, frame: FrameBook, changes: Changes, *, by: str) -
     for tile in frame.tiles:
         if tile.state not in RETRYABLE:
             continue
-        tile.forgiven = tile.attempts  # a fresh budget; attempt numbers keep counting up
-        change = on_retried(tile.state, by=by, ready=upstream_done)
-        move(tile, change, changes, forgiven=tile.forgiven)
+        change = on_retried(tile.state, by=by, ready=upstream_done)  # a fresh budget
+        move(tile, change, changes)
         if change.after == TileState.PENDING:
             layer.ready.add([tile.key])
         moved += 1

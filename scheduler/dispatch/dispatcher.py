@@ -164,7 +164,11 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> int:
-        """Requeue tiles left RUNNING by a dispatcher that is gone, then load the book."""
+        """Requeue tiles left RUNNING by a dispatcher that is gone, then load the book.
+
+        The rule (``on_requeued``) erases their attempt, never recorded: one statement does it
+        for them all.
+        """
         change = on_requeued(TileState.RUNNING)
         with self.db.session() as session:
             requeued = session.execute(
@@ -589,13 +593,11 @@ class Dispatcher:
             layer = self._layers[decision.layer_id]
             (key,) = layer.ready.take(1)
             tile = self._tiles[key[3]]
-            tile.attempts += 1
             move(
                 tile,
-                on_dispatched(tile.state, pool=decision.pool),
+                on_dispatched(tile.state, pool=decision.pool),  # starts attempt number n + 1
                 changes,
                 where=decision.pool,
-                attempts=tile.attempts,
                 pool=decision.pool,
                 started_at=stamp,
             )

@@ -17,6 +17,7 @@ from typing import Any
 from farm.cost.pricing import attempt_cost, node_hours
 from farm.states import (
     TileState,
+    frame_inputs_lost,
     on_attempt_failed,
     on_inputs_lost,
     on_node_lost,
@@ -25,7 +26,7 @@ from farm.states import (
     on_succeeded,
 )
 from farm.vocab import LayerKind
-from scheduler.dispatch.book import Changes, TileBook, move, set_frame_state
+from scheduler.dispatch.book import Changes, TileBook, change_frame, move
 from scheduler.executors.base import TileResult
 
 Prices = Mapping[str, tuple[float, int, str]]
@@ -106,10 +107,9 @@ def apply_result(
     if tile.state != TileState.RUNNING or tile.attempts != result.attempt:
         return None  # stale: the tile was requeued meanwhile (its attempt was never counted)
     if flight.preempted and not result.ok:
-        tile.attempts -= 1
         tile.preemptions += 1
         change = on_preempted(tile.state, why=flight.preempted)
-        move(tile, change, changes, attempts=tile.attempts, preemptions=tile.preemptions)
+        move(tile, change, changes, preemptions=tile.preemptions)
         tile.frame.layer.ready.add([tile.key])
         return None
     values: dict[str, Any] = {
@@ -124,19 +124,17 @@ def apply_result(
     if result.ok:
         _succeeded(tile, result, changes, values)
     elif result.node_lost:
-        tile.forgiven += 1  # the node died, not the tile: keep the number, not the count
-        change = on_node_lost(tile.state, node=result.node_id[:12])
-        move(tile, change, changes, where=result.node_id[:12], forgiven=tile.forgiven, **values)
+        change = on_node_lost(tile.state, node=result.node_id[:12])  # forgiven: not its fault
+        move(tile, change, changes, where=result.node_id[:12], **values)
         layer.ready.add([tile.key])
         return usage_row(flight, result, prices, now, billed=False)
     elif result.corrupt_input_tiles:
         # The tile did nothing wrong: its input is gone or damaged. The tiles that wrote it run
         # again (unless they already did since this attempt started) and this one waits.
-        tile.forgiven += 1
         change = on_inputs_lost(tile.state, tiles=len(result.corrupt_input_tiles))
-        move(tile, change, changes, where=result.node, forgiven=tile.forgiven, **values)
-        if tile.frame.state != TileState.RUNNING:
-            set_frame_state(tile.frame, TileState.WAITING, changes)
+        move(tile, change, changes, where=result.node, **values)
+        if tile.frame.state not in (TileState.WAITING, TileState.RUNNING):
+            change_frame(tile.frame, frame_inputs_lost(tile.frame.state), changes)
         for bad_id in result.corrupt_input_tiles:
             bad = tiles.get(bad_id)
             if bad is not None and bad.done_at < flight.started:
