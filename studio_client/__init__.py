@@ -1,7 +1,9 @@
 """Delta's studio client: the public SDK (``Client``, the schemas, the errors).
 
 Owns: talking to a farm's API. Imports only ``farm.vocab``, ``farm.schemas``, ``farm.states`` and
-``farm.errors`` from the server side, never the database, Ray or the scheduler.
+``farm.errors`` from the server side, never the database, Ray or the scheduler: it installs
+without the ``server`` extra (``tests/unit/test_client_imports.py``). The ``farm`` CLI adds the
+farm host's commands from ``farm.cli`` only where that extra is installed.
 
 Example:
     >>> from studio_client import Client  # doctest: +SKIP

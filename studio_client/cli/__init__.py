@@ -1,5 +1,11 @@
 """The ``farm`` command line (typer + rich). An error is one ``error: ...`` line and an exit code.
 
+One console script for everyone: the client's commands (submit, status, check-frames, report)
+are built here; the farm host's commands (server, admin, demo, simulate) live with the server in
+:mod:`farm.cli` and are added only where it imports, that is where the ``server`` extra is
+installed. This package must not import the database, the API app, Ray or NumPy, even through
+``farm.cli`` (``tests/unit/test_client_imports.py``).
+
 Exit codes: 0 done; 1 a job failed or an unexpected error; 2 bad input (spec, argument, file);
 3 authentication or not found; 4 conflict; 5 farm unreachable.
 """
@@ -10,9 +16,7 @@ import sys
 
 import typer
 
-from studio_client.cli import jobs, operate, server
-from studio_client.cli.demo import demo
-from studio_client.cli.simulate import simulate
+from studio_client.cli import jobs
 
 app = typer.Typer(
     name="farm",
@@ -21,17 +25,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command()(server.server)
-app.command()(demo)
 app.command()(jobs.submit)
 app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.report)
-app.command()(simulate)
-server.admin.add_typer(operate.quota, name="quota")
-server.admin.add_typer(operate.licence, name="licence")
-server.admin.command()(operate.rush)
-app.add_typer(server.admin, name="admin")
+
+try:
+    from farm.cli import register as register_host_commands
+except ImportError:
+    # A client-only install (an artist's workstation, no ``server`` extra): farm.cli refuses to
+    # import, and the server's commands are simply not there.
+    pass
+else:
+    register_host_commands(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            print(f"error: {exc.format_message()}", file=sys.stderr)
+        # A usage error (unknown command, missing argument): click's ClickException, or since
+        # typer 0.26 typer's own copy of it. Such typer no longer installs click, so a client-only
+        # install has none to import; both kinds have format_message.
+        format_message = getattr(exc, "format_message", None)
+        if callable(format_message):
+            print(f"error: {format_message()}", file=sys.stderr)
             return 2
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

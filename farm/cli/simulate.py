@@ -1,7 +1,8 @@
 """``farm simulate``: replay a trace through the farm's planner on a simulated clock.
 
-The simulator lives in ``scheduler.simulate`` and is imported inside the command: importing
-``studio_client`` must never pull in the scheduler (nor, through it, NumPy or Ray).
+The simulator lives in ``scheduler.simulate`` and is imported inside the command: every ``farm``
+command loads this module, and ``studio_client.cli`` must never pull in the scheduler (nor,
+through it, NumPy or Ray).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from farm.cli._console import console
 from farm.errors import InvalidSpec
-from studio_client.cli._common import console
 
 if TYPE_CHECKING:
     from scheduler.simulate import Farm, Report

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from studio_client.cli._common import console
+from farm.cli._console import console
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -58,8 +58,8 @@ def set_quota(
 ) -> None:
     """Set a studio's quota on a pool (replaces any earlier one); applies on the next tick."""
     from farm import schemas
+    from farm.cli.server import _context
     from farm.db import shares
-    from studio_client.cli.server import _context
 
     spec = _validated(schemas.QuotaCreate, guarantee=guarantee, weight=weight, ceiling=ceiling)
     with _context().db.session() as session:
@@ -75,8 +75,8 @@ def set_quota(
 def list_quotas() -> None:
     """Every studio's quotas; a studio without one has weight 1, no guarantee, no ceiling."""
     from farm import schemas
+    from farm.cli.server import _context
     from farm.db import shares
-    from studio_client.cli.server import _context
 
     with _context().db.session() as session:
         rows = [schemas.QuotaOut.model_validate(q) for q in shares.list_quotas(session)]
@@ -95,8 +95,8 @@ def delete_quota(
     pool: Annotated[str, typer.Argument(help="pool name")],
 ) -> None:
     """Drop a quota: the studio goes back to weight 1, no guarantee, no ceiling."""
+    from farm.cli.server import _context
     from farm.db import shares
-    from studio_client.cli.server import _context
 
     with _context().db.session() as session:
         shares.delete_quota(session, studio, pool)
@@ -113,8 +113,8 @@ def set_licence(
 ) -> None:
     """Set a licence's seats and per-studio guarantees (replaces earlier guarantees)."""
     from farm import schemas
+    from farm.cli.server import _context
     from farm.db import shares
-    from studio_client.cli.server import _context
 
     spec = _validated(
         schemas.LicenceCreate, count=count, guarantees=_guarantees(list(guarantee or []))
@@ -128,8 +128,8 @@ def set_licence(
 @licence.command("list")
 def list_licences() -> None:
     """Every licence counter with its per-studio guarantees."""
+    from farm.cli.server import _context
     from farm.db import shares
-    from studio_client.cli.server import _context
 
     with _context().db.session() as session:
         rows = shares.list_licences(session)
@@ -147,8 +147,8 @@ def rush(
     off: Annotated[bool, typer.Option("--off", help="clear the rush mark")] = False,
 ) -> None:
     """Mark a job rush (it may preempt other work), or clear it with --off."""
+    from farm.cli.server import _context
     from farm.db import shares
-    from studio_client.cli.server import _context
 
     with _context().db.session() as session:
         row = shares.set_rush(session, job, not off)

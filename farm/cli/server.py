@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from studio_client.cli._common import console
+from farm.cli._console import console
 
 if TYPE_CHECKING:
     from farm.api.context import FarmContext
     from farm.vocab import Role
 
-admin = typer.Typer(help="Farm administration (runs against the farm's database directly).")
+ADMIN_HELP = "Farm administration (runs against the farm's database directly)."
+"""Help of the ``farm admin`` group (wired in :func:`farm.cli.register`)."""
 
 
 def server(
@@ -61,7 +62,6 @@ def _context() -> FarmContext:
     return FarmContext.from_settings(Settings())
 
 
-@admin.command("create-studio")
 def create_studio(
     name: Annotated[str, typer.Argument(help="studio name")],
     user: Annotated[str, typer.Option(help="first user's name")] = "admin",
@@ -78,7 +78,6 @@ def create_studio(
     console.print(token, soft_wrap=True)
 
 
-@admin.command("create-user")
 def create_user(
     studio: Annotated[str, typer.Argument(help="studio name")],
     name: Annotated[str, typer.Argument(help="user name")],

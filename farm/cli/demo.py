@@ -19,8 +19,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.text import Text
 
 from farm import schemas
+from farm.cli._console import console
 from studio_client import Client
-from studio_client.cli._common import console
 
 if TYPE_CHECKING:
     from scheduler.embedded import EmbeddedFarm
