@@ -395,6 +395,9 @@ class AssetVersionOut(BaseModel):
     content_hash: str
     size_bytes: int
     created_at: datetime
+    meta: dict[str, Any] | None = Field(
+        default=None, description="what publishing checked (a particle cache: frames, particles)"
+    )
 
 
 class BlobOut(BaseModel):

@@ -169,6 +169,44 @@ class Client:
         body = schemas.JobUpdate(priority=priority)
         return self._http.send("PATCH", f"/jobs/{job_id}", body, schemas.JobSummary)
 
+    # ------------------------------------------------------------------ job control
+    def pause(self, job_id: int, *, wait_s: float = 10.0) -> schemas.JobCommandOut:
+        """Dispatch nothing more of the job (what runs finishes); waits up to ``wait_s`` for
+        the farm to apply it (``applied_at`` stays None if it did not in time)."""
+        return self._command(job_id, "pause", wait_s)
+
+    def resume(self, job_id: int, *, wait_s: float = 10.0) -> schemas.JobCommandOut:
+        return self._command(job_id, "resume", wait_s)
+
+    def cancel(self, job_id: int, *, wait_s: float = 10.0) -> schemas.JobCommandOut:
+        """Cancel every unfinished tile; running ones are stopped on their nodes."""
+        return self._command(job_id, "cancel", wait_s)
+
+    def retry(
+        self,
+        job_id: int,
+        *,
+        layers: list[str] | None = None,
+        frames: list[int] | None = None,
+        wait_s: float = 10.0,
+    ) -> schemas.JobCommandOut:
+        """Run failed and cancelled tiles again (all, or of some layers / frames)."""
+        body = schemas.RetryRequest(layers=layers, frames=frames)
+        return self._command(job_id, "retry", wait_s, body.model_dump(exclude_none=True))
+
+    def _command(
+        self, job_id: int, action: str, wait_s: float, body: dict[str, object] | None = None
+    ) -> schemas.JobCommandOut:
+        params = {"wait": min(max(wait_s, 0.0), 30.0)}
+        return self._http.call(
+            "POST",
+            f"/jobs/{job_id}/{action}",
+            schemas.JobCommandOut,
+            params=params,
+            json=body,
+            timeout=wait_s + 30.0,
+        )
+
     def check_frames(self, job_id: int) -> schemas.FrameCheckOut:
         return self._http.call("GET", f"/jobs/{job_id}/check", schemas.FrameCheckOut)
 

@@ -131,6 +131,11 @@ class AssetVersion(Base):
     storage_key: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON,
+        nullable=True,
+        doc="what was checked when it was published (a particle cache: its frames, particles)",
+    )
     asset_row: Mapped[Asset] = relationship()
     __table_args__ = (UniqueConstraint("asset_id", "version"),)
 

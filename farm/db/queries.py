@@ -185,7 +185,12 @@ def missing_blobs(session: Session, studio_id: int, hashes: list[str]) -> list[s
 
 
 def register_asset_version(
-    session: Session, user: m.User, show_id: int, spec: schemas.AssetVersionCreate
+    session: Session,
+    user: m.User,
+    show_id: int,
+    spec: schemas.AssetVersionCreate,
+    *,
+    meta: dict[str, Any] | None = None,
 ) -> m.AssetVersion:
     show = get_show(session, user.studio_id, show_id)
     if not studio_has_blob(session, user.studio_id, spec.content_hash):
@@ -213,6 +218,7 @@ def register_asset_version(
         size_bytes=blob.size_bytes,
         storage_key=blob.storage_key,
         created_by=user.id,
+        meta=meta,
     )
     session.add(version)
     session.flush()

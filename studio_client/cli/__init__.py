@@ -29,6 +29,8 @@ app.command()(jobs.submit)
 app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.report)
+for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry, jobs.priority):
+    app.command()(_command)
 
 try:
     from farm.cli import register as register_host_commands

@@ -149,3 +149,63 @@ def print_report(report: schemas.CostReport) -> None:
                 str(line.attempts),
             )
         console.print(table)
+
+
+JobArg = Annotated[int, typer.Argument(help="the job's id", min=1)]
+WaitOpt = Annotated[
+    float, typer.Option("--wait", help="seconds to wait for the farm to apply it", min=0, max=30)
+]
+
+
+def _print_command(command: schemas.JobCommandOut) -> None:
+    if command.applied_at is None:
+        console.print(f"job {command.job_id}: {command.action} queued ({command.reason})")
+    else:
+        console.print(f"job {command.job_id}: {command.result}")
+
+
+def pause(job_id: JobArg, wait: WaitOpt = 10.0, url: Url = None, token: Token = None) -> None:
+    """Pause a job: nothing new is dispatched; what runs finishes."""
+    with make_client(url, token) as client:
+        _print_command(client.pause(job_id, wait_s=wait))
+
+
+def resume(job_id: JobArg, wait: WaitOpt = 10.0, url: Url = None, token: Token = None) -> None:
+    """Resume a paused job."""
+    with make_client(url, token) as client:
+        _print_command(client.resume(job_id, wait_s=wait))
+
+
+def cancel(job_id: JobArg, wait: WaitOpt = 10.0, url: Url = None, token: Token = None) -> None:
+    """Cancel a job: unfinished tiles are cancelled, running ones stopped on their nodes."""
+    with make_client(url, token) as client:
+        _print_command(client.cancel(job_id, wait_s=wait))
+
+
+def retry(
+    job_id: JobArg,
+    layer: Annotated[
+        list[str] | None, typer.Option("--layer", "-l", help="only this layer (repeatable)")
+    ] = None,
+    frame: Annotated[
+        list[int] | None, typer.Option("--frame", "-f", help="only this frame (repeatable)")
+    ] = None,
+    wait: WaitOpt = 10.0,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Run a job's failed and cancelled tiles again, each with a fresh budget of attempts."""
+    with make_client(url, token) as client:
+        _print_command(client.retry(job_id, layers=layer, frames=frame, wait_s=wait))
+
+
+def priority(
+    job_id: JobArg,
+    value: Annotated[int, typer.Argument(help="0-100, higher first (default 50)", min=0, max=100)],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Reorder your studio's own work: a job's priority among its jobs."""
+    with make_client(url, token) as client:
+        job = client.set_priority(job_id, value)
+    console.print(f"job {job.id}: priority {job.priority}")

@@ -210,15 +210,66 @@ def test_bad_particles_in_a_seed_are_refused_before_any_tile(
     shot_id, show_id = shot_and_show(db, who)
     frame = small_frame(50)
     frame.position[17, 1] = float("nan")
-    version = seed_version(api, who, show_id, tmp_path, frame)
+    path = tmp_path / "seed.dpc"
+    write_cache(path, [frame])
+    digest = upload(api, who, path.read_bytes())
+    # Checked once, when the version is published: no version, so no job can use it.
     response = api.post(
-        "/jobs", json=job_spec(shot_id, version).model_dump(mode="json"), headers=who.headers
+        f"/shows/{show_id}/asset-versions",
+        json={"asset": "seed", "kind": "particle_seed", "content_hash": digest},
+        headers=who.headers,
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["field"] == "content_hash"
+    assert "asset 'seed'" in body["message"] and "position[17]" in body["message"]
+    assert str(tmp_path) not in body["message"]
+    # Published as a plain file, it is checked (once) when a job first reads it as particles.
+    plain = api.post(
+        f"/shows/{show_id}/asset-versions",
+        json={"asset": "seed", "kind": "other", "content_hash": digest},
+        headers=who.headers,
+    )
+    assert plain.status_code == 201, plain.text
+    response = api.post(
+        "/jobs",
+        json=job_spec(shot_id, plain.json()["id"]).model_dump(mode="json"),
+        headers=who.headers,
     )
     assert response.status_code == 422
     body = response.json()
     assert body["field"] == "layers[0].input_asset_version"
     assert "position[17]" in body["message"]
     assert count_jobs(db) == 0
+
+
+def test_a_published_cache_records_its_frames_and_jobs_outside_them_are_refused(
+    api: TestClient, db: Database, tmp_path: Path
+) -> None:
+    who = make_studio(db, "alpha")
+    shot_id, show_id = shot_and_show(db, who)
+    path = tmp_path / "cache.dpc"
+    write_cache(path, [small_frame(50, frame=1), small_frame(40, frame=2, seed=3)])
+    digest = upload(api, who, path.read_bytes())
+    response = api.post(
+        f"/shows/{show_id}/asset-versions",
+        json={"asset": "cache", "kind": "particle_cache", "content_hash": digest},
+        headers=who.headers,
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["meta"] == {"frames": [1, 2], "particles": 50}
+    version = response.json()["id"]
+    spec = job_spec(shot_id, version, frames=(1, 3)).model_dump(mode="json")
+    spec["layers"] = [
+        spec["layers"][1] | {"depends_on": [], "input_asset_version": version},
+        spec["layers"][2],
+    ]
+    response = api.post("/jobs", json=spec, headers=who.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "layers[0].input_asset_version"
+    assert "has no frame 3" in response.json()["message"]
+    spec["frames"] = {"first": 1, "last": 2}
+    assert api.post("/jobs", json=spec, headers=who.headers).status_code == 201
 
 
 def test_a_good_job_is_stored_with_its_frames(

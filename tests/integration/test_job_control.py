@@ -216,3 +216,51 @@ def _token(db: Database) -> str:
         studio = session.get_one(m.Studio, 1)
         _, token = queries.create_user(session, studio, "td2", Role.TD)
         return token
+
+
+def test_cli_pause_resume_cancel_and_priority(
+    farm: Farm, api: TestClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ``farm pause|resume|cancel|retry|priority`` commands drive the same routes, and a job of
+    another studio is 'not found' (exit 3) in one line."""
+    from studio_client.cli import main
+    from studio_client.client import Client
+
+    db, store, out = farm
+    who = make_studio(db, "nimble")
+    other = make_studio(db, "rival")
+    job_id = noop_job(db, who, cols=4, hold_s=0.05)
+    caller = {"token": who.token}
+
+    def make_client(url: str | None, token: str | None) -> Client:
+        return Client("http://testserver", caller["token"], transport=api._transport)
+
+    monkeypatch.setattr("studio_client.cli.jobs.make_client", make_client)
+
+    # No dispatcher is running yet: the pause is queued and says so.
+    assert main(["pause", str(job_id), "--wait", "0"]) == 0
+    assert f"job {job_id}: pause queued (paused by nimble-user)" in capsys.readouterr().out
+    assert main(["pause", str(job_id), "--wait", "0"]) == 4
+    assert "already paused" in capsys.readouterr().err
+    assert main(["priority", str(job_id), "80"]) == 0
+    assert f"job {job_id}: priority 80" in capsys.readouterr().out
+    assert job_row(db, job_id).priority == 80
+    assert main(["priority", str(job_id), "101"]) == 2
+    capsys.readouterr()
+
+    caller["token"] = other.token
+    assert main(["cancel", str(job_id), "--wait", "0"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not found" in err[0]
+    caller["token"] = who.token
+
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: job_row(db, job_id).paused)
+    assert main(["resume", str(job_id), "--wait", "0"]) == 0
+    capsys.readouterr()
+    dispatcher.run_until_done([job_id], timeout_s=60)
+    assert job_row(db, job_id).state == "done"
+    assert main(["cancel", str(job_id), "--wait", "0"]) == 4
+    assert "done" in capsys.readouterr().err
+    assert main(["retry", str(job_id), "--layer", "nope", "--wait", "0"]) == 2
+    assert "nope" in capsys.readouterr().err

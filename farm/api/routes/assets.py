@@ -18,6 +18,7 @@ from farm import schemas
 from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
 from farm.db import queries
 from farm.errors import NotFound
+from farm.inputs import PARTICLE_KINDS, describe_particles
 from farm.storage import check_hash
 
 router = APIRouter(tags=["assets"])
@@ -74,7 +75,16 @@ async def put_blob(
     "/shows/{show_id}/asset-versions", status_code=201, dependencies=[require_role(*SUBMITTERS)]
 )
 def register_asset_version(
-    show_id: Id, spec: schemas.AssetVersionCreate, user: CurrentUser, session: Db
+    show_id: Id, spec: schemas.AssetVersionCreate, user: CurrentUser, session: Db, context: Ctx
 ) -> schemas.AssetVersionOut:
-    version = queries.register_asset_version(session, user, show_id, spec)
+    """Publish an uploaded blob as the next version of an asset. A particle cache or seed is
+    read and validated here, once (a 422 names the first bad particle); jobs using it then
+    only compare their frames with what was recorded."""
+    queries.get_show(session, user.studio_id, show_id)  # another studio's show: 404 first
+    meta = None
+    if spec.kind in PARTICLE_KINDS and queries.studio_has_blob(
+        session, user.studio_id, spec.content_hash
+    ):
+        meta = describe_particles(context.store, spec.content_hash, name=spec.asset)
+    version = queries.register_asset_version(session, user, show_id, spec, meta=meta)
     return schemas.AssetVersionOut.model_validate(version)

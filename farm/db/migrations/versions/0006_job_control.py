@@ -25,6 +25,8 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("tile_estimate", sa.BigInteger(), nullable=False, server_default="0")
         )
+    with op.batch_alter_table("asset_versions") as batch:
+        batch.add_column(sa.Column("meta", sa.JSON(), nullable=True))
     with op.batch_alter_table("layers") as batch:
         batch.add_column(sa.Column("frames_created", sa.Integer(), nullable=True))
     with op.batch_alter_table("tiles") as batch:
@@ -60,6 +62,8 @@ def downgrade() -> None:
         batch.drop_column("forgiven")
     with op.batch_alter_table("layers") as batch:
         batch.drop_column("frames_created")
+    with op.batch_alter_table("asset_versions") as batch:
+        batch.drop_column("meta")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("tile_estimate")
         batch.drop_column("paused")
