@@ -70,7 +70,7 @@ class BoundaryDispatcher(Dispatcher):
 
     def _read_capacity(self) -> None:
         self._capacity = dict(self.capacity)
-        self._virtual = set()
+        self._device_pools = set(self.capacity)
 
     def _send(self, flight: InFlight, task: TileTask) -> Any:
         return _Sent(task)

@@ -191,6 +191,25 @@ def pool_nodes() -> dict[str, frozenset[str]]:
     return {pool: frozenset(ids) for pool, ids in nodes.items()}
 
 
+def device_pools() -> set[str]:
+    """Pools with at least one alive node that has real devices (Ray's ``GPU`` or ``NPU``).
+
+    An accelerator pool not in this set is *virtual* (its nodes stand in on CPU, as the
+    embedded farm and ``farm worker --virtual`` declare them): its tiles are placed with
+    ``ray_options(..., virtual=True)``, since asking such a node for ``num_gpus`` would leave
+    them pending forever.
+    """
+    import ray
+
+    pools: set[str] = set()
+    for node in ray.nodes():
+        resources = node.get("Resources", {})
+        if not node.get("Alive") or not (resources.get("GPU", 0) or resources.get("NPU", 0)):
+            continue
+        pools.update(k.removeprefix("pool:") for k in resources if k.startswith("pool:"))
+    return pools
+
+
 def avoid_selector(avoid: Sequence[str]) -> dict[str, str]:
     """Ray's label selector that keeps a task off the nodes ``avoid`` (node ids)."""
     return {"ray.io/node-id": f"!in({','.join(sorted(avoid))})"}

@@ -2,8 +2,9 @@
 
 - ``db``: a migrated, empty database per test; runs on SQLite and, when ``FARM_TEST_PG_URL`` is
   set, on PostgreSQL too (a clean schema per test).
-- ``ray_local``: one local Ray per test run with the farm's pools declared as custom resources
-  (``pool:cpu``, ``pool:h100`` with ``accelerator_type:H100``), so placement runs without GPUs.
+- ``ray_local``: one local Ray for the run (restarted after a multi-node test) with the farm's
+  pools declared as custom resources (``pool:cpu``, ``pool:h100`` with
+  ``accelerator_type:H100``), so placement runs without GPUs.
 """
 
 from __future__ import annotations
@@ -62,19 +63,33 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local() -> Iterator[None]:
-    """One local Ray for the whole run, with the farm's pools as custom resources."""
+    """The local Ray, with the farm's pools as custom resources: started by the first test that
+    needs it and kept for the rest of the run, unless a multi-node test (``ray_cluster`` in
+    ``tests/integration/test_cluster.py``) replaced it meanwhile."""
     import ray
 
     from farm.pool_config import DEFAULT_FARM_CONFIG
     from scheduler.runtime import start_ray
 
-    start_ray(
-        address=None,
-        pools=DEFAULT_FARM_CONFIG.shapes,
-        num_cpus=2,
-        object_store_memory=300 * 1024 * 1024,
-    )
+    if not ray.is_initialized():
+        start_ray(
+            address=None,
+            pools=DEFAULT_FARM_CONFIG.shapes,
+            num_cpus=2,
+            object_store_memory=300 * 1024 * 1024,
+        )
     yield
-    ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_down_at_exit() -> Iterator[None]:
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 
 from farm import schemas
+from farm.db import models as m
 from farm.db import queries
 from farm.db.session import Database
 from farm.particles.cache import ParticleFrame, write_cache
@@ -35,8 +37,11 @@ def make_studio(db: Database, name: str, role: Role = Role.TD) -> StudioUser:
 
 
 def make_shot(db: Database, who: StudioUser, show: str = "show", shot: str = "sh010") -> int:
+    """A shot in ``show`` of the studio (the show made on first use, reused after)."""
     with db.session() as session:
-        show_row = queries.create_show(session, who.studio_id, schemas.ShowCreate(name=show))
+        show_row = session.scalar(
+            select(m.Show).where(m.Show.studio_id == who.studio_id, m.Show.name == show)
+        ) or queries.create_show(session, who.studio_id, schemas.ShowCreate(name=show))
         shot_row = queries.create_shot(
             session, who.studio_id, show_row.id, schemas.ShotCreate(name=shot, sequence="sq01")
         )

@@ -1,4 +1,5 @@
-"""The farm host's commands: ``farm server``, ``farm admin``, ``farm demo``, ``farm simulate``.
+"""The farm host's commands: ``farm server``, ``farm worker``, ``farm admin``, ``farm demo``,
+``farm simulate``.
 
 Owns: the commands that run on the farm's own machine, against its database, its API app, Ray
 and the scheduler. The ``farm`` console script is one command (:func:`studio_client.cli.main`):
@@ -50,19 +51,20 @@ HOST_PANEL = "Farm host (server extra)"
 def register(app: typer.Typer) -> None:
     """Add the farm host's commands to the ``farm`` app that :mod:`studio_client.cli` built.
 
-    Called once, when ``studio_client.cli`` is imported. A new server-side command (``farm
-    worker`` is next) goes in its own module here and is added below, with
+    Called once, when ``studio_client.cli`` is imported. A new server-side command (e.g.
+    ``farm worker``) goes in its own module here and is added below, with
     ``rich_help_panel=HOST_PANEL``; the command module imports its heavy dependencies inside
     the command function.
 
     Args:
         app: the ``farm`` typer app, with the client's commands already on it.
     """
-    from farm.cli import demo, operate, server, simulate
+    from farm.cli import demo, operate, server, simulate, worker
 
     app.command(rich_help_panel=HOST_PANEL)(server.server)
     app.command(rich_help_panel=HOST_PANEL)(demo.demo)
     app.command(rich_help_panel=HOST_PANEL)(simulate.simulate)
+    app.command(rich_help_panel=HOST_PANEL)(worker.worker)
     admin = typer.Typer(help=server.ADMIN_HELP)
     admin.command("create-studio")(server.create_studio)
     admin.command("create-user")(server.create_user)

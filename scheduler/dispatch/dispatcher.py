@@ -75,7 +75,13 @@ from scheduler.plan import (
     plan,
 )
 from scheduler.plan.fit import fitting_pools, slots, unfit_reason
-from scheduler.runtime import avoid_selector, pool_capacity, pool_nodes, ray_options
+from scheduler.runtime import (
+    avoid_selector,
+    device_pools,
+    pool_capacity,
+    pool_nodes,
+    ray_options,
+)
 
 log = logging.getLogger("scheduler.dispatch")
 ACTIVE = [s.value for s in TileState if s not in TERMINAL]
@@ -147,7 +153,7 @@ class Dispatcher:
         self._capacity: dict[str, float] = {}
         self._nodes: dict[str, frozenset[str]] = {}
         """Alive Ray node ids per pool: where a tile that failed on one node may go instead."""
-        self._virtual: set[str] = set()
+        self._device_pools: set[str] = set()
         self._last_job_id = 0
         self._commands: list[control.Command] = []
         self._at = {
@@ -335,18 +341,22 @@ class Dispatcher:
                 save_usage(session, self._usage, self._owed, datetime.now(UTC))
 
     def _read_capacity(self) -> None:
-        import ray
-
         self._capacity = pool_capacity()
         self._nodes = pool_nodes()
-        resources = ray.cluster_resources()
-        has_devices = resources.get("GPU", 0) > 0 or resources.get("NPU", 0) > 0
-        self._virtual = (
-            set()
-            if has_devices
-            else {name for name, shape in self._terms.pools.items() if not shape.is_cpu}
-        )
+        self._device_pools = device_pools()
         self._remotes.clear()
+
+    @property
+    def _virtual(self) -> set[str]:
+        """Accelerator pools whose nodes have no real device: their tiles ask for none.
+
+        Derived from both the pools (terms) and the nodes (capacity) each time: a set computed
+        at the first capacity read, before the pools were read, once left an H100 layer asking
+        a GPU-less cluster for ``num_gpus=1`` and pending forever.
+        """
+        return {
+            name for name, shape in self._terms.pools.items() if not shape.is_cpu
+        } - self._device_pools
 
     def _read_job_terms(self, session: Any) -> None:
         """Priority and rush of the active jobs (the API may change them while they run)."""

@@ -1,0 +1,75 @@
+"""``farm worker``: join this machine to the farm's Ray cluster as a node of one pool."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farm.cli._console import console
+
+
+def worker(
+    address: Annotated[str, typer.Option(help="the Ray head, HOST:PORT (e.g. head:6379)")],
+    pool: Annotated[str, typer.Option(help="the pool this node serves (from the pools file)")],
+    num_cpus: Annotated[
+        int | None,
+        typer.Option("--num-cpus", min=1, help="cores to give the farm (default: the pool's)"),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="the cluster's Ray auth token, where it uses one"),
+    ] = None,
+    virtual: Annotated[
+        bool,
+        typer.Option(help="stand in for an accelerator node on CPU (tests, a laptop)"),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the ray start command and exit")
+    ] = False,
+) -> None:
+    """Start a Ray node in POOL joined to ADDRESS; runs until stopped (Ctrl-C or SIGTERM)."""
+    from farm.errors import InvalidSpec, Unavailable
+    from farm.pool_config import load_farm_config
+    from farm.settings import Settings
+    from scheduler.worker import (
+        detect_hardware,
+        find_pool,
+        node_resources,
+        ray_start_command,
+        ray_start_env,
+    )
+
+    config = load_farm_config(Settings().resolved_pools_file)
+    spec = find_pool(config, pool)
+    node = node_resources(spec, detect_hardware(), num_cpus=num_cpus, virtual=virtual)
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_bin is None:
+        raise Unavailable("the ray command is not installed: pip install 'delta-farm[server]'")
+    argv = ray_start_command(node, address, ray_bin=ray_bin)
+    for note in node.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if dry_run:
+        console.print(shlex.join(argv[:-1]), soft_wrap=True, markup=False)
+        return
+    env = ray_start_env(token_file)
+    console.print(
+        f"node of pool [bold]{spec.name}[/] joining {address}: {node.num_cpus} slots, "
+        f"{node.memory_bytes / (1 << 30):.1f} GiB"
+    )
+    process = subprocess.Popen(argv, env=env)
+    # ray start --block stops its node's processes when it is signalled: pass SIGTERM on.
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        code = process.wait()
+    if code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+        raise InvalidSpec(f"ray start exited with code {code}: see its output above")
