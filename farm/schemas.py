@@ -191,6 +191,13 @@ class LayerSpec(BaseModel):
         description="noop only: seconds each tile holds its slot (a stand-in for real work "
         "in dry runs and tests)",
     )
+    needs_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        le=65536,
+        description="noop only, a fault drill: an attempt granted less memory (GiB) runs out "
+        "of memory, so the farm's retry with more memory can be seen at work",
+    )
 
     @model_validator(mode="after")
     def _fits_kind(self) -> LayerSpec:
@@ -206,6 +213,8 @@ class LayerSpec(BaseModel):
             raise ValueError(f"layer {self.name!r} cannot depend on itself")
         if self.hold_s and self.kind is not LayerKind.NOOP:
             raise ValueError(f"'hold_s' is only for noop layers, not {self.kind}")
+        if self.needs_memory_gb and self.kind is not LayerKind.NOOP:
+            raise ValueError(f"'needs_memory_gb' is only for noop layers, not {self.kind}")
         return self
 
     @property

@@ -185,6 +185,51 @@ def on_attempt_failed(
     )
 
 
+def on_out_of_memory(
+    state: TileState,
+    *,
+    attempts: int,
+    max_attempts: int,
+    had_gb: float,
+    next_gb: float | None,
+) -> Transition:
+    """The attempt ran out of memory: the next one asks for more (twice, up to a whole node).
+
+    It counts as an attempt (the tile's own need, not the node's fault); with no more memory to
+    give (``next_gb`` None: it already had a whole node) the tile fails at once, since another
+    try could only end the same way.
+
+    Args:
+        state: RUNNING.
+        attempts: attempts made so far, including this one.
+        max_attempts: attempts allowed in all.
+        had_gb: memory the attempt was granted, GiB.
+        next_gb: memory the next attempt gets, or None when ``had_gb`` was a whole node.
+    """
+    if next_gb is None:
+        return Transition(
+            state,
+            TileState.FAILED,
+            reason=f"out of memory with a whole node's {had_gb:g} GiB: split the work into "
+            "more tiles or use a pool with bigger nodes",
+            attempt=Attempt.COUNT,
+        )
+    if attempts < max_attempts:
+        return Transition(
+            state,
+            TileState.PENDING,
+            reason=f"attempt {attempts} of {max_attempts} ran out of memory with {had_gb:g} "
+            f"GiB; retrying with {next_gb:g} GiB",
+            attempt=Attempt.COUNT,
+        )
+    return Transition(
+        state,
+        TileState.FAILED,
+        reason=f"failed {attempts} times, the last out of memory with {had_gb:g} GiB",
+        attempt=Attempt.COUNT,
+    )
+
+
 def on_requeued(state: TileState) -> Transition:
     """The dispatcher that sent this tile is gone (restart): run it again without counting it."""
     return Transition(

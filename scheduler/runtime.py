@@ -177,37 +177,44 @@ def pool_capacity() -> dict[str, float]:
     }
 
 
-def pool_nodes() -> dict[str, frozenset[str]]:
-    """Ray node ids of the alive nodes of each pool (where a retry may go instead)."""
+@dataclass(frozen=True)
+class PoolView:
+    """The alive Ray nodes of each pool, as one ``ray.nodes()`` call shows them."""
+
+    nodes: dict[str, frozenset[str]]
+    """Ray node ids per pool: where a tile that failed on one node may go instead."""
+    devices: frozenset[str]
+    """Pools with at least one node that has real devices (Ray's ``GPU`` or ``NPU``). An
+    accelerator pool not in it is *virtual* (its nodes stand in on CPU, as the embedded farm
+    and ``farm worker --virtual`` declare them): its tiles are placed with
+    ``ray_options(..., virtual=True)``, since asking for ``num_gpus`` there pends forever."""
+    memory_gb: dict[str, float]
+    """The largest ``memory`` a node of each pool offers Ray, GiB: more than this pends
+    forever, whatever the pools file promises."""
+
+
+def pool_view() -> PoolView:
+    """What the cluster's alive nodes offer, per pool."""
     import ray
 
     nodes: dict[str, set[str]] = {}
+    devices: set[str] = set()
+    memory: dict[str, float] = {}
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
-        for key in node.get("Resources", {}):
-            if key.startswith("pool:"):
-                nodes.setdefault(key.removeprefix("pool:"), set()).add(node["NodeID"])
-    return {pool: frozenset(ids) for pool, ids in nodes.items()}
-
-
-def device_pools() -> set[str]:
-    """Pools with at least one alive node that has real devices (Ray's ``GPU`` or ``NPU``).
-
-    An accelerator pool not in this set is *virtual* (its nodes stand in on CPU, as the
-    embedded farm and ``farm worker --virtual`` declare them): its tiles are placed with
-    ``ray_options(..., virtual=True)``, since asking such a node for ``num_gpus`` would leave
-    them pending forever.
-    """
-    import ray
-
-    pools: set[str] = set()
-    for node in ray.nodes():
         resources = node.get("Resources", {})
-        if not node.get("Alive") or not (resources.get("GPU", 0) or resources.get("NPU", 0)):
-            continue
-        pools.update(k.removeprefix("pool:") for k in resources if k.startswith("pool:"))
-    return pools
+        pools = [key.removeprefix("pool:") for key in resources if key.startswith("pool:")]
+        for pool in pools:
+            nodes.setdefault(pool, set()).add(node["NodeID"])
+            memory[pool] = max(memory.get(pool, 0.0), resources.get("memory", 0.0) / GIB)
+            if resources.get("GPU", 0) or resources.get("NPU", 0):
+                devices.add(pool)
+    return PoolView(
+        nodes={pool: frozenset(ids) for pool, ids in nodes.items()},
+        devices=frozenset(devices),
+        memory_gb=memory,
+    )
 
 
 def avoid_selector(avoid: Sequence[str]) -> dict[str, str]:

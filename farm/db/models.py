@@ -373,6 +373,9 @@ class Tile(Base):
     avoid_nodes: Mapped[list[Any] | None] = mapped_column(
         JSON, nullable=True, doc="Ray node ids this tile failed on: its retries go elsewhere"
     )
+    memory_gb: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="memory its next attempt asks for, after it ran out of memory"
+    )
     reason: Mapped[str] = mapped_column(Text, default="")
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -48,6 +48,8 @@ class TileBook:
     """Attempts that do not count against the budget (node lost, bad input, a user's retry)."""
     avoid: tuple[str, ...] = ()
     """Ray node ids this tile failed on: its next attempts go to other nodes of the pool."""
+    memory_gb: float | None = None
+    """Memory its next attempt asks for, GiB, after an attempt ran out (None: the layer's)."""
     done_at: float = 0.0
     """When (monotonic) its last attempt succeeded in this process: an input found damaged by
     an attempt that started before then was already made again."""
@@ -390,6 +392,7 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             m.Tile.preemptions,
             m.Tile.forgiven,
             m.Tile.avoid_nodes,
+            m.Tile.memory_gb,
         )
         .where(m.Tile.job_id.in_(jobs))
         .order_by(m.Tile.frame_id, m.Tile.index)
@@ -408,6 +411,7 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             preemptions=row.preemptions,
             forgiven=row.forgiven,
             avoid=tuple(row.avoid_nodes or ()),
+            memory_gb=row.memory_gb,
         )
         frame.tiles.append(tile)
         frame.counts[tile.state] += 1

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,12 @@ from scheduler.plan import (
     decayed_usage,
     plan,
 )
-from scheduler.plan.fit import fitting_pools, slots, unfit_reason
+from scheduler.plan.fit import fitting_pools, memory_share, slots, unfit_reason
 from scheduler.runtime import (
+    GIB,
     avoid_selector,
-    device_pools,
     pool_capacity,
-    pool_nodes,
+    pool_view,
     ray_options,
 )
 
@@ -154,6 +155,8 @@ class Dispatcher:
         self._nodes: dict[str, frozenset[str]] = {}
         """Alive Ray node ids per pool: where a tile that failed on one node may go instead."""
         self._device_pools: set[str] = set()
+        self._node_memory: dict[str, float] = {}
+        """Per pool, the most memory one of its Ray nodes offers (GiB)."""
         self._last_job_id = 0
         self._commands: list[control.Command] = []
         self._at = {
@@ -342,8 +345,10 @@ class Dispatcher:
 
     def _read_capacity(self) -> None:
         self._capacity = pool_capacity()
-        self._nodes = pool_nodes()
-        self._device_pools = device_pools()
+        view = pool_view()
+        self._nodes = view.nodes
+        self._device_pools = set(view.devices)
+        self._node_memory = view.memory_gb
         self._remotes.clear()
 
     @property
@@ -612,6 +617,7 @@ class Dispatcher:
                 started_at=stamp,
             )
             req = layer.requirements
+            shape = self._terms.pools[decision.pool]
             flight = InFlight(
                 tile=tile,
                 attempt=tile.attempts,
@@ -620,10 +626,15 @@ class Dispatcher:
                 slots=slots(req),
                 licences=req.licences,
                 started=now,
-                backfill=req.accelerator is None and not self._terms.pools[decision.pool].is_cpu,
+                backfill=req.accelerator is None and not shape.is_cpu,
+                memory_gb=tile.memory_gb or memory_share(req, shape),
+                node_memory_gb=min(
+                    shape.memory_gb, self._node_memory.get(decision.pool, shape.memory_gb)
+                ),
             )
             self._hold(flight)
-            submissions.append((flight, self._tasks.build(session, tile)))
+            task = replace(self._tasks.build(session, tile), memory_gb=flight.memory_gb)
+            submissions.append((flight, task))
         return submissions
 
     def _submit(self, flight: InFlight, task: TileTask) -> None:
@@ -645,14 +656,17 @@ class Dispatcher:
             )
         avoid = self._avoid(flight)
         try:
-            if avoid:
+            if avoid or flight.tile.memory_gb:
+                # This attempt differs from its layer's: other nodes, or more memory.
                 shape = self._terms.pools[flight.pool]
                 options = ray_options(
                     layer.requirements, shape, virtual=flight.pool in self._virtual
                 )
-                remote = self._remote.options(
-                    max_retries=0, label_selector=avoid_selector(avoid), **options
-                )
+                if avoid:
+                    options["label_selector"] = avoid_selector(avoid)
+                if flight.tile.memory_gb:
+                    options["memory"] = int(flight.tile.memory_gb * GIB)
+                remote = self._remote.options(max_retries=0, **options)
             return remote.remote(task, self._store_ref)
         except Exception as exc:  # Ray refused it: an attempt that failed at once
             return _Refused(exc)

@@ -21,6 +21,7 @@ from farm.states import (
     on_attempt_failed,
     on_inputs_lost,
     on_node_lost,
+    on_out_of_memory,
     on_output_lost,
     on_preempted,
     on_succeeded,
@@ -52,6 +53,10 @@ class InFlight:
     """Why it was stopped, when the planner preempted it."""
     cancelled: bool = False
     """Its job was cancelled: the tile is already CANCELLED; only its usage is left to record."""
+    memory_gb: float = 0.0
+    """Memory granted to this attempt, GiB (what an out-of-memory retry doubles)."""
+    node_memory_gb: float = 0.0
+    """Memory of one node of its pool, GiB: the most a retry can ask for."""
 
 
 def lost(flight: InFlight, exc: BaseException) -> TileResult:
@@ -64,6 +69,7 @@ def lost(flight: InFlight, exc: BaseException) -> TileResult:
     first_line = (text.splitlines() or [""])[0][:300]
     node_lost = _is_node_died(exc)
     found = _NODE_ID.search(text) if node_lost else None
+    out_of_memory = type(exc).__name__ == "OutOfMemoryError"  # Ray's memory monitor killed it
     return TileResult(
         tile_id=flight.tile.id,
         attempt=flight.attempt,
@@ -71,6 +77,7 @@ def lost(flight: InFlight, exc: BaseException) -> TileResult:
         node="?",
         node_id=found.group(0) if found else "",
         node_lost=node_lost,
+        out_of_memory=out_of_memory,
         wall_seconds=time.monotonic() - flight.started,
         cpu_seconds=0.0,
         error=f"{type(exc).__name__}: {first_line}".rstrip(": "),
@@ -140,6 +147,20 @@ def apply_result(
             if bad is not None and bad.done_at < flight.started:
                 _output_lost(bad, changes, max_attempts=max_attempts)
         changes.offers.append(tile.frame)
+    elif result.out_of_memory:
+        had = flight.memory_gb
+        more = min(2 * had, flight.node_memory_gb) if had < flight.node_memory_gb else None
+        change = on_out_of_memory(
+            tile.state,
+            attempts=tile.counted,
+            max_attempts=max_attempts,
+            had_gb=round(had, 2),
+            next_gb=None if more is None else round(more, 2),
+        )
+        tile.memory_gb = more
+        move(tile, change, changes, where=result.node, memory_gb=more, **values)
+        if change.after == TileState.PENDING:
+            layer.ready.add([tile.key])
     else:
         _failed_on(tile, result.node_id, changes)
         change = on_attempt_failed(

@@ -59,6 +59,8 @@ class TileTask:
     """Assemble only: where the frame's EXR goes (its PNG preview goes beside it)."""
     attributes: dict[str, str | int | float] = field(default_factory=dict)
     """Provenance written into EXR headers (job, layer, frame, renderer, tile plan)."""
+    memory_gb: float = 0.0
+    """Memory granted to this attempt, GiB (Ray's ``memory`` resource; 0 when unknown)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class TileResult:
     """Ray's id of the node (host names repeat across a cluster's containers; ids do not)."""
     node_lost: bool = False
     """The attempt never came back because its node died: not the tile's fault."""
+    out_of_memory: bool = False
+    """The attempt ran out of memory (a ``MemoryError``, or Ray's memory monitor killed it)."""
     output_hash: str | None = None
     error: str | None = None
     """One line saying why the attempt failed (``ok`` is False)."""
@@ -103,8 +107,13 @@ class ExecutorOutput:
 def run_noop(task: TileTask, store: BlobStore) -> ExecutorOutput:
     """The ``noop`` layer's executor: holds its slot ``hold_s`` seconds, succeeds, writes nothing.
 
-    It sleeps in short steps so a cancel (``ray.cancel``, a preemption) stops it promptly.
+    It sleeps in short steps so a cancel (``ray.cancel``, a preemption) stops it promptly. With
+    ``needs_memory_gb`` (a fault drill) an attempt granted less memory raises ``MemoryError``,
+    as a real renderer does when its allocation fails.
     """
+    needs = float(task.layer_spec.get("needs_memory_gb") or 0.0)
+    if needs and task.memory_gb < needs:
+        raise MemoryError(f"needs {needs:g} GiB, granted {task.memory_gb:g} GiB")
     deadline = time.monotonic() + float(task.layer_spec.get("hold_s", 0.0))
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.05))
@@ -184,4 +193,5 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
             wall_seconds=time.perf_counter() - started,
             cpu_seconds=time.process_time() - cpu_started,
             error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+            out_of_memory=isinstance(exc, MemoryError),
         )

@@ -49,6 +49,19 @@ def slots(req: Requirements) -> int:
     return req.cores
 
 
+def memory_share(req: Requirements, pool: PoolShape) -> float:
+    """Memory one tile of ``req`` may use on a node of ``pool``, GiB: what it asks for, else
+    its slots' share of the node (a 4-core tile on a 32-core, 128 GiB node: 16 GiB).
+
+    Example:
+        >>> memory_share(Requirements(cores=4), PoolShape("cpu", "cpu", 32, 128))
+        16.0
+    """
+    if req.memory_gb is not None:
+        return float(req.memory_gb)
+    return pool.memory_gb * min(slots(req), pool.cores_per_node) / pool.cores_per_node
+
+
 def fitting_pools(
     req: Requirements, pools: Sequence[PoolShape], *, pool: str | None = None
 ) -> tuple[str, ...]:

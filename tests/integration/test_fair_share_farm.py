@@ -71,6 +71,7 @@ def noop_job(
     requirements: dict[str, Any] | None = None,
     pool: str = "cpu",
     rush: bool = False,
+    **layer_options: Any,
 ) -> int:
     """Submit a one-frame job of one noop layer ``work`` on ``pool``; returns its id."""
     shot_id = make_shot(db, who, shot=f"sh{time.monotonic_ns() % 10**9}")
@@ -83,6 +84,7 @@ def noop_job(
     }
     if requirements is not None:
         layer["requirements"] = requirements
+    layer.update(layer_options)
     spec = schemas.JobSpec.model_validate(
         {
             "name": "noopjob",

@@ -95,3 +95,18 @@ def test_job_control_allows_what_makes_sense_and_says_why_not(
     else:
         with pytest.raises(IllegalTransition, match=refused):
             job_control(action, state=state, paused=paused, by="ana", retryable=retryable)
+
+
+def test_out_of_memory_asks_for_more_and_fails_when_a_node_is_not_enough() -> None:
+    from farm.states import TileState, on_out_of_memory
+
+    retry = on_out_of_memory(TileState.RUNNING, attempts=1, max_attempts=3, had_gb=4, next_gb=8)
+    assert retry.after == TileState.PENDING and retry.counts_attempt
+    assert retry.reason == "attempt 1 of 3 ran out of memory with 4 GiB; retrying with 8 GiB"
+    last = on_out_of_memory(TileState.RUNNING, attempts=3, max_attempts=3, had_gb=16, next_gb=32)
+    assert last.after == TileState.FAILED
+    assert last.reason == "failed 3 times, the last out of memory with 16 GiB"
+    whole = on_out_of_memory(
+        TileState.RUNNING, attempts=1, max_attempts=3, had_gb=128, next_gb=None
+    )
+    assert whole.after == TileState.FAILED and "whole node's 128 GiB" in whole.reason
