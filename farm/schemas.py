@@ -191,6 +191,12 @@ class LayerSpec(BaseModel):
         description="noop only: seconds each tile holds its slot (a stand-in for real work "
         "in dry runs and tests)",
     )
+    execution: Literal["task", "session"] = Field(
+        default="task",
+        description="'task': each tile is a fresh stateless Ray task; 'session': tiles go to "
+        "long-lived render sessions (a Ray actor per node and layer) that keep what they loaded "
+        "between tiles (docs/architecture.md, render sessions)",
+    )
     needs_memory_gb: float | None = Field(
         default=None,
         gt=0,

@@ -54,6 +54,7 @@ from scheduler.dispatch.book import (
 )
 from scheduler.dispatch.commit import write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
+from scheduler.dispatch.sessions import SessionKey, SessionPool
 from scheduler.dispatch.tasks import TaskBuilder
 from scheduler.dispatch.terms import (
     SAVE_USAGE_EVERY_S,
@@ -159,6 +160,8 @@ class Dispatcher:
         """Per pool, the most memory one of its Ray nodes offers (GiB)."""
         self._last_job_id = 0
         self._commands: list[control.Command] = []
+        self._sessions: SessionPool | None = None
+        """Render sessions of the layers with ``execution: session`` (made on first use)."""
         self._at = {
             "terms": -math.inf,
             "jobs": -math.inf,
@@ -211,6 +214,8 @@ class Dispatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._sessions is not None:
+            self._sessions.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -271,6 +276,8 @@ class Dispatcher:
         the commit, send the picks to Ray. Returns whether anything moved."""
         now = time.monotonic()
         self._refresh(now)
+        if self._sessions is not None:
+            self._sessions.reap(self._wants_session)
         room = self._has_room()
         gathered = self._gather(timeout_s=0.0 if room or not self._in_flight else self.poll_s)
         commands = self._commands
@@ -656,6 +663,8 @@ class Dispatcher:
             )
         avoid = self._avoid(flight)
         try:
+            if layer.spec.execution == "session" and not avoid and not flight.tile.memory_gb:
+                return self._session(flight, task)
             if avoid or flight.tile.memory_gb:
                 # This attempt differs from its layer's: other nodes, or more memory.
                 shape = self._terms.pools[flight.pool]
@@ -670,6 +679,23 @@ class Dispatcher:
             return remote.remote(task, self._store_ref)
         except Exception as exc:  # Ray refused it: an attempt that failed at once
             return _Refused(exc)
+
+    def _session(self, flight: InFlight, task: TileTask) -> Any:
+        """Send the attempt to a render session of its layer and pool (see sessions.py)."""
+        layer = flight.tile.frame.layer
+        if self._sessions is None:
+            self._sessions = SessionPool(self._store_ref)
+        shape = self._terms.pools[flight.pool]
+        options = ray_options(layer.requirements, shape, virtual=flight.pool in self._virtual)
+        most = max(1, int(self._capacity.get(flight.pool, 1) // flight.slots))
+        return self._sessions.submit((layer.id, flight.pool), layer.kind, options, task, most=most)
+
+    def _wants_session(self, key: SessionKey) -> bool:
+        """Whether a session of ``key`` may get work soon: its layer has tiles left to run
+        (ready now, or waiting for their upstream frames) and its job is not paused. An idle
+        session of such a layer lives ``sessions.IDLE_S``; any other stops at once."""
+        layer = self._layers.get(key[0])
+        return layer is not None and layer.state not in TERMINAL and not layer.job.paused
 
     def _avoid(self, flight: InFlight) -> tuple[str, ...]:
         """Nodes this attempt should not run on: where its tile failed, and nodes that failed
@@ -720,7 +746,14 @@ class Dispatcher:
         """
         import ray
 
-        if not isinstance(ref, _Refused):
+        if self._sessions is not None and self._sessions.owns(ref):
+            # An actor's call cannot be force-cancelled: stop the session. The attempts queued
+            # behind on it never started; they go back to pending as preempted, uncounted.
+            for other in self._sessions.stop(ref):
+                flight = self._in_flight.get(other)
+                if flight is not None and not (flight.cancelled or flight.preempted):
+                    flight.preempted = "its render session was stopped"
+        elif not isinstance(ref, _Refused):
             ray.cancel(ref, force=True)
 
     def _write_reasons(self, session: Any, waiting: dict[tuple[int, int], str]) -> None:
@@ -797,10 +830,21 @@ class Dispatcher:
 
         if isinstance(ref, _Refused):
             return lost(flight, ref.error)
+        sessions = (
+            self._sessions if self._sessions is not None and self._sessions.owns(ref) else None
+        )
         try:
             result: TileResult = ray.get(ref)
         except Exception as exc:
-            return lost(flight, exc)
+            if sessions is None:
+                return lost(flight, exc)
+            running, node_id = sessions.lost(ref)
+            if not running and not (flight.cancelled or flight.preempted):
+                flight.preempted = "its render session died before it started"
+            died = lost(flight, exc)
+            return died if died.node_id or not node_id else replace(died, node_id=node_id)
+        if sessions is not None:
+            sessions.finished(ref, result.node_id)
         return result
 
     def _forget(self, ref: Any, flight: InFlight) -> None:

@@ -85,11 +85,20 @@ def lost(flight: InFlight, exc: BaseException) -> TileResult:
 
 
 def _is_node_died(exc: BaseException) -> bool:
+    """Ray's ``NodeDiedError`` for a task; for a render session's call, an ``ActorDiedError``
+    whose cause is its node's death (Ray says so only in the message), or an
+    ``ActorUnavailableError``: the session's node stopped answering (a tile that crashes its
+    own process ends in ``ActorDiedError`` instead), which is what a dying node looks like
+    before Ray has declared it dead."""
     try:
-        from ray.exceptions import NodeDiedError
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, NodeDiedError
     except ImportError:  # pragma: no cover - ray is a server dependency
         return False
-    return isinstance(exc, NodeDiedError)
+    if isinstance(exc, NodeDiedError | ActorUnavailableError):
+        return True
+    return isinstance(exc, ActorDiedError) and (
+        bool(getattr(exc, "preempted", False)) or "node has died" in str(exc).lower()
+    )
 
 
 def apply_result(

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from farm.errors import InvalidSpec, NotFound
 from farm.exr.assemble import write_tile
-from farm.particles.cache import prepare_frame, read_cache, validate_frame, write_cache
+from farm.particles.cache import (
+    ParticleFrame,
+    prepare_frame,
+    read_cache,
+    validate_frame,
+    write_cache,
+)
 from farm.particles.camera import Camera
 from farm.particles.monster import simulate
 from farm.particles.render import cost_preview, render_rect
 from farm.storage import BlobStore
 from farm.vocab import AOV
 from scheduler.executors.base import ExecutorOutput, TileTask, scratch_file
+from scheduler.executors.session import loaded_or
 
 
 def run_particle_sim(task: TileTask, store: BlobStore) -> ExecutorOutput:
@@ -52,23 +57,30 @@ def run_particle_render(task: TileTask, store: BlobStore) -> ExecutorOutput:
     """Render the tile's render rectangle (its rect plus overscan) into an uncompressed tile EXR."""
     camera = Camera.model_validate(task.camera)
     aovs = [AOV(a) for a in task.layer_spec.get("aovs", list(AOV))]
-    with contextlib.ExitStack() as stack:
-        try:
-            cache_path = stack.enter_context(store.local_path(task.inputs["cache"]))
-            frame = read_cache(cache_path).frame(task.frame)
-        except (NotFound, InvalidSpec):
-            producer = task.producers.get("cache")
-            if producer is None:  # a published cache asset: nothing here can make it again
-                raise
-            return ExecutorOutput(output_hash=None, corrupt_input_tiles=(producer,))
-        channels = render_rect(
-            frame,
-            camera,
-            width=task.width,
-            height=task.height,
-            rect=task.render_rect,
-            aovs=aovs,
-        )
+    cache_hash = task.inputs["cache"]
+
+    def load() -> ParticleFrame:
+        # The cache is memory-mapped: the frame stays readable after the local copy's context
+        # ends (a disk store's file is immutable; a downloaded one stays mapped when unlinked).
+        with store.local_path(cache_hash) as cache_path:
+            return read_cache(cache_path).frame(task.frame)
+
+    try:
+        # A render session keeps the frame for its next tiles; a stateless task loads it.
+        frame = loaded_or(("particle_cache", cache_hash, task.frame), load)
+    except (NotFound, InvalidSpec):
+        producer = task.producers.get("cache")
+        if producer is None:  # a published cache asset: nothing here can make it again
+            raise
+        return ExecutorOutput(output_hash=None, corrupt_input_tiles=(producer,))
+    channels = render_rect(
+        frame,
+        camera,
+        width=task.width,
+        height=task.height,
+        rect=task.render_rect,
+        aovs=aovs,
+    )
     with scratch_file(None, ".exr") as path:
         write_tile(
             path,

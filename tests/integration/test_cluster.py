@@ -131,18 +131,19 @@ def test_tiles_land_only_on_nodes_of_the_pool_they_fit(
         assert_tiles_accounted(db, job_id)
 
 
+@pytest.mark.parametrize("execution", ["task", "session"])
 def test_a_node_lost_mid_job_costs_no_attempt_and_loses_nothing(
-    farm_cluster: FarmCluster, farm: Farm
+    farm_cluster: FarmCluster, farm: Farm, execution: str
 ) -> None:
-    """Two cpu nodes; the second dies abruptly while it runs a tile. That tile goes back to
-    pending without consuming an attempt (forgiven, its usage row unbilled) and the job ends
-    done on the node that is left."""
+    """Two cpu nodes; the second dies abruptly while it runs a tile (as a task, or in a render
+    session). That tile goes back to pending without consuming an attempt (forgiven, its usage
+    row unbilled) and the job ends done on the node that is left."""
     db, store, out = farm
     who = make_studio(db, "nimble")
     doomed = farm_cluster.add("cpu")
     farm_cluster.cluster.wait_for_nodes()
     doomed_id = doomed.node_id
-    job_id = noop_job(db, who, cols=8, hold_s=1.0)
+    job_id = noop_job(db, who, cols=8, hold_s=1.0, execution=execution)
     dispatcher = Dispatcher(db, store, out, max_attempts=1)
 
     raylet = doomed.all_processes["raylet"][0].process.pid
@@ -150,7 +151,7 @@ def test_a_node_lost_mid_job_costs_no_attempt_and_loses_nothing(
     farm_cluster.cluster.remove_node(doomed, allow_graceful=False)
     dispatcher.run_until_done([job_id], timeout_s=180)
 
-    assert job_row(db, job_id).state == "done"
+    assert job_row(db, job_id).state == "done", [t.reason for t in job_tiles(db, job_id)]
     tiles = job_tiles(db, job_id)
     lost = [t for t in tiles if t.forgiven]
     # max_attempts=1: a lost node counted as a failure would have failed the job.
@@ -179,7 +180,8 @@ def _tile_workers(parent: int | None = None) -> list[int]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if cmdline.startswith(b"ray::run_tile") and parent in (None, ppid):
+        running = cmdline.startswith((b"ray::run_tile", b"ray::TileSession.run"))
+        if running and parent in (None, ppid):
             pids.append(int(entry.name))
     return pids
 

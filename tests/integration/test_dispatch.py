@@ -117,11 +117,22 @@ def frame_state(db: Database, job_id: int, layer: str, frame: int) -> str:
         ).scalar_one()
 
 
-def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(farm: Farm, tmp_path: Path) -> None:
+@pytest.mark.parametrize("execution", ["task", "session"])
+def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(
+    farm: Farm, tmp_path: Path, execution: str
+) -> None:
+    """Bit for bit the whole-frame render, whether tiles run as stateless tasks or in render
+    sessions that keep each frame's cache between tiles."""
     db, store, out = farm
-    job_id, spec = submit(db, store, tmp_path, frames=(1, 3), size=(61, 37), grid=(4, 3))
+    job_id, spec = submit(
+        db, store, tmp_path, frames=(1, 3), size=(61, 37), grid=(4, 3), execution=execution
+    )
     dispatcher = Dispatcher(db, store, out)
     dispatcher.run_until_done([job_id], timeout_s=300)
+    if execution == "session":
+        # 36 render tiles on 2 slots: a few sessions did them all, not one process per tile.
+        assert dispatcher._sessions is not None and 1 <= dispatcher._sessions.created <= 4
+        dispatcher.stop()
     with db.session() as session:
         detail = queries.job_detail(session, 1, job_id)
         assert detail.state == "done", detail.model_dump_json(indent=1)[:2000]
