@@ -191,6 +191,9 @@ class PoolView:
     memory_gb: dict[str, float]
     """The largest ``memory`` a node of each pool offers Ray, GiB: more than this pends
     forever, whatever the pools file promises."""
+    shared: tuple[tuple[frozenset[str], int], ...] = ()
+    """Pools whose nodes are also nodes of another pool, grouped, with the CPUs of those
+    nodes: the embedded farm declares every pool on its one machine, so they share its cores."""
 
 
 def pool_view() -> PoolView:
@@ -200,11 +203,14 @@ def pool_view() -> PoolView:
     nodes: dict[str, set[str]] = {}
     devices: set[str] = set()
     memory: dict[str, float] = {}
+    groups: list[tuple[set[str], float]] = []
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
         resources = node.get("Resources", {})
         pools = [key.removeprefix("pool:") for key in resources if key.startswith("pool:")]
+        if len(pools) > 1:
+            groups.append((set(pools), float(resources.get("CPU", 0.0))))
         for pool in pools:
             nodes.setdefault(pool, set()).add(node["NodeID"])
             memory[pool] = max(memory.get(pool, 0.0), resources.get("memory", 0.0) / GIB)
@@ -214,7 +220,19 @@ def pool_view() -> PoolView:
         nodes={pool: frozenset(ids) for pool, ids in nodes.items()},
         devices=frozenset(devices),
         memory_gb=memory,
+        shared=_merge(groups),
     )
+
+
+def _merge(groups: list[tuple[set[str], float]]) -> tuple[tuple[frozenset[str], int], ...]:
+    """Groups of pools that share nodes, merged where they overlap, with their CPUs summed."""
+    merged: list[tuple[set[str], float]] = []
+    for pools, cpus in groups:
+        for other in [g for g in merged if g[0] & pools]:
+            merged.remove(other)
+            pools, cpus = pools | other[0], cpus + other[1]
+        merged.append((pools, cpus))
+    return tuple((frozenset(pools), int(cpus)) for pools, cpus in merged)
 
 
 def avoid_selector(avoid: Sequence[str]) -> dict[str, str]:

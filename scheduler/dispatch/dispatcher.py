@@ -65,6 +65,7 @@ from scheduler.dispatch.terms import (
     save_usage,
 )
 from scheduler.executors.base import TileResult, TileTask, run_tile
+from scheduler.executors.session import warm_worker
 from scheduler.plan import (
     Plan,
     Policy,
@@ -157,9 +158,12 @@ class Dispatcher:
         """Alive Ray node ids per pool: where a tile that failed on one node may go instead."""
         self._device_pools: set[str] = set()
         self._node_memory: dict[str, float] = {}
+        self._shared: tuple[frozenset[str], ...] = ()
+        """Groups of pools that share nodes (the embedded farm's virtual pools)."""
         """Per pool, the most memory one of its Ray nodes offers (GiB)."""
         self._last_job_id = 0
         self._commands: list[control.Command] = []
+        self._warming: list[Any] = []
         self._sessions: SessionPool | None = None
         """Render sessions of the layers with ``execution: session`` (made on first use)."""
         self._at = {
@@ -206,7 +210,14 @@ class Dispatcher:
         return count
 
     def start(self) -> None:
-        """Run the loop in a background thread (the ``farm server`` mode)."""
+        """Run the loop in a background thread (the ``farm server`` mode), after asking Ray to
+        warm one worker per CPU of the cluster (:func:`warm_worker`; they run beside the loop
+        and any tile, and a tile that lands on a warm worker skips the cold start)."""
+        import ray
+
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        warming = ray.remote(warm_worker).options(num_cpus=1, scheduling_strategy="SPREAD")
+        self._warming = [warming.remote() for _ in range(cpus)]
         self._thread = threading.Thread(target=self._loop, name="farm-dispatcher", daemon=True)
         self._thread.start()
 
@@ -356,6 +367,7 @@ class Dispatcher:
         self._nodes = view.nodes
         self._device_pools = set(view.devices)
         self._node_memory = view.memory_gb
+        self._shared = tuple(pools for pools, _ in view.shared)
         self._remotes.clear()
 
     @property
@@ -515,7 +527,38 @@ class Dispatcher:
                 accelerated=not shape.is_cpu,
                 backfill=shape.backfill,
             )
+        for pools in self._shared:
+            self._share_cores(states, pools, in_flight)
         return states
+
+    def _share_cores(
+        self,
+        states: dict[str, PoolState],
+        pools: frozenset[str],
+        in_flight: Counter[str],
+    ) -> None:
+        """Pools on the same cores (the embedded farm's virtual pools): what waits in Ray's
+        queue for one waits behind the others' too, so the group keeps one short queue, and its
+        free slots go first to the earliest frame's deepest layer across its pools (a frame's
+        render and assembly before the next frames' sims), as one pool would order them."""
+        target = max((self._target(p) for p in pools), default=0)
+        free = max(0, target - sum(in_flight[p] for p in pools))
+        ranked = sorted(
+            (layer.ready[0][0], -layer.position, layer.id, pool)
+            for layer in self._layers.values()
+            if layer.ready and not layer.job.paused
+            for pool in layer.pools[:1]
+            if pool in pools
+        )
+        share: Counter[str] = Counter()
+        for _, _, layer_id, pool in ranked:
+            if free <= 0:
+                break
+            take = min(free, len(self._layers[layer_id].ready))
+            share[pool] += take
+            free -= take
+        for name in pools & states.keys():
+            states[name] = replace(states[name], free=min(states[name].free, share[name]))
 
     def _works(self) -> list[Work]:
         works = []
