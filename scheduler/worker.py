@@ -174,14 +174,16 @@ def ray_start_command(
 def ray_start_env(token_file: Path | None) -> dict[str, str]:
     """The environment of ``ray start``: the cluster's token when it uses one.
 
-    Ray 2.60 reads ``RAY_AUTH_TOKEN_PATH`` (a file holding the token); a cluster started with
-    ``RAY_AUTH_MODE=disabled`` needs none. The token never goes on the command line, where
-    ``ps`` would show it.
+    Ray 2.60 reads ``RAY_AUTH_TOKEN_PATH`` (a file holding the token), and a joining node
+    sends it only with ``RAY_AUTH_MODE=token`` (without it the head refuses the node: "Invalid
+    AuthToken"); a cluster started with ``RAY_AUTH_MODE=disabled`` needs none. The token never
+    goes on the command line, where ``ps`` would show it.
     """
     env = dict(os.environ)
     if token_file is not None:
         if not token_file.is_file():
             raise InvalidSpec(f"--token-file {token_file}: no such file", field="token_file")
         env["RAY_AUTH_TOKEN_PATH"] = str(token_file.resolve())
+        env["RAY_AUTH_MODE"] = "token"
         env.pop("RAY_AUTH_TOKEN", None)
     return env

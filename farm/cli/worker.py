@@ -64,12 +64,22 @@ def worker(
         f"{node.memory_bytes / (1 << 30):.1f} GiB"
     )
     process = subprocess.Popen(argv, env=env)
-    # ray start --block stops its node's processes when it is signalled: pass SIGTERM on.
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+    stopping = {"asked": False}
+
+    def stop(*_: object) -> None:
+        # ray start --block drains the node (its running tiles finish, or go back to pending
+        # when RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S passes), stops it, and exits 1.
+        stopping["asked"] = True
+        process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         code = process.wait()
     except KeyboardInterrupt:
-        process.terminate()
+        stop()
         code = process.wait()
-    if code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+    if stopping["asked"]:
+        console.print(f"node of pool {spec.name} stopped")
+        return
+    if code != 0:
         raise InvalidSpec(f"ray start exited with code {code}: see its output above")

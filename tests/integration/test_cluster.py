@@ -233,8 +233,9 @@ def test_farm_worker_joins_its_pool_and_leaves_when_stopped(
         assert "pool:h100" not in node["Resources"]
     finally:
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0].decode()
-    assert "node of pool cpu joining" in output
+        output = process.communicate(timeout=90)[0].decode()
+    assert process.returncode == 0, output
+    assert "node of pool cpu joining" in output and "node of pool cpu stopped" in output
     deadline = time.monotonic() + 60
     while joined in node_ids_of("cpu"):
         assert time.monotonic() < deadline, "the stopped node is still alive"

@@ -68,6 +68,7 @@ def test_the_token_goes_in_the_environment_never_on_the_command_line(tmp_path: P
     token.write_text("s3cret")
     env = ray_start_env(token)
     assert env["RAY_AUTH_TOKEN_PATH"] == str(token.resolve())
+    assert env["RAY_AUTH_MODE"] == "token"  # else a joining node sends no token at all
     node = node_resources(CPU, Hardware(cpus=4, memory_gb=8))
     assert not any("s3cret" in a for a in ray_start_command(node, "head:6379"))
     with pytest.raises(InvalidSpec, match="no such file"):
