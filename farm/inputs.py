@@ -52,9 +52,11 @@ def describe_particles(store: BlobStore, content_hash: str, *, name: str) -> dic
 
 
 def validate_job_inputs(
-    session: Session, store: BlobStore, studio_id: int, spec: schemas.JobSpec
+    session: Session, store: BlobStore | None, studio_id: int, spec: schemas.JobSpec
 ) -> None:
-    """Check that every particle asset the job reads holds the frames it will use.
+    """Check that every input asset version is the studio's and that every particle asset the
+    job reads holds the frames it will use (a version never described is read from ``store``
+    once; without a store its frames are not checked).
 
     Raises:
         InvalidSpec: naming ``layers[i].input_asset_version`` and what is wrong.
@@ -67,6 +69,8 @@ def validate_job_inputs(
         if layer.kind not in (LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER):
             continue
         label = f"{field} (asset {version.asset!r} v{version.version})"
+        if store is None and (version.meta is None or "frames" not in version.meta):
+            continue
         meta = _particle_meta(session, store, version, label, field)
         frames = set(meta["frames"])
         if layer.kind is LayerKind.PARTICLE_RENDER:
@@ -81,7 +85,7 @@ def validate_job_inputs(
 
 
 def _particle_meta(
-    session: Session, store: BlobStore, version: m.AssetVersion, label: str, field: str
+    session: Session, store: BlobStore | None, version: m.AssetVersion, label: str, field: str
 ) -> dict[str, Any]:
     if version.meta is not None and "frames" in version.meta:
         return version.meta
@@ -89,6 +93,7 @@ def _particle_meta(
         raise InvalidSpec(
             f"{label}: a {version.asset_row.kind} asset is not a particle cache", field=field
         )
+    assert store is not None
     try:
         meta = describe_particles(store, version.content_hash, name=version.asset)
     except InvalidSpec as exc:

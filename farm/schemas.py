@@ -289,6 +289,7 @@ class JobSpec(BaseModel):
                         f"{self.resolution.height} px high image; use at most "
                         f"{self.resolution.height}"
                     )
+            _check_inputs(i, layer, [self.layer(dep).kind for dep in layer.depends_on])
         _check_acyclic(self.layers)
         return self
 
@@ -318,6 +319,35 @@ def tiles_per_frame(layer: LayerSpec, resolution: Resolution) -> int:
     assert tiling.tile_width is not None and tiling.tile_height is not None
     cols = math.ceil(resolution.width / tiling.tile_width)
     return cols * math.ceil(resolution.height / tiling.tile_height)
+
+
+def _check_inputs(i: int, layer: LayerSpec, upstream: list[LayerKind]) -> None:
+    """What each layer kind reads must be there: a seed for a sim, a cache (an asset or a sim
+    layer) and a tiling for a render, exactly one render for an assemble. Checked here, in the
+    spec itself, so the SDK refuses such a spec before sending it; what needs the farm (the
+    asset exists, is yours, holds the frames; a pool fits) is checked by
+    :func:`farm.db.queries.submit_job`, once."""
+    if layer.kind is LayerKind.PARTICLE_SIM and layer.input_asset_version is None:
+        raise ValueError(
+            f"layers[{i}].input_asset_version: a particle_sim layer needs an input asset "
+            "version (its particle seed)"
+        )
+    if layer.kind is LayerKind.PARTICLE_RENDER:
+        if layer.input_asset_version is None and LayerKind.PARTICLE_SIM not in upstream:
+            raise ValueError(
+                f"layers[{i}].input_asset_version: a particle_render layer needs an input "
+                "asset version (a particle cache) or a dependency on a particle_sim layer"
+            )
+        if layer.tiles is None:
+            raise ValueError(
+                f"layers[{i}].tiles: a particle_render layer needs a tiling (cols and rows, "
+                "tile_width and tile_height, or balanced)"
+            )
+    if layer.kind is LayerKind.ASSEMBLE and upstream.count(LayerKind.PARTICLE_RENDER) != 1:
+        raise ValueError(
+            f"layers[{i}].depends_on: an assemble layer stitches the tiles of exactly one "
+            f"particle_render layer; it depends on {upstream.count(LayerKind.PARTICLE_RENDER)}"
+        )
 
 
 def _check_tile_count(i: int, layer: LayerSpec, resolution: Resolution) -> None:

@@ -23,6 +23,7 @@ from farm.db.pools import pool_shapes, sync_pools
 from farm.errors import Conflict, InvalidSpec, NotFound, Unauthenticated
 from farm.pool_config import DEFAULT_FARM_CONFIG, Limits
 from farm.states import TERMINAL, TileState, rollup
+from farm.storage import BlobStore
 from farm.vocab import LayerKind, Requirements, Role
 from scheduler.plan.fit import PoolShape, fitting_pools, unfit_reason
 
@@ -240,51 +241,37 @@ def get_asset_version(
 
 # ----------------------------------------------------------------------------- jobs
 def submit_job(
-    session: Session, user: m.User, spec: schemas.JobSpec, *, limits: Limits | None = None
+    session: Session,
+    user: m.User,
+    spec: schemas.JobSpec,
+    *,
+    limits: Limits | None = None,
+    store: BlobStore | None = None,
 ) -> m.Job:
-    """Store a job with its layers and first frames; the dispatcher writes the other frames as
-    it reaches them and plans tiles.
+    """Check a job against the farm and store it with its layers and first frames; the
+    dispatcher writes the other frames as it reaches them and plans tiles.
 
-    Everything that can be checked here is checked before the first row is written, so a bad
-    spec leaves nothing behind. ``limits`` (the pools file's) bound the job's size and the
-    tiles of the studio's unfinished jobs.
+    The one place a spec is checked against the farm, after the schema checked its structure
+    (:class:`farm.schemas.JobSpec`): the shot is the studio's, the studio's limits hold, every
+    layer fits a pool and its licences exist, every input asset version is the studio's and
+    holds the frames the job reads (:func:`farm.inputs.validate_job_inputs`; caches were
+    checked when published). All before the first row is written, so a bad spec leaves
+    nothing behind.
+
+    Args:
+        limits: the pools file's limits on the job's size and the studio's unfinished tiles.
+        store: where to read a cache published before its check was recorded (once, then
+            recorded); None skips such caches' frame check (internal callers only).
     """
+    from farm.inputs import validate_job_inputs
+
     shot = get_shot(session, user.studio_id, spec.shot_id)
     _check_limits(session, user, spec, limits or Limits())
     shapes = pool_shapes(session)
     licences = set(session.scalars(select(m.Licence.name)))
     for i, layer in enumerate(spec.layers):
         _check_fit(i, layer, shapes, licences)
-        needs_input = layer.kind in (LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER)
-        upstream_cache = layer.kind is LayerKind.PARTICLE_RENDER and any(
-            spec.layer(dep).kind is LayerKind.PARTICLE_SIM for dep in layer.depends_on
-        )
-        if layer.input_asset_version is not None:
-            get_asset_version(
-                session,
-                user.studio_id,
-                layer.input_asset_version,
-                field=f"layers[{i}].input_asset_version",
-            )
-        elif needs_input and not upstream_cache:
-            raise InvalidSpec(
-                f"layers[{i}].input_asset_version: a {layer.kind} layer needs an input asset "
-                "version (or, for a render, a dependency on a particle_sim layer)",
-                field=f"layers[{i}].input_asset_version",
-            )
-        if layer.kind is LayerKind.PARTICLE_RENDER and layer.tiles is None:
-            raise InvalidSpec(
-                f"layers[{i}].tiles: a particle_render layer needs a tiling (cols/rows or "
-                "tile_width/tile_height)",
-                field=f"layers[{i}].tiles",
-            )
-        renders = [d for d in layer.depends_on if spec.layer(d).kind is LayerKind.PARTICLE_RENDER]
-        if layer.kind is LayerKind.ASSEMBLE and len(renders) != 1:
-            raise InvalidSpec(
-                f"layers[{i}].depends_on: an assemble layer stitches the tiles of exactly one "
-                f"particle_render layer; it depends on {len(renders)}",
-                field=f"layers[{i}].depends_on",
-            )
+    validate_job_inputs(session, store, user.studio_id, spec)
     job = m.Job(
         studio_id=user.studio_id,
         show_id=shot.show_id,

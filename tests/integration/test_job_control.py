@@ -245,6 +245,7 @@ def test_cli_pause_resume_cancel_and_priority(
     assert main(["priority", str(job_id), "80"]) == 0
     assert f"job {job_id}: priority 80" in capsys.readouterr().out
     assert job_row(db, job_id).priority == 80
+    assert events(db, job_id, "job_priority") == [{"priority": 80}]
     assert main(["priority", str(job_id), "101"]) == 2
     capsys.readouterr()
 

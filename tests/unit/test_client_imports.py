@@ -35,8 +35,18 @@ SERVER_ONLY = (
 SERVER_PARTS = ("scheduler", "farm.db", "farm.api", "farm.settings", "farm.storage", "farm.exr")
 """Our own server-side packages: never loaded by the client either."""
 
-CLIENT_COMMANDS = {"submit", "status", "check-frames", "report"}
-HOST_COMMANDS = {"server", "admin", "demo", "simulate"}
+CLIENT_COMMANDS = {
+    "submit",
+    "status",
+    "check-frames",
+    "report",
+    "pause",
+    "resume",
+    "cancel",
+    "retry",
+    "priority",
+}
+HOST_COMMANDS = {"server", "worker", "admin", "demo", "simulate"}
 
 # Prints, as JSON: the ``farm`` command names, what ``farm --help`` printed and returned, what
 # ``farm admin`` said and returned, and every module loaded by then. BLOCKED names modules to

@@ -142,3 +142,35 @@ def test_out_schemas_read_straight_from_their_tables(
         name for name in dir(table) if isinstance(getattr(table, name, None), property)
     }
     assert set(schema.model_fields) <= attributes
+
+
+@pytest.mark.parametrize(
+    ("change", "wanted"),
+    [
+        (
+            lambda layers: layers[0].pop("input_asset_version"),
+            "layers[0].input_asset_version: a particle_sim layer needs an input asset version",
+        ),
+        (
+            lambda layers: layers[1].update(depends_on=[]),
+            "layers[1].input_asset_version: a particle_render layer needs an input asset "
+            "version (a particle cache) or a dependency on a particle_sim layer",
+        ),
+        (
+            lambda layers: layers[1].pop("tiles"),
+            "layers[1].tiles: a particle_render layer needs a tiling",
+        ),
+        (
+            lambda layers: layers[2].update(depends_on=["sim"]),
+            "layers[2].depends_on: an assemble layer stitches the tiles of exactly one "
+            "particle_render layer; it depends on 0",
+        ),
+    ],
+)
+def test_what_each_layer_reads_is_checked_by_the_spec_itself(change: Any, wanted: str) -> None:
+    """Refused at parse time (the SDK too), not first found by the farm's database checks."""
+    raw = spec()
+    change(raw["layers"])
+    message, field = error_of(raw)
+    assert message.startswith(wanted), message
+    assert field is not None and message.startswith(field)

@@ -10,7 +10,6 @@ from farm import schemas
 from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
 from farm.db import control, queries, shares
 from farm.frame_check import check_job_frames
-from farm.inputs import validate_job_inputs
 from farm.states import JobAction
 from farm.vocab import MAX_ID
 
@@ -23,12 +22,11 @@ def submit_job(
 ) -> schemas.JobOut:
     """Validate and store a job; the dispatcher picks it up on its next tick.
 
-    Particle caches given as input assets are checked here, before any tile is sent, so bad
-    particles (NaN, negative radii, missing frames) are a 422 naming the field, not a failed tile.
+    The spec's structure was checked by its schema; :func:`queries.submit_job` checks it against
+    the farm, once (the shot, limits, pools, input assets and the frames they hold), so a bad
+    spec is a 422 naming the field, never a failed tile.
     """
-    queries.get_shot(session, user.studio_id, spec.shot_id)
-    validate_job_inputs(session, context.store, user.studio_id, spec)
-    job = queries.submit_job(session, user, spec, limits=context.limits)
+    job = queries.submit_job(session, user, spec, limits=context.limits, store=context.store)
     return queries.job_detail(session, user.studio_id, job.id)
 
 
