@@ -8,6 +8,7 @@ just that tile: a frame is never written with a hole or with wrong pixels.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from farm.errors import InvalidSpec, NotFound
@@ -42,19 +43,24 @@ def run_assemble(task: TileTask, store: BlobStore) -> ExecutorOutput:
     out = Path(task.output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     output = spec.get("output", {})
-    write_exr(
-        out,
-        frame,
-        width=task.width,
-        height=task.height,
-        compression=Compression(output.get("compression", Compression.ZIP)),
-        layout=ExrLayout(output.get("layout", ExrLayout.SCANLINE)),
-        attributes=task.attributes,
-    )
     outputs = {"exr": str(out)}
-    if output.get("preview", True) and "R" in frame:
-        preview = out.with_suffix(".png")
-        preview_png(frame, preview, max_width=960)
-        outputs["preview"] = str(preview)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The preview is drawn while OpenEXR compresses the frame (both release the GIL): the
+        # assembly is the one serial step of a tiled frame, so its parts overlap.
+        preview = None
+        if output.get("preview", True) and "R" in frame:
+            preview = pool.submit(preview_png, frame, out.with_suffix(".png"), max_width=960)
+            outputs["preview"] = str(out.with_suffix(".png"))
+        write_exr(
+            out,
+            frame,
+            width=task.width,
+            height=task.height,
+            compression=Compression(output.get("compression", Compression.ZIP)),
+            layout=ExrLayout(output.get("layout", ExrLayout.SCANLINE)),
+            attributes=task.attributes,
+        )
+        if preview is not None:
+            preview.result()
     put = store.put_file(out)
     return ExecutorOutput(output_hash=put.content_hash, outputs=outputs)
