@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_FARM_HOME = Path.home() / ".delta-farm"
@@ -46,6 +47,31 @@ class Settings(BaseSettings):
     tile_max_attempts: int = Field(
         default=3, ge=1, description="Attempts per tile before it fails for good."
     )
+    store: Literal["disk", "s3"] = Field(
+        default="disk",
+        description="FARM_STORE: where blobs live: disk ($FARM_HOME/blobs, shared by every node) "
+        "or s3 (the FARM_S3_* bucket, read through each node's FARM_CACHE_DIR).",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="FARM_S3_BUCKET: the bucket of the s3 store (required for it)."
+    )
+    s3_prefix: str = Field(
+        default="", description="FARM_S3_PREFIX: prepended to every object key, e.g. delta/."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="FARM_S3_ENDPOINT_URL: an S3-compatible endpoint (MinIO, Ceph RGW), e.g. "
+        "http://minio:9000; default AWS S3. Credentials come from boto3's chain (AWS_* "
+        "variables, AWS_PROFILE, the node's role).",
+    )
+    s3_region: str | None = Field(
+        default=None, description="FARM_S3_REGION: the bucket's region; default boto3's."
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="FARM_CACHE_DIR: each node's local cache of blobs read from the s3 store "
+        "(a path that every node can create on local disk); default $FARM_HOME/cache.",
+    )
 
     @field_validator("home")
     @classmethod
@@ -61,6 +87,39 @@ class Settings(BaseSettings):
         if not value.is_file():
             raise ValueError(f"FARM_POOLS_FILE: {value} is not a file")
         return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache_dir(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("s3_endpoint_url", "s3_region", "s3_bucket")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # A deployment template often sets these to "" for AWS: the same as leaving them out.
+        if value is None:
+            return None
+        return value.strip() or None
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"FARM_S3_ENDPOINT_URL: {value!r} is not an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.store == "s3" and not self.s3_bucket:
+            raise ValueError(
+                "FARM_STORE=s3 needs FARM_S3_BUCKET: the bucket that holds the farm's blobs"
+            )
+        return self
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """This node's blob cache: FARM_CACHE_DIR, else $FARM_HOME/cache."""
+        return self.cache_dir or self.home / "cache"
 
     @property
     def resolved_pools_file(self) -> Path | None:

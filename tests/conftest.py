@@ -93,3 +93,7 @@ def _ray_down_at_exit() -> Iterator[None]:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+# The S3 store's endpoint and store fixtures (issue 21): moto's server on loopback, see there.
+from tests.s3_server import s3_endpoint, s3_store  # noqa: E402, F401

@@ -8,7 +8,7 @@ from pathlib import Path
 from farm.db.session import Database
 from farm.pool_config import Limits
 from farm.settings import Settings
-from farm.storage import BlobStore, DiskStore
+from farm.storage import BlobStore, DiskStore, S3Store
 
 
 @dataclass
@@ -23,7 +23,11 @@ class FarmContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FarmContext:
-        """Open (and migrate) the database and the disk store that ``settings`` name."""
+        """Open (and migrate) the database and the blob store that ``settings`` name.
+
+        Raises:
+            Unavailable: the database or the S3 bucket cannot be reached.
+        """
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         db.migrate()
@@ -35,7 +39,29 @@ class FarmContext:
             sync_pools(session, config)
         return cls(
             db=db,
-            store=DiskStore(settings.blob_root),
+            store=open_store(settings),
             output_root=settings.output_root,
             limits=config.limits,
         )
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """The blob store ``FARM_STORE`` names: the disk store (default) or the S3 bucket.
+
+    An S3 store is checked here, so a wrong bucket, endpoint or credentials stop start-up.
+
+    Raises:
+        Unavailable: the S3 bucket cannot be reached.
+    """
+    if settings.store == "s3":
+        assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
+        store = S3Store(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            cache_dir=settings.resolved_cache_dir,
+        )
+        store.check()
+        return store
+    return DiskStore(settings.blob_root)

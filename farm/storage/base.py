@@ -1,9 +1,9 @@
 """The asset store interface: content-addressed blobs, by sha256.
 
-Every backend (disk now, S3 next) implements :class:`BlobStore`. Blobs are immutable and named
-by the hash of their bytes, so a retry never overwrites anything and dedupe is free. A store is
-a small picklable value (a root path, a bucket), so Ray tasks receive it as an argument and read
-and write blobs directly, without passing bytes through the dispatcher.
+Every backend (``disk``, the default, and ``s3``) implements :class:`BlobStore`. Blobs are
+immutable and named by the hash of their bytes, so a retry never overwrites anything and dedupe
+is free. A store is a small picklable value (a root path, a bucket), so Ray tasks receive it as
+an argument and read and write blobs directly, without passing bytes through the dispatcher.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class BlobStore(ABC):
     def local_path(self, content_hash: str) -> AbstractContextManager[Path]:
         """A context giving a local file path with the blob's bytes (memory-mappable).
 
-        The disk store hands out its own file; a remote store downloads to a temp file.
+        The disk store hands out its own file; the S3 store, the node's verified cached copy.
+        Either path stays valid after the context ends, so a memory map of it may outlive it.
         """
 
     @abstractmethod
