@@ -69,6 +69,10 @@ def validate_job_inputs(
         if layer.kind not in (LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER):
             continue
         label = f"{field} (asset {version.asset!r} v{version.version})"
+        if version.asset_row.kind not in PARTICLE_KINDS | {"other"}:
+            raise InvalidSpec(
+                f"{label}: a {version.asset_row.kind} asset is not a particle cache", field=field
+            )
         if store is None and (version.meta is None or "frames" not in version.meta):
             continue
         meta = _particle_meta(session, store, version, label, field)

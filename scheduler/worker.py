@@ -30,6 +30,8 @@ from scheduler.runtime import GIB, accelerator_resource, pool_resource
 
 POOL_LABEL = "farm-pool"
 """Ray node label naming the node's pool (``ray.nodes()[i]["Labels"]``)."""
+OBJECT_STORE_SHARE = 0.3
+"""Share of a node's memory Ray gives its object store by default."""
 VIRTUAL_LABEL = "farm-virtual"
 """Ray node label set on a node that declares its pool's accelerator without having it."""
 
@@ -51,6 +53,7 @@ class NodeResources:
 
     num_cpus: int
     memory_bytes: int
+    num_gpus: int | None
     resources: dict[str, float]
     labels: dict[str, str]
     notes: list[str] = field(default_factory=list)
@@ -61,8 +64,15 @@ def detect_hardware() -> Hardware:
     (the ones ``ray start`` uses, so the farm and Ray never disagree)."""
     from ray._private.accelerators import get_accelerator_manager_for_resource
 
-    cpus = os.cpu_count() or 1
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    try:  # Ray's own, container-aware figures (cgroup CPU quota and memory limit)
+        from ray._common.utils import get_system_memory
+        from ray._private.utils import get_num_cpus
+
+        cpus = int(get_num_cpus())
+        memory_gb = get_system_memory() / GIB
+    except Exception:
+        cpus = os.cpu_count() or 1
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
     for resource in ("GPU", "NPU"):
         try:
             manager = get_accelerator_manager_for_resource(resource)
@@ -113,7 +123,9 @@ def node_resources(
             f"this machine has {hardware.cpus} cores, pool {pool.name} promises "
             f"{pool.cores_per_node}: the node offers {cpus} slots"
         )
-    memory_gb = min(pool.memory_gb, hardware.memory_gb)
+    # Ray's object store takes about 30 % of the machine beside the tasks' memory: the memory
+    # the node offers tiles is what is left, so a retry asking a whole node cannot OOM it.
+    memory_gb = min(pool.memory_gb, hardware.memory_gb * (1 - OBJECT_STORE_SHARE))
     resources: dict[str, float] = {pool_resource(pool.name): float(cpus)}
     labels = {POOL_LABEL: pool.name}
     ray_type = pool.ray_accelerator_type
@@ -143,9 +155,13 @@ def node_resources(
                 f"this machine has {hardware.accelerators} {ray_type}, pool {pool.name} "
                 f"promises {pool.accelerators_per_node}"
             )
+    gpus_detected = ray_type is not None and not virtual
     return NodeResources(
         num_cpus=cpus,
         memory_bytes=int(memory_gb * GIB),
+        # A cpu pool's or a virtual node never offers GPUs Ray would otherwise detect on the
+        # machine: its pool would ask for none, and a real pool's tiles must not land there.
+        num_gpus=None if gpus_detected else 0,
         resources=resources,
         labels=labels,
         notes=notes,
@@ -162,6 +178,7 @@ def ray_start_command(
         f"--address={address}",
         f"--num-cpus={node.num_cpus}",
         f"--memory={node.memory_bytes}",
+        *([f"--num-gpus={node.num_gpus}"] if node.num_gpus is not None else []),
         f"--resources={json.dumps(node.resources, sort_keys=True)}",
         "--labels=" + ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())),
         "--disable-usage-stats",

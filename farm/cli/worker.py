@@ -78,7 +78,8 @@ def worker(
     except KeyboardInterrupt:
         stop()
         code = process.wait()
-    if stopping["asked"]:
+    if stopping["asked"] and code in (0, 1, -signal.SIGTERM, 128 + signal.SIGTERM):
+        # Ray 2.60's ray start --block exits 1 after a drain it was asked for.
         console.print(f"node of pool {spec.name} stopped")
         return
     if code != 0:

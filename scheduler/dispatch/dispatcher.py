@@ -67,6 +67,7 @@ from scheduler.dispatch.terms import (
 from scheduler.executors.base import TileResult, TileTask, run_tile
 from scheduler.executors.session import warm_worker
 from scheduler.plan import (
+    Decision,
     Plan,
     Policy,
     PoolState,
@@ -94,6 +95,8 @@ DISPATCH_PER_TICK = 10_000
 """Tiles sent to one pool per tick at most: a fresh farm of 272,000 slots fills over a few
 short ticks instead of one long transaction."""
 JOBS_EVERY_S = 0.1
+WARM_WORKERS_MAX = 64
+"""Workers warmed at start at most (a big cluster warms the rest with its first tiles)."""
 """New jobs are looked for this often: submitting answers at once, the farm starts within it."""
 
 
@@ -215,7 +218,7 @@ class Dispatcher:
         and any tile, and a tile that lands on a warm worker skips the cold start)."""
         import ray
 
-        cpus = int(ray.cluster_resources().get("CPU", 0))
+        cpus = min(int(ray.cluster_resources().get("CPU", 0)), WARM_WORKERS_MAX)
         warming = ray.remote(warm_worker).options(num_cpus=1, scheduling_strategy="SPREAD")
         self._warming = [warming.remote() for _ in range(cpus)]
         self._thread = threading.Thread(target=self._loop, name="farm-dispatcher", daemon=True)
@@ -225,6 +228,8 @@ class Dispatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                return  # still inside a tick: its sessions die with the Ray job
         if self._sessions is not None:
             self._sessions.close()
 
@@ -236,7 +241,10 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher tick failed; reloading from the database")
                 self._stop.wait(1.0)
-                self._resync()
+                try:
+                    self._resync()
+                except Exception:  # the database is still away: try again next round
+                    log.exception("reloading from the database failed; retrying")
 
     def _resync(self) -> None:
         """After a failed commit the book may be ahead of the database: reload it.
@@ -255,6 +263,8 @@ class Dispatcher:
             tile = self._tiles.get(flight.tile.id)
             if tile is None:
                 del self._in_flight[ref]
+                if self._sessions is not None:
+                    self._sessions.forget(ref)
                 continue
             flight.tile = tile
             tile.frame.layer.ready.remove(tile.key)
@@ -527,38 +537,49 @@ class Dispatcher:
                 accelerated=not shape.is_cpu,
                 backfill=shape.backfill,
             )
-        for pools in self._shared:
-            self._share_cores(states, pools, in_flight)
         return states
 
-    def _share_cores(
-        self,
-        states: dict[str, PoolState],
-        pools: frozenset[str],
-        in_flight: Counter[str],
-    ) -> None:
+    def _within_shared_cores(self, decisions: list[Decision]) -> list[Decision]:
         """Pools on the same cores (the embedded farm's virtual pools): what waits in Ray's
-        queue for one waits behind the others' too, so the group keeps one short queue, and its
-        free slots go first to the earliest frame's deepest layer across its pools (a frame's
-        render and assembly before the next frames' sims), as one pool would order them."""
-        target = max((self._target(p) for p in pools), default=0)
-        free = max(0, target - sum(in_flight[p] for p in pools))
-        ranked = sorted(
-            (layer.ready[0][0], -layer.position, layer.id, pool)
-            for layer in self._layers.values()
-            if layer.ready and not layer.job.paused
-            for pool in layer.pools[:1]
-            if pool in pools
+        queue for one waits behind the others' too, so each group keeps one short queue (the
+        largest of its pools' targets). The planner's picks for a group, each one feasible
+        under fair share, ceilings and licences, are kept earliest frame and deepest layer
+        first (a frame's render and assembly before the next frames' sims) up to that queue;
+        the rest stay ready for the next tick."""
+        if not self._shared or not decisions:
+            return decisions
+        in_flight: Counter[str] = Counter()
+        for (_, pool), n in self._running.items():
+            in_flight[pool] += n
+        room: dict[str, list[int]] = {}
+        for pools in self._shared:
+            target = max((self._target(p) for p in pools), default=0)
+            left = [max(0, target - sum(in_flight[p] for p in pools))]
+            for pool in pools:
+                room[pool] = left  # one counter shared by the group's pools
+        order = sorted(
+            range(len(decisions)),
+            key=lambda i: self._depth_key(decisions[i]),
         )
-        share: Counter[str] = Counter()
-        for _, _, layer_id, pool in ranked:
-            if free <= 0:
-                break
-            take = min(free, len(self._layers[layer_id].ready))
-            share[pool] += take
-            free -= take
-        for name in pools & states.keys():
-            states[name] = replace(states[name], free=min(states[name].free, share[name]))
+        kept: set[int] = set()
+        for i in order:
+            decision = decisions[i]
+            counter = room.get(decision.pool)
+            if counter is None:
+                kept.add(i)
+                continue
+            need = slots(self._layers[decision.layer_id].requirements)
+            if counter[0] >= need:
+                counter[0] -= need
+                kept.add(i)
+            else:
+                counter[0] = 0  # nothing later jumps ahead of a bigger tile that waits
+        return [d for i, d in enumerate(decisions) if i in kept]
+
+    def _depth_key(self, decision: Decision) -> tuple[int, int]:
+        layer = self._layers[decision.layer_id]
+        frame = layer.ready[0][0] if layer.ready else 0
+        return (frame, -layer.position)
 
     def _works(self) -> list[Work]:
         works = []
@@ -654,7 +675,7 @@ class Dispatcher:
             self._reasons_at = now
             self._write_reasons(session, result.waiting)
         submissions: list[tuple[InFlight, TileTask]] = []
-        for decision in result.decisions:
+        for decision in self._within_shared_cores(list(result.decisions)):
             layer = self._layers[decision.layer_id]
             (key,) = layer.ready.take(1)
             tile = self._tiles[key[3]]
@@ -668,6 +689,9 @@ class Dispatcher:
             )
             req = layer.requirements
             shape = self._terms.pools[decision.pool]
+            # What a node of the chosen pool offers Ray now: a tile's grown memory never asks
+            # more (it would pend forever), whichever pool it failed on before.
+            node_gb = min(shape.memory_gb, self._node_memory.get(decision.pool, shape.memory_gb))
             flight = InFlight(
                 tile=tile,
                 attempt=tile.attempts,
@@ -677,10 +701,8 @@ class Dispatcher:
                 licences=req.licences,
                 started=now,
                 backfill=req.accelerator is None and not shape.is_cpu,
-                memory_gb=tile.memory_gb or memory_share(req, shape),
-                node_memory_gb=min(
-                    shape.memory_gb, self._node_memory.get(decision.pool, shape.memory_gb)
-                ),
+                memory_gb=min(tile.memory_gb or memory_share(req, shape), node_gb),
+                node_memory_gb=node_gb,
             )
             self._hold(flight)
             task = replace(self._tasks.build(session, tile), memory_gb=flight.memory_gb)
@@ -717,7 +739,7 @@ class Dispatcher:
                 if avoid:
                     options["label_selector"] = avoid_selector(avoid)
                 if flight.tile.memory_gb:
-                    options["memory"] = int(flight.tile.memory_gb * GIB)
+                    options["memory"] = int(flight.memory_gb * GIB)
                 remote = self._remote.options(max_retries=0, **options)
             return remote.remote(task, self._store_ref)
         except Exception as exc:  # Ray refused it: an attempt that failed at once

@@ -166,8 +166,8 @@ def apply_result(
             had_gb=round(had, 2),
             next_gb=None if more is None else round(more, 2),
         )
-        tile.memory_gb = more
-        move(tile, change, changes, where=result.node, memory_gb=more, **values)
+        tile.memory_gb = more or had  # failed for good: a user's retry starts from the most
+        move(tile, change, changes, where=result.node, memory_gb=tile.memory_gb, **values)
         if change.after == TileState.PENDING:
             layer.ready.add([tile.key])
     else:

@@ -87,9 +87,11 @@ class SessionPool:
         self, key: SessionKey, kind: LayerKind, options: dict[str, Any], most: int
     ) -> Session:
         sessions = self._sessions.setdefault(key, [])
-        room = [s for s in sessions if len(s.queue) < DEPTH]
-        if room or len(sessions) >= most:
-            return min(room or sessions, key=lambda s: len(s.queue))
+        idle = [s for s in sessions if not s.queue]
+        if idle:
+            return idle[0]
+        if len(sessions) >= most:  # every slot has its session: queue behind the least busy
+            return min(sessions, key=lambda s: len(s.queue))
         actor = self._remote.options(
             max_restarts=0, max_task_retries=0, max_concurrency=1, **options
         ).remote(self._store_ref, kind)
@@ -114,21 +116,30 @@ class SessionPool:
         """An attempt's session died under it. Returns (whether it was the attempt running,
         the session's node id if known). The others queued on it come back here one by one
         and are not the running one."""
+        import ray
+
         session = self._by_ref.pop(ref, None)
         if session is None:
             return True, ""
         if not session.dead:
             session.died_running = session.queue[0] if session.queue else ref
             self._bury(session)
+            # Unreachable rather than dead (its node went quiet): make sure it holds no core.
+            ray.kill(session.actor, no_restart=True)
         return ref is session.died_running, session.node_id or _resolved(session.node_ref)
 
     def stop(self, ref: Any) -> list[Any]:
-        """Stop the session running ``ref`` (cancel, preemption); returns the refs of the other
-        attempts queued on it, which die with it without having started."""
+        """Stop the attempt ``ref`` (cancel, preemption). One still queued is taken out of its
+        session's queue (Ray cancels an actor call that has not started) and the session lives
+        on; the running one stops its session, and the refs of the attempts queued behind it,
+        which die with it without having started, are returned."""
         import ray
 
         session = self._by_ref.get(ref)
         if session is None:
+            return []
+        if session.queue and session.queue[0] is not ref:
+            ray.cancel(ref)
             return []
         ray.kill(session.actor, no_restart=True)
         session.died_running = ref
@@ -151,6 +162,14 @@ class SessionPool:
                     self._bury(session)
                     stopped += 1
         return stopped
+
+    def forget(self, ref: Any) -> None:
+        """Drop an attempt the dispatcher no longer tracks (reloaded after a failed commit)."""
+        session = self._by_ref.pop(ref, None)
+        if session is not None and ref in session.queue:
+            session.queue.remove(ref)
+            if not session.queue:
+                session.idle_since = time.monotonic()
 
     def close(self) -> None:
         """Stop every session (the dispatcher stops)."""

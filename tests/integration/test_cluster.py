@@ -55,6 +55,8 @@ class FarmCluster:
         node = node_resources(spec, MACHINE, num_cpus=1, virtual=True)
         return self.cluster.add_node(
             num_cpus=node.num_cpus,
+            num_gpus=node.num_gpus,
+            memory=node.memory_bytes,
             resources=node.resources,
             labels=node.labels,
             object_store_memory=80 * 1024 * 1024,

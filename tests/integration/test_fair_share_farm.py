@@ -373,3 +373,15 @@ def test_a_layer_needing_more_accelerator_memory_than_any_pool_is_a_422_storing_
     with db.session() as session:
         assert session.scalar(select(func.count(m.Job.id))) == 0
         assert session.scalar(select(func.count(m.Layer.id))) == 0
+
+
+def test_a_two_core_tile_runs_where_pools_share_cores(farm: Farm) -> None:
+    """The embedded farm's pools share one machine's cores and keep one Ray queue between
+    them; a tile asking for 2 cores must still get both (it once waited forever for the
+    group's queue to grant it a second slot)."""
+    db, store, out = farm
+    who = make_studio(db, "nimble")
+    job_id = noop_job(db, who, cols=2, hold_s=0.05, requirements={"cores": 2})
+    other = noop_job(db, who, cols=6, hold_s=0.05, pool="h100")
+    Dispatcher(db, store, out).run_until_done([job_id, other], timeout_s=60)
+    assert job_row(db, job_id).state == "done" and job_row(db, other).state == "done"

@@ -86,6 +86,7 @@ def test_each_group_declares_what_farm_worker_declares(manifest: list[Doc], pool
     params = group["rayStartParams"]
     assert params["num-cpus"] == str(node.num_cpus)
     assert int(params["memory"]) == node.memory_bytes
+    assert params.get("num-gpus") == (None if node.num_gpus is None else str(node.num_gpus))
     # KubeRay pastes the value into a shell command: JSON inside single quotes.
     assert params["resources"].startswith("'") and params["resources"].endswith("'")
     assert json.loads(params["resources"][1:-1]) == node.resources

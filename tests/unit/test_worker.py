@@ -29,10 +29,12 @@ def test_a_cpu_node_offers_its_cores_as_pool_slots_capped_at_the_machine() -> No
     assert node.num_cpus == CPU.cores_per_node
     assert node.resources == {"pool:cpu": float(CPU.cores_per_node)}
     assert node.labels == {"farm-pool": "cpu"}
-    assert node.memory_bytes == int(CPU.memory_gb * GIB)
+    assert node.memory_bytes == int(CPU.memory_gb * GIB)  # the machine has room to spare
+    assert node.num_gpus == 0  # a cpu node never offers the GPUs Ray would detect
     small = node_resources(CPU, Hardware(cpus=2, memory_gb=1.5))
     assert small.num_cpus == 2 and small.resources == {"pool:cpu": 2.0}
-    assert small.memory_bytes == int(1.5 * GIB)  # never more than the machine has
+    # Never more than the machine has, less the object store's share.
+    assert small.memory_bytes == int(1.5 * 0.7 * GIB)
     assert any("offers 2 slots" in note for note in small.notes)
     assert node_resources(CPU, big, num_cpus=3).resources == {"pool:cpu": 3.0}
 
@@ -46,7 +48,8 @@ def test_an_accelerator_pool_needs_the_device_unless_virtual() -> None:
     real = node_resources(H100, Hardware(64, 512, accelerators=8, accelerator_type="H100"))
     # Ray detects the GPUs and sets accelerator_type:H100 itself: the farm adds only its pool.
     assert real.resources == {"pool:h100": float(min(H100.cores_per_node, 64))}
-    assert "farm-virtual" not in real.labels
+    assert "farm-virtual" not in real.labels and real.num_gpus is None  # Ray counts them
+    assert "--num-gpus=0" in ray_start_command(node_resources(ASCEND, laptop, virtual=True), "h:1")
     virtual = node_resources(ASCEND, laptop, virtual=True)
     assert virtual.resources["accelerator_type:Ascend910B"] == 1.0
     assert virtual.labels == {"farm-pool": "ascend", "farm-virtual": "true"}
