@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
 
 from farm.db.models import Base
 from farm.db.session import Database
+
+if TYPE_CHECKING:
+    from farm.storage import DiskStore
 
 PG_URL = os.environ.get("FARM_TEST_PG_URL")
 DB_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -61,6 +65,25 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         ensure_default_pools(session)
     yield database
     database.dispose()
+
+
+Farm = tuple[Database, "DiskStore", Path]
+"""A fresh farm for dispatcher tests: its database, blob store and output folder."""
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[Farm]:
+    """A migrated SQLite farm database with the default pools, a disk store and an output
+    folder, all under the test's tmp dir (the dispatcher tests' farm)."""
+    from farm.db.queries import ensure_default_pools
+    from farm.storage import DiskStore
+
+    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
+    db.migrate()
+    with db.session() as session:
+        ensure_default_pools(session)
+    yield db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
+    db.dispose()
 
 
 @pytest.fixture

@@ -541,19 +541,22 @@ class Dispatcher:
 
     def _within_shared_cores(self, decisions: list[Decision]) -> list[Decision]:
         """Pools on the same cores (the embedded farm's virtual pools): what waits in Ray's
-        queue for one waits behind the others' too, so each group keeps one short queue (the
-        largest of its pools' targets). The planner's picks for a group, each one feasible
-        under fair share, ceilings and licences, are kept earliest frame and deepest layer
-        first (a frame's render and assembly before the next frames' sims) up to that queue;
-        the rest stay ready for the next tick."""
+        queue for one waits behind the others' too (Ray runs what it was given first), so while
+        two or more of a group's pools are at work the group keeps no queue at all: the
+        planner's picks, each one feasible under fair share, ceilings and licences, are kept
+        earliest frame and deepest layer first (a frame's render and assembly before the next
+        frames' sims) up to the free cores; the rest stay ready for the next tick."""
         if not self._shared or not decisions:
             return decisions
         in_flight: Counter[str] = Counter()
         for (_, pool), n in self._running.items():
             in_flight[pool] += n
         room: dict[str, list[int]] = {}
+        picked = {d.pool for d in decisions}
         for pools in self._shared:
-            target = max((self._target(p) for p in pools), default=0)
+            if len({p for p in pools if in_flight[p] > 0} | (picked & pools)) <= 1:
+                continue  # one pool at work: its own target and queue apply
+            target = max((int(self._capacity.get(p, 0)) for p in pools), default=0)
             left = [max(0, target - sum(in_flight[p] for p in pools))]
             for pool in pools:
                 room[pool] = left  # one counter shared by the group's pools

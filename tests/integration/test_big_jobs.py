@@ -3,8 +3,6 @@ dispatcher writes the other frames as it reaches them; per-studio limits bound w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,28 +12,15 @@ from sqlalchemy import func, select
 from farm.api.app import create_app
 from farm.api.context import FarmContext
 from farm.db import models as m
-from farm.db import queries
 from farm.db.session import Database
 from farm.pool_config import Limits, StudioLimits
-from farm.storage import DiskStore
 from scheduler.dispatch.dispatcher import Dispatcher
+from tests.conftest import Farm
 from tests.factories import make_shot, make_studio, small_camera
 from tests.integration.test_fair_share_farm import job_row, tick_until
 from tests.invariants import assert_tiles_accounted
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
-
-Farm = tuple[Database, DiskStore, Path]
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
-    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
-    yield db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
-    db.dispose()
 
 
 def api_for(farm: Farm, limits: Limits | None = None) -> TestClient:

@@ -23,13 +23,12 @@ import pytest
 from sqlalchemy import select
 
 from farm.db import models as m
-from farm.db import queries
 from farm.db.session import Database
 from farm.pool_config import DEFAULT_FARM_CONFIG
 from farm.states import TileState
-from farm.storage import DiskStore
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.worker import POOL_LABEL, Hardware, find_pool, node_resources
+from tests.conftest import Farm
 from tests.factories import make_studio
 from tests.integration.test_fair_share_farm import job_row, job_tiles, noop_job, tick_until
 from tests.invariants import assert_tiles_accounted
@@ -96,19 +95,6 @@ def farm_cluster() -> Iterator[FarmCluster]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-Farm = tuple[Database, DiskStore, Path]
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
-    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
-    yield db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
-    db.dispose()
 
 
 def test_tiles_land_only_on_nodes_of_the_pool_they_fit(

@@ -29,6 +29,7 @@ from farm.storage import DiskStore
 from farm.vocab import AOV_CHANNELS
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.tiles import CostMap, TilePlan, balanced_plan
+from tests.conftest import Farm
 from tests.factories import job_spec, make_shot, make_studio, write_seed
 from tests.invariants import assert_tiles_accounted
 
@@ -42,19 +43,6 @@ class GatedDispatcher(Dispatcher):
 
     def _target(self, pool: str) -> int:
         return 0 if pool in self.gated else super()._target(pool)
-
-
-Farm = tuple[Database, DiskStore, Path]
-"""A fresh farm: its database, blob store and output folder."""
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Farm:
-    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
-    return db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
 
 
 def submit(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,28 +24,15 @@ from farm.api.context import FarmContext
 from farm.db import models as m
 from farm.db import queries, shares
 from farm.db.session import Database
-from farm.storage import DiskStore
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.results import InFlight
 from scheduler.executors.base import TileTask
 from studio_client import Client
 from studio_client.cli import main
+from tests.conftest import Farm
 from tests.factories import StudioUser, make_shot, make_studio, small_camera
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
-
-Farm = tuple[Database, DiskStore, Path]
-"""A fresh farm: its database, blob store and output folder."""
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
-    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
-    yield db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
-    db.dispose()
 
 
 class RecordingDispatcher(Dispatcher):

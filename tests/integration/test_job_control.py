@@ -16,9 +16,9 @@ from farm.api.context import FarmContext
 from farm.db import models as m
 from farm.db import queries
 from farm.db.session import Database
-from farm.storage import DiskStore
 from farm.vocab import Role
 from scheduler.dispatch.dispatcher import Dispatcher
+from tests.conftest import Farm
 from tests.factories import make_studio
 from tests.integration.test_dispatch import (
     GatedDispatcher,
@@ -31,18 +31,6 @@ from tests.integration.test_fair_share_farm import job_row, job_tiles, noop_job,
 from tests.invariants import assert_tiles_accounted
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
-
-Farm = tuple[Database, DiskStore, Path]
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
-    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
-    yield db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
-    db.dispose()
 
 
 @pytest.fixture

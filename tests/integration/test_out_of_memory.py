@@ -3,14 +3,12 @@ time, up to what a node of its pool offers, each retry one attempt with its reas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from farm.db import models as m
-from farm.db import queries
 from farm.db.session import Database
 from farm.pool_config import DEFAULT_FARM_CONFIG
 from farm.storage import DiskStore
@@ -25,16 +23,6 @@ pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 CPU = next(p.shape for p in DEFAULT_FARM_CONFIG.pools if p.name == "cpu")
 SHARE = memory_share(Requirements(), CPU)  # what one 1-core tile gets first: 4 GiB
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[tuple[Database, DiskStore, Path]]:
-    db = Database(f"sqlite:///{tmp_path / 'farm.db'}")
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
-    yield db, DiskStore(tmp_path / "blobs"), tmp_path / "outputs"
-    db.dispose()
 
 
 def test_out_of_memory_retries_with_twice_the_memory_until_it_fits(
