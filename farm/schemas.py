@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import WithJsonSchema
 
 from farm.camera import Camera
 from farm.states import TileState
@@ -48,7 +49,12 @@ def check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(check_name)]
+Name = Annotated[
+    str,
+    AfterValidator(check_name),
+    # The rule as the OpenAPI shows it; check_name enforces it with a message that says why.
+    WithJsonSchema({"type": "string", "pattern": _NAME.pattern, "minLength": 1, "maxLength": 64}),
+]
 """A show, sequence, shot, layer, pool or asset name: safe in paths, URLs and Ray resource keys."""
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes, hex")]
 
@@ -58,7 +64,8 @@ _OUT = ConfigDict(from_attributes=True)
 
 # ----------------------------------------------------------------------------- small value models
 class FrameRange(BaseModel):
-    """An inclusive frame range, as artists write it (``1001-1100``)."""
+    """An inclusive frame range, as artists write it (``1001-1100``): ``last`` >= ``first``, at
+    most 100,000 frames (``MAX_FRAMES_PER_JOB``)."""
 
     model_config = _STRICT
     first: int = Field(ge=0, description="first frame, inclusive")
@@ -111,10 +118,16 @@ class TilingSpec(BaseModel):
     """
 
     model_config = _STRICT
-    cols: int | None = Field(default=None, ge=1, description="grid columns")
-    rows: int | None = Field(default=None, ge=1, description="grid rows")
-    tile_width: int | None = Field(default=None, ge=1, description="target tile width, px")
-    tile_height: int | None = Field(default=None, ge=1, description="target tile height, px")
+    # Upper bounds: a frame has at most MAX_TILES_PER_FRAME tiles and 16384 px a side
+    # (Resolution); the spec also checks the product and the image's own size.
+    cols: int | None = Field(default=None, ge=1, le=MAX_TILES_PER_FRAME, description="grid columns")
+    rows: int | None = Field(default=None, ge=1, le=MAX_TILES_PER_FRAME, description="grid rows")
+    tile_width: int | None = Field(
+        default=None, ge=1, le=16384, description="target tile width, px"
+    )
+    tile_height: int | None = Field(
+        default=None, ge=1, le=16384, description="target tile height, px"
+    )
     balanced: int | None = Field(
         default=None, ge=1, le=MAX_TILES_PER_FRAME, description="tiles of equal measured cost"
     )
@@ -241,10 +254,34 @@ DEPARTMENT_BY_KIND: dict[LayerKind, str] = {
 }
 
 
+_JOB_EXAMPLE: dict[str, Any] = {
+    "spec_version": "delta/2026-11",
+    "name": "sh0100_fx",
+    "shot_id": 1,
+    "frames": {"first": 1001, "last": 1100},
+    "resolution": {"width": 1920, "height": 1080},
+    "camera": {"position": [0.0, 0.0, 4.0], "look_at": [0.0, 0.0, 0.0]},
+    "layers": [
+        {"name": "sim", "kind": "particle_sim", "input_asset_version": 1},
+        {
+            "name": "render",
+            "kind": "particle_render",
+            "depends_on": ["sim"],
+            "tiles": {"cols": 4, "rows": 4, "overscan": 8},
+        },
+        {"name": "comp", "kind": "assemble", "depends_on": ["render"]},
+    ],
+}
+"""A seed simulated, rendered in 16 tiles and assembled: the OpenAPI's example (kept valid by
+``tests/integration/test_api_contract.py``)."""
+
+
 class JobSpec(BaseModel):
     """What a client submits: a shot's layers over a frame range at one resolution."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"examples": [_JOB_EXAMPLE]}
+    )
     spec_version: Literal["delta/2026-11"] = SPEC_VERSION
     name: Name
     shot_id: int = Field(ge=1, le=MAX_ID)
@@ -478,6 +515,14 @@ class TileOut(BaseModel):
     cpu_seconds: float | None
 
 
+class JobTileOut(TileOut):
+    """A tile and where it belongs, as ``GET /jobs/{id}/tiles`` pages them."""
+
+    id: int
+    layer: str = Field(description="its layer's name")
+    frame: int = Field(description="its frame number")
+
+
 class FrameOut(BaseModel):
     model_config = _OUT
     number: int
@@ -485,7 +530,12 @@ class FrameOut(BaseModel):
     tile_plan: str | None = Field(default=None, description="human form of the frame's plan")
     output_path: str | None
     preview_path: str | None
-    tiles: list[TileOut]
+    tile_counts: dict[TileState, int] = Field(
+        default_factory=dict, description="its tiles by state (also when 'tiles' is left out)"
+    )
+    tiles: list[TileOut] = Field(
+        description="every tile of the frame; empty with GET /jobs/{id}?tiles=false"
+    )
 
 
 class LayerOut(BaseModel):
@@ -687,3 +737,61 @@ class FrameCheckOut(BaseModel):
     job_id: int
     frames_checked: int
     problems: list[FrameProblemOut]
+
+
+# ----------------------------------------------------------------------------- errors
+class ErrorOut(BaseModel):
+    """The body of every error answer (rendered by :mod:`farm.api.errors`)."""
+
+    error: str = Field(description="stable code: unauthenticated, forbidden, not_found, ...")
+    message: str = Field(description="what happened and what to do next")
+    field: str | None = Field(default=None, description="the offending field, when there is one")
+
+
+# ----------------------------------------------------------------------------- API tokens
+class TokenBase(BaseModel):
+    name: Name = Field(description="what the token is for, e.g. laptop or ci")
+
+
+class TokenCreate(TokenBase):
+    model_config = _STRICT
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, description="days until it stops working; None: never"
+    )
+
+
+class TokenOut(TokenBase):
+    """A token as listings show it: never the secret, only its first characters."""
+
+    model_config = _OUT
+    id: int
+    user_id: int
+    user_name: str
+    prefix: str | None = Field(description="delta_ and 4 characters; None for a legacy token")
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="updated at most once a minute")
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    """A new token with its secret, which the farm shows in this answer only."""
+
+    token: str = Field(description="the secret; store it now, the farm keeps only its hash")
+
+
+# ----------------------------------------------------------------------------- lists
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a list, in a stable order (by id unless the route says otherwise).
+
+    Pass ``next_cursor`` back as ``cursor`` for the next page; it is None on the last page.
+    """
+
+    model_config = _OUT
+    items: list[ItemT]
+    next_cursor: str | None = Field(
+        description="opaque; send it as ?cursor= for the next page; None: no more pages"
+    )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
@@ -13,6 +14,10 @@ from farm.errors import InvalidSpec
 from farm.states import TERMINAL
 from studio_client._http import Http
 from studio_client._upload import Progress, iter_file, sha256_path
+
+T = TypeVar("T")
+PAGE_SIZE = 1000
+"""Items asked for per request when following a list's pages (the API's largest page)."""
 
 
 class Client:
@@ -49,12 +54,45 @@ class Client:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _pages(
+        self, path: str, page: type[schemas.Page[T]], params: dict[str, Any] | None = None
+    ) -> Iterator[T]:
+        """Every item of a list route, following ``next_cursor`` one page at a time."""
+        query: dict[str, Any] = {**(params or {}), "limit": PAGE_SIZE}
+        while True:
+            answer: schemas.Page[T] = self._http.call("GET", path, page, params=query)
+            yield from answer.items
+            if answer.next_cursor is None:
+                return
+            query["cursor"] = answer.next_cursor
+
     # ------------------------------------------------------------------ who and where
     def me(self) -> schemas.UserOut:
         return self._http.call("GET", "/me", schemas.UserOut)
 
     def pools(self) -> list[schemas.PoolOut]:
-        return self._http.call("GET", "/pools", list[schemas.PoolOut])
+        return list(self._pages("/pools", schemas.Page[schemas.PoolOut]))
+
+    # ------------------------------------------------------------------ API tokens
+    # Experimental: may change.
+    def tokens(self) -> list[schemas.TokenOut]:
+        """Your API tokens (a studio admin gets the whole studio's), never their secrets."""
+        return list(self._pages("/tokens", schemas.Page[schemas.TokenOut]))
+
+    def create_token(
+        self, name: str, *, expires_in_days: int | None = None
+    ) -> schemas.TokenCreated:
+        """A new token of yours; ``.token`` is the secret, which the farm shows only now."""
+        body = schemas.TokenCreate(name=name, expires_in_days=expires_in_days)
+        return self._http.send("POST", "/tokens", body, schemas.TokenCreated)
+
+    def revoke_token(self, token_id: int) -> schemas.TokenOut:
+        """Revoke a token at once (yours, or as a studio admin any of the studio's)."""
+        return self._http.call("DELETE", f"/tokens/{token_id}", schemas.TokenOut)
+
+    def rotate_token(self, token_id: int) -> schemas.TokenCreated:
+        """Revoke one of your tokens and get its successor, secret included."""
+        return self._http.call("POST", f"/tokens/{token_id}/rotate", schemas.TokenCreated)
 
     # ------------------------------------------------------------------ shows and shots
     def create_show(self, name: str, *, title: str = "") -> schemas.ShowOut:
@@ -62,7 +100,8 @@ class Client:
         return self._http.send("POST", "/shows", body, schemas.ShowOut)
 
     def shows(self) -> list[schemas.ShowOut]:
-        return self._http.call("GET", "/shows", list[schemas.ShowOut])
+        """Every show of your studio, oldest first."""
+        return list(self._pages("/shows", schemas.Page[schemas.ShowOut]))
 
     def show(self, name_or_id: str | int) -> schemas.ShowOut:
         """A show by name among this studio's shows, or by id (a name wins: shows may be "2024")."""
@@ -78,7 +117,8 @@ class Client:
         return self._http.send("POST", f"/shows/{show_id}/shots", body, schemas.ShotOut)
 
     def shots(self, show_id: int) -> list[schemas.ShotOut]:
-        return self._http.call("GET", f"/shows/{show_id}/shots", list[schemas.ShotOut])
+        """Every shot of a show, oldest first."""
+        return list(self._pages(f"/shows/{show_id}/shots", schemas.Page[schemas.ShotOut]))
 
     # ------------------------------------------------------------------ assets
     def missing(self, hashes: list[str]) -> list[str]:
@@ -138,8 +178,17 @@ class Client:
         return self._http.call("GET", f"/jobs/{job_id}", schemas.JobOut)
 
     def jobs(self, *, show_id: int | None = None) -> list[schemas.JobSummary]:
-        params = {"show_id": show_id} if show_id is not None else None
-        return self._http.call("GET", "/jobs", list[schemas.JobSummary], params=params)
+        """Every job of your studio (or of one show), newest first."""
+        return list(self.iter_jobs(show_id=show_id))
+
+    def iter_jobs(self, *, show_id: int | None = None) -> Iterator[schemas.JobSummary]:
+        """Your studio's jobs (or one show's), newest first, fetched a page at a time as the
+        loop asks for more: stop early and the rest is never sent.
+
+        Experimental: may change.
+        """
+        params = {"show_id": show_id} if show_id is not None else {}
+        return self._pages("/jobs", schemas.Page[schemas.JobSummary], params)
 
     def wait(
         self,
@@ -218,7 +267,7 @@ class Client:
     # Experimental: may change. These need a user with the ``operator`` role.
     def quotas(self) -> list[schemas.QuotaOut]:
         """Every studio's quotas (operator only)."""
-        return self._http.call("GET", "/admin/quotas", list[schemas.QuotaOut])
+        return list(self._pages("/admin/quotas", schemas.Page[schemas.QuotaOut]))
 
     def set_quota(
         self,
@@ -238,7 +287,7 @@ class Client:
         self._http.request("DELETE", f"/admin/quotas/{studio}/{pool}")
 
     def licences(self) -> list[schemas.LicenceOut]:
-        return self._http.call("GET", "/admin/licences", list[schemas.LicenceOut])
+        return list(self._pages("/admin/licences", schemas.Page[schemas.LicenceOut]))
 
     def set_licence(
         self, name: str, count: int, *, guarantees: dict[str, int] | None = None

@@ -34,6 +34,8 @@ def _clean_farm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("FARM_") and key != "FARM_TEST_PG_URL":
             monkeypatch.delenv(key)
     monkeypatch.setenv("FARM_HOME", str(tmp_path / "farm-home"))
+    # Nor the developer's `farm login` credentials: the CLI reads them after FARM_TOKEN.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     from farm.settings import get_settings
 
     get_settings.cache_clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from farm.api.context import FarmContext
-from farm.api.errors import install_error_handlers
-from farm.api.routes import admin, assets, jobs, reports, shows
+from farm.api.errors import COMMON_ERRORS, install_error_handlers
+from farm.api.routes import admin, assets, jobs, reports, shows, tokens
 
 
 def create_app(context: FarmContext) -> FastAPI:
@@ -18,8 +18,8 @@ def create_app(context: FarmContext) -> FastAPI:
     )
     app.state.farm = context
     install_error_handlers(app)
-    for module in (shows, assets, jobs, reports, admin):
-        app.include_router(module.router)
+    for module in (shows, assets, jobs, reports, admin, tokens):
+        app.include_router(module.router, responses=COMMON_ERRORS)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

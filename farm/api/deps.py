@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from farm.api.context import FarmContext
 from farm.db import models as m
-from farm.db.queries import user_for_token
+from farm.db import queries
 from farm.errors import Forbidden, Unauthenticated
 from farm.vocab import MAX_ID, Role
 
@@ -30,11 +31,21 @@ def get_session(context: Annotated[FarmContext, Depends(get_context)]) -> Iterat
 
 def get_user(
     session: Annotated[Session, Depends(get_session, scope="function")],
+    context: Annotated[FarmContext, Depends(get_context)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> m.User:
+    """The user whose token the request carries: live, well formed, known, unrevoked, unexpired."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("missing API token: send 'Authorization: Bearer <token>'")
-    return user_for_token(session, credentials.credentials)
+    now = datetime.now(UTC)
+    token = queries.token_for_secret(session, credentials.credentials, now=now)
+    if queries.token_needs_touch(token, now):
+        # Its own short transaction: the request's session may stay open for seconds (a job
+        # command waiting for the dispatcher), and on SQLite a write in it would hold the one
+        # write lock that long. A failed request still counts as a use of the token.
+        with context.db.session() as own:
+            queries.touch_token(own, token.id, now)
+    return token.user
 
 
 def require_role(*roles: Role) -> Any:

@@ -8,6 +8,7 @@ given and what is allowed.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +17,34 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm.errors import Conflict, FarmError, Unavailable, invalid_spec_from_errors
+from farm.schemas import ErrorOut
 
 log = logging.getLogger("farm.api")
+
+_WHEN: dict[int, str] = {
+    401: "no API token, or one the farm does not accept",
+    403: "the caller's role may not do this",
+    404: "no such object in the caller's studio (another studio's objects look the same)",
+    409: "the request clashes with the object's state: a duplicate, an illegal transition, "
+    "a limit reached, or a concurrent change (retry)",
+    422: "a body field, path or query parameter is invalid; 'field' names it",
+    503: "the database or the blob store is unreachable or busy; retry in a moment",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring these error statuses with the farm's error body.
+
+    Example:
+        >>> @router.get("/jobs/{job_id}", responses=error_responses(404))  # doctest: +SKIP
+    """
+    return {status: {"model": ErrorOut, "description": _WHEN[status]} for status in statuses}
+
+
+COMMON_ERRORS = error_responses(401, 422, 503)
+"""What any route of the API can answer: every one needs a token and takes checked parameters
+(replacing FastAPI's own 422 schema: :func:`install_error_handlers` renders ours instead), and
+any may find the database busy. :func:`farm.api.app.create_app` adds it to every router."""
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -74,7 +74,10 @@ def create_studio(
     with _context().db.session() as session:
         studio = queries.create_studio(session, name)
         _, token = queries.create_user(session, studio, user, user_role)
-    console.print(f"studio {name} created; user {user} ({user_role}) token:")
+    console.print(
+        f"studio {name} created; user {user} ({user_role}) token, shown once "
+        "(`farm login` stores it):"
+    )
     console.print(token, soft_wrap=True)
 
 

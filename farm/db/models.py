@@ -13,7 +13,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from farm.db.types import UTCDateTime
 from farm.states import TileState
 from farm.vocab import PixelRect
 
@@ -41,11 +41,11 @@ class Studio(Base):
     __tablename__ = "studios"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class User(Base):
-    """A person of a studio; the API token is stored only as its sha256."""
+    """A person of a studio; their API tokens are :class:`ApiToken` rows."""
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,9 +53,38 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    """sha256 of the token issued with the user (also an :class:`ApiToken` row). Authentication
+    reads ``api_tokens`` only, so this is a record, never a credential; kept from revision 0001
+    until its readers move to ``api_tokens``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     studio: Mapped[Studio] = relationship()
     __table_args__ = (UniqueConstraint("studio_id", "name"),)
+
+
+class ApiToken(Base):
+    """A user's API token, stored only as the sha256 of the whole token (never the secret).
+
+    ``prefix`` (``delta_`` and the first 4 random characters) is what listings show so people
+    can tell their tokens apart; it is None for tokens issued before revision 0008.
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str | None] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Updated at most once a minute (:data:`farm.db.queries.TOKEN_TOUCH_INTERVAL`)."""
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    user: Mapped[User] = relationship()
+
+    @property
+    def user_name(self) -> str:
+        return self.user.name
 
 
 class Show(Base):
@@ -64,7 +93,7 @@ class Show(Base):
     studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     __table_args__ = (UniqueConstraint("studio_id", "name"),)
 
 
@@ -82,7 +111,7 @@ class Shot(Base):
     show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
     sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sequence_row: Mapped[Sequence] = relationship()
     __table_args__ = (UniqueConstraint("show_id", "name"),)
 
@@ -98,7 +127,7 @@ class Blob(Base):
     content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class BlobGrant(Base):
@@ -130,7 +159,7 @@ class AssetVersion(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     meta: Mapped[dict[str, Any] | None] = mapped_column(
         JSON,
         nullable=True,
@@ -190,7 +219,7 @@ class Quota(Base):
     guarantee: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     ceiling: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     studio_row: Mapped[Studio] = relationship()
 
     @property
@@ -235,7 +264,7 @@ class FairShareUsage(Base):
     owed_slot_s: Mapped[float] = mapped_column(
         Float, default=0.0, server_default="0", doc="decayed integral of its fair share"
     )
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Job(Base):
@@ -249,8 +278,8 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), default=TileState.WAITING, index=True)
     message: Mapped[str] = mapped_column(Text, default="")
     submitted_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     priority: Mapped[int] = mapped_column(
         Integer, default=50, server_default="50", doc="0-100: orders the studio's own work"
     )
@@ -278,10 +307,8 @@ class JobCommand(Base):
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
     requested_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="", server_default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    applied_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True, index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     result: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
@@ -379,8 +406,8 @@ class Tile(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -422,7 +449,7 @@ class UsageRecord(Base):
     node_hours: Mapped[float] = mapped_column(Float)
     cost: Mapped[float] = mapped_column(Float)
     currency: Mapped[str] = mapped_column(String(3))
-    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     __table_args__ = (UniqueConstraint("tile_id", "attempt", name="uq_usage_tile_attempt"),)
 
 
@@ -435,4 +462,4 @@ class Event(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True, nullable=True)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

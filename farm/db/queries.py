@@ -8,28 +8,72 @@ reveals that it exists.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import string
+import zlib
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from farm import schemas
 from farm.db import models as m
 from farm.db.frames import FRAMES_AT_SUBMIT, insert_frames, uncreated
+from farm.db.paging import PageRequest, Rows, keyset_page
 from farm.db.pools import pool_shapes, sync_pools
-from farm.errors import Conflict, InvalidSpec, NotFound, Unauthenticated
+from farm.errors import Conflict, Forbidden, InvalidSpec, NotFound, Unauthenticated
 from farm.pool_config import DEFAULT_FARM_CONFIG, Limits
 from farm.states import TERMINAL, TileState, rollup
 from farm.storage import BlobStore
 from farm.vocab import LayerKind, Requirements, Role
 from scheduler.plan.fit import PoolShape, fitting_pools, unfit_reason
 
+# ----------------------------------------------------------------------------- API token format
+TOKEN_PREFIX = "delta_"
+"""Every token starts with it, so secret scanners can spot a leaked one."""
+TOKEN_RANDOM_CHARS = 30
+"""Random base62 characters after the prefix: about 178 bits."""
+TOKEN_CHECKSUM_CHARS = 6
+"""CRC32 of the random part in base62, zero-padded (62**6 > 2**32)."""
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_TOKEN = re.compile(
+    rf"{TOKEN_PREFIX}([0-9A-Za-z]{{{TOKEN_RANDOM_CHARS}}})([0-9A-Za-z]{{{TOKEN_CHECKSUM_CHARS}}})"
+)
+_LEGACY_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+"""``secrets.token_urlsafe(32)``, as issued before revision 0008; such tokens keep working."""
+
+
+def token_checksum(random_part: str) -> str:
+    """CRC32 of ``random_part`` in base62 (digits, A-Z, a-z), most significant first."""
+    number = zlib.crc32(random_part.encode())
+    digits = []
+    for _ in range(TOKEN_CHECKSUM_CHARS):
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def new_token() -> str:
+    """A new secret: ``delta_``, 30 random base62 characters, their 6-character checksum."""
+    random_part = "".join(secrets.choice(_BASE62) for _ in range(TOKEN_RANDOM_CHARS))
+    return f"{TOKEN_PREFIX}{random_part}{token_checksum(random_part)}"
+
+
+def is_well_formed(token: str) -> bool:
+    """Whether ``token`` has a Delta token's shape and checksum; no database needed.
+
+    A secret scanner can run the same check offline on a candidate it found.
+    """
+    match = _TOKEN.fullmatch(token)
+    return match is not None and token_checksum(match.group(1)) == match.group(2)
+
 
 def hash_token(token: str) -> str:
-    """Tokens are 256-bit random strings, so a plain sha256 is a safe stored form."""
+    """Tokens carry at least 178 random bits, so a plain sha256 is a safe stored form."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -49,22 +93,165 @@ def create_studio(session: Session, name: str) -> m.Studio:
 
 
 def create_user(session: Session, studio: m.Studio, name: str, role: Role) -> tuple[m.User, str]:
-    """Create a user and return it with its API token (shown once, stored hashed)."""
-    token = secrets.token_urlsafe(32)
+    """Create a user and return it with its first API token (shown once, stored hashed)."""
+    token = new_token()
     user = m.User(studio_id=studio.id, name=name, role=role.value, token_hash=hash_token(token))
     session.add(user)
     try:
         session.flush()
     except IntegrityError as exc:
         raise Conflict(f"user {name!r} already exists in studio {studio.name!r}") from exc
+    _add_token(session, user, "initial", token)
     return user, token
 
 
+# ----------------------------------------------------------------------------- API tokens
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+"""``last_used_at`` is written at most this often per token, not on every request."""
+MAX_LIVE_TOKENS = 100
+"""Unrevoked tokens a user may hold at once."""
+
+
+def token_for_secret(session: Session, token: str, *, now: datetime) -> m.ApiToken:
+    """The live token row for a secret, its user loaded.
+
+    Raises:
+        Unauthenticated: the token is malformed (refused before any lookup), unknown, revoked
+            or expired.
+    """
+    legacy = not token.startswith(TOKEN_PREFIX) and _LEGACY_TOKEN.fullmatch(token)
+    if not (is_well_formed(token) or legacy):
+        # Which part is wrong is not said: the message must not help anyone forge one.
+        raise Unauthenticated(
+            "unknown API token: it is malformed (a Delta token is delta_ and 36 letters or "
+            "digits); check FARM_TOKEN or run `farm login` again"
+        )
+    row = session.scalar(
+        select(m.ApiToken)
+        .where(m.ApiToken.token_hash == hash_token(token))
+        .options(joinedload(m.ApiToken.user))
+    )
+    if row is None:
+        raise Unauthenticated(
+            "unknown API token: check FARM_TOKEN, run `farm login` again or ask your studio admin"
+        )
+    if row.revoked_at is not None:
+        raise Unauthenticated(
+            f"token revoked on {row.revoked_at:%Y-%m-%d %H:%M} UTC: use another token or ask "
+            "your studio admin for a new one"
+        )
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthenticated(
+            f"token expired on {row.expires_at:%Y-%m-%d %H:%M} UTC: use another token or ask "
+            "your studio admin for a new one"
+        )
+    return row
+
+
 def user_for_token(session: Session, token: str) -> m.User:
-    user = session.scalar(select(m.User).where(m.User.token_hash == hash_token(token)))
-    if user is None:
-        raise Unauthenticated("unknown API token: check FARM_TOKEN or ask your studio admin")
-    return user
+    """The user a live token belongs to (see :func:`token_for_secret`)."""
+    return token_for_secret(session, token, now=datetime.now(UTC)).user
+
+
+def token_needs_touch(row: m.ApiToken, now: datetime) -> bool:
+    return row.last_used_at is None or now - row.last_used_at >= TOKEN_TOUCH_INTERVAL
+
+
+def touch_token(session: Session, token_id: int, now: datetime) -> None:
+    session.execute(update(m.ApiToken).where(m.ApiToken.id == token_id).values(last_used_at=now))
+
+
+def list_tokens(session: Session, user: m.User, page: PageRequest) -> Rows[m.ApiToken]:
+    """A page of the user's tokens, or for a studio admin of the studio's; oldest first."""
+    query = select(m.ApiToken).options(joinedload(m.ApiToken.user))
+    if user.role == Role.ADMIN:
+        query = query.where(m.ApiToken.studio_id == user.studio_id)
+    else:
+        query = query.where(m.ApiToken.user_id == user.id)
+    return keyset_page(session, query, m.ApiToken.id, page)
+
+
+def get_token(session: Session, user: m.User, token_id: int) -> m.ApiToken:
+    """A token the user may see: their own, or their studio's for an admin; else NotFound."""
+    row = session.get(m.ApiToken, token_id)
+    visible = row is not None and (
+        row.user_id == user.id if user.role != Role.ADMIN else row.studio_id == user.studio_id
+    )
+    if row is None or not visible:
+        raise NotFound(f"token {token_id} not found; `farm tokens list` shows yours")
+    return row
+
+
+def create_token(
+    session: Session, user: m.User, spec: schemas.TokenCreate, *, now: datetime
+) -> tuple[m.ApiToken, str]:
+    """A new token of ``user``; returns the row and the secret (shown once, stored hashed)."""
+    live = session.scalar(
+        select(func.count())
+        .select_from(m.ApiToken)
+        .where(m.ApiToken.user_id == user.id, m.ApiToken.revoked_at.is_(None))
+    )
+    if (live or 0) >= MAX_LIVE_TOKENS:
+        raise Conflict(
+            f"you already hold {MAX_LIVE_TOKENS} unrevoked tokens; revoke some with "
+            "`farm tokens revoke ID` first"
+        )
+    expires_at = None
+    if spec.expires_in_days is not None:
+        expires_at = now + timedelta(days=spec.expires_in_days)
+    token = new_token()
+    return _add_token(session, user, spec.name, token, expires_at=expires_at), token
+
+
+def revoke_token(session: Session, user: m.User, token_id: int, *, now: datetime) -> m.ApiToken:
+    """Revoke a token at once (revoking it again changes nothing)."""
+    row = get_token(session, user, token_id)
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.flush()
+    return row
+
+
+def rotate_token(
+    session: Session, user: m.User, token_id: int, *, now: datetime
+) -> tuple[m.ApiToken, str]:
+    """Revoke one of the user's own tokens and issue its successor (same name, same lifetime)."""
+    row = get_token(session, user, token_id)
+    if row.user_id != user.id:
+        # An admin may revoke a studio token, but a rotated secret would let them act as its user.
+        raise Forbidden(
+            f"token {token_id} belongs to {row.user.name}: you may revoke it, but only its "
+            "owner may rotate it"
+        )
+    if row.revoked_at is not None:
+        raise Conflict(f"token {token_id} is revoked; create a new one with `farm tokens create`")
+    expires_at = None
+    if row.expires_at is not None:
+        expires_at = now + (row.expires_at - row.created_at)
+    row.revoked_at = now
+    token = new_token()
+    return _add_token(session, user, row.name, token, expires_at=expires_at), token
+
+
+def _add_token(
+    session: Session,
+    user: m.User,
+    name: str,
+    token: str,
+    *,
+    expires_at: datetime | None = None,
+) -> m.ApiToken:
+    row = m.ApiToken(
+        user=user,
+        studio_id=user.studio_id,
+        name=name,
+        prefix=token[: len(TOKEN_PREFIX) + 4],
+        token_hash=hash_token(token),
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def ensure_default_pools(session: Session) -> None:
@@ -93,9 +280,10 @@ def create_show(session: Session, studio_id: int, spec: schemas.ShowCreate) -> m
     return show
 
 
-def list_shows(session: Session, studio_id: int) -> list[m.Show]:
-    return list(
-        session.scalars(select(m.Show).where(m.Show.studio_id == studio_id).order_by(m.Show.id))
+def list_shows(session: Session, studio_id: int, page: PageRequest) -> Rows[m.Show]:
+    """A page of the studio's shows, oldest first (by id)."""
+    return keyset_page(
+        session, select(m.Show).where(m.Show.studio_id == studio_id), m.Show.id, page
     )
 
 
@@ -124,16 +312,13 @@ def create_shot(session: Session, studio_id: int, show_id: int, spec: schemas.Sh
     return shot
 
 
-def list_shots(session: Session, studio_id: int, show_id: int) -> list[m.Shot]:
+def list_shots(session: Session, studio_id: int, show_id: int, page: PageRequest) -> Rows[m.Shot]:
+    """A page of a show's shots, oldest first (by id); another studio's show is a 404."""
     get_show(session, studio_id, show_id)
-    return list(
-        session.scalars(
-            select(m.Shot)
-            .where(m.Shot.show_id == show_id)
-            .options(selectinload(m.Shot.sequence_row))
-            .order_by(m.Shot.id)
-        )
+    query = (
+        select(m.Shot).where(m.Shot.show_id == show_id).options(selectinload(m.Shot.sequence_row))
     )
+    return keyset_page(session, query, m.Shot.id, page)
 
 
 def get_shot(session: Session, studio_id: int, shot_id: int, *, field: str = "shot_id") -> m.Shot:
@@ -373,30 +558,46 @@ def get_job_row(session: Session, studio_id: int, job_id: int) -> m.Job:
     return job
 
 
-def list_jobs(session: Session, studio_id: int, show_id: int | None = None) -> list[m.Job]:
+def list_jobs(
+    session: Session, studio_id: int, page: PageRequest, *, show_id: int | None = None
+) -> Rows[m.Job]:
+    """A page of the studio's jobs, newest first (by id), of one show or all."""
     query = select(m.Job).where(m.Job.studio_id == studio_id)
     if show_id is not None:
         query = query.where(m.Job.show_id == show_id)
-    return list(session.scalars(query.order_by(m.Job.id.desc()).limit(200)))
+    return keyset_page(session, query, m.Job.id, page, descending=True)
 
 
-def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
-    """The job with every layer, frame and tile, as one schema (the live tile grid's source)."""
+def job_detail(
+    session: Session, studio_id: int, job_id: int, *, tiles: bool = True
+) -> schemas.JobOut:
+    """The job with every layer and frame, as one schema (the live tile grid's source).
+
+    With ``tiles`` (the default) each frame lists its tiles; without, each frame only counts
+    them by state, so a job of millions of tiles still reads in one small answer (its tiles
+    are paged by :func:`list_tiles`).
+    """
     job = get_job_row(session, studio_id, job_id)
+    load_frames = selectinload(m.Layer.frames)
     layers = list(
         session.scalars(
             select(m.Layer)
             .where(m.Layer.job_id == job.id)
             .order_by(m.Layer.position)
-            .options(selectinload(m.Layer.frames).selectinload(m.Frame.tiles))
+            .options(load_frames.selectinload(m.Frame.tiles) if tiles else load_frames)
         )
     )
+    counted = {} if tiles else _tile_counts_by_frame(session, job.id)
     layer_outs = []
     for layer in layers:
         frame_outs = []
         tile_counts: Counter[TileState] = Counter()
         for frame in layer.frames:
-            tile_counts.update(TileState(t.state) for t in frame.tiles)
+            if tiles:
+                frame_counts = Counter(TileState(t.state) for t in frame.tiles)
+            else:
+                frame_counts = counted.get(frame.id, Counter())
+            tile_counts.update(frame_counts)
             plan = frame.tile_plan or {}
             frame_outs.append(
                 schemas.FrameOut(
@@ -405,7 +606,8 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
                     tile_plan=plan.get("describe"),
                     output_path=frame.output_path,
                     preview_path=frame.preview_path,
-                    tiles=[_tile_out(t, layer.reason) for t in frame.tiles],
+                    tile_counts=dict(frame_counts),
+                    tiles=[_tile_out(t, layer.reason) for t in frame.tiles] if tiles else [],
                 )
             )
         frame_states = Counter(f.state for f in frame_outs)
@@ -446,6 +648,72 @@ def job_detail(session: Session, studio_id: int, job_id: int) -> schemas.JobOut:
         paused=job.paused,
         layers=layer_outs,
     )
+
+
+def _tile_counts_by_frame(session: Session, job_id: int) -> dict[int, Counter[TileState]]:
+    """Frame id -> its tiles by state, counted by the database."""
+    counts: dict[int, Counter[TileState]] = {}
+    rows = session.execute(
+        select(m.Tile.frame_id, m.Tile.state, func.count())
+        .where(m.Tile.job_id == job_id)
+        .group_by(m.Tile.frame_id, m.Tile.state)
+    )
+    for frame_id, state, count in rows:
+        counts.setdefault(frame_id, Counter())[TileState(state)] = count
+    return counts
+
+
+def list_tiles(
+    session: Session,
+    studio_id: int,
+    job_id: int,
+    page: PageRequest,
+    *,
+    state: TileState | None = None,
+    layer: str | None = None,
+    frame: int | None = None,
+) -> Rows[schemas.JobTileOut]:
+    """A page of a job's tiles in the order they were planned (by id), of one state, layer or
+    frame if asked; another studio's job is a 404.
+
+    Raises:
+        NotFound: no such job in the studio.
+        InvalidSpec: ``layer`` is not a layer of the job (the message lists them), or a bad
+            cursor.
+    """
+    job = get_job_row(session, studio_id, job_id)
+    layers = {
+        row.id: row for row in session.scalars(select(m.Layer).where(m.Layer.job_id == job.id))
+    }
+    query = select(m.Tile).where(m.Tile.job_id == job.id)
+    if state is not None:
+        query = query.where(m.Tile.state == state.value)
+    if layer is not None:
+        named = [row.id for row in layers.values() if row.name == layer]
+        if not named:
+            names = ", ".join(row.name for row in sorted(layers.values(), key=lambda r: r.position))
+            raise InvalidSpec(
+                f"layer: job {job_id} has no layer {layer!r}; its layers are {names}", field="layer"
+            )
+        query = query.where(m.Tile.layer_id == named[0])
+    if frame is not None:
+        frame_ids = select(m.Frame.id).where(m.Frame.job_id == job.id, m.Frame.number == frame)
+        query = query.where(m.Tile.frame_id.in_(frame_ids))
+    rows = keyset_page(session, query, m.Tile.id, page)
+    frames = select(m.Frame.id, m.Frame.number).where(
+        m.Frame.id.in_({tile.frame_id for tile in rows.items})
+    )
+    numbers = {frame_id: number for frame_id, number in session.execute(frames)}
+    items = [
+        schemas.JobTileOut(
+            **_tile_out(tile, layers[tile.layer_id].reason).model_dump(),
+            id=tile.id,
+            layer=layers[tile.layer_id].name,
+            frame=numbers[tile.frame_id],
+        )
+        for tile in rows.items
+    ]
+    return Rows(items, rows.next_cursor)
 
 
 def job_summary_rows(jobs: list[m.Job]) -> list[dict[str, Any]]:

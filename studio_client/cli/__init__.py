@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from studio_client.cli import jobs
+from studio_client.cli import jobs, login
 
 app = typer.Typer(
     name="farm",
@@ -31,6 +31,9 @@ app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.report)
 for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry, jobs.priority):
     app.command()(_command)
+app.command()(login.login)
+app.command()(login.logout)
+app.add_typer(login.tokens_app, name="tokens")
 
 try:
     from farm.cli import register as register_host_commands

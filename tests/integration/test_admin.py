@@ -64,10 +64,10 @@ def test_operator_sets_and_reads_quotas(
         1.0,
         None,
     )
-    listed = api.get("/admin/quotas", headers=operator.headers).json()
+    listed = api.get("/admin/quotas", headers=operator.headers).json()["items"]
     assert [(q["studio"], q["pool"], q["guarantee"]) for q in listed] == [("nimble", "h100", 10)]
     assert api.delete("/admin/quotas/nimble/h100", headers=operator.headers).status_code == 204
-    assert api.get("/admin/quotas", headers=operator.headers).json() == []
+    assert api.get("/admin/quotas", headers=operator.headers).json()["items"] == []
     gone = api.delete("/admin/quotas/nimble/h100", headers=operator.headers)
     assert gone.status_code == 404
 
@@ -135,7 +135,7 @@ def test_operator_sets_licences_with_studio_guarantees(
     assert response.status_code == 200, response.text
     assert response.json() == {"name": "houdini", **body}
     api.put("/admin/licences/houdini", json={"count": 8}, headers=operator.headers)
-    listed = api.get("/admin/licences", headers=operator.headers).json()
+    listed = api.get("/admin/licences", headers=operator.headers).json()["items"]
     assert listed == [{"name": "houdini", "count": 8, "guarantees": {}}]
     too_many = api.put(
         "/admin/licences/houdini",

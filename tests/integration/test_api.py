@@ -77,9 +77,8 @@ def test_shows_and_shots_round_trip(api: TestClient, db: Database) -> None:
     )
     assert shot.status_code == 201, shot.text
     assert shot.json()["sequence"] == "sq010"
-    assert [s["name"] for s in api.get(f"/shows/{show_id}/shots", headers=who.headers).json()] == [
-        "sh0100"
-    ]
+    shots = api.get(f"/shows/{show_id}/shots", headers=who.headers).json()
+    assert [s["name"] for s in shots["items"]] == ["sh0100"]
     again = api.post("/shows", json={"name": "seamonster"}, headers=who.headers)
     assert again.status_code == 409
 
@@ -105,7 +104,7 @@ def test_another_studios_job_show_and_blob_are_404(
         response = api.get(path, headers=beta.headers)
         assert response.status_code == 404, path
         assert response.json()["error"] == "not_found"
-    assert api.get("/jobs", headers=beta.headers).json() == []
+    assert api.get("/jobs", headers=beta.headers).json() == {"items": [], "next_cursor": None}
     # Beta cannot use alpha's blob by knowing its hash, nor learn that it exists.
     with db.session() as session:
         alpha_hash = session.scalars(select(m.AssetVersion.content_hash)).first()
@@ -288,7 +287,7 @@ def test_a_good_job_is_stored_with_its_frames(
     assert job["state"] == "waiting"
     assert [len(layer["frames"]) for layer in job["layers"]] == [3, 3, 3]
     listed = api.get("/jobs", headers=who.headers).json()
-    assert [j["id"] for j in listed] == [job["id"]]
+    assert [j["id"] for j in listed["items"]] == [job["id"]]
 
 
 def test_producers_cannot_submit(api: TestClient, db: Database) -> None:

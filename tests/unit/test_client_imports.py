@@ -45,6 +45,9 @@ CLIENT_COMMANDS = {
     "cancel",
     "retry",
     "priority",
+    "login",
+    "logout",
+    "tokens",
 }
 HOST_COMMANDS = {"server", "worker", "admin", "demo", "simulate"}
 

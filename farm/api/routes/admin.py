@@ -11,21 +11,31 @@ from fastapi import APIRouter, Path, Response
 
 from farm import schemas
 from farm.api.deps import Db, Id, require_role
+from farm.api.errors import error_responses
+from farm.api.paging import Paging
 from farm.db import shares
+from farm.db.paging import list_page
 from farm.vocab import Role
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[require_role(Role.OPERATOR)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[require_role(Role.OPERATOR)],
+    responses=error_responses(403),
+)
 
 StudioName = Annotated[str, Path(min_length=1, max_length=64, description="studio name")]
 PoolName = Annotated[str, Path(min_length=1, max_length=64, description="pool name")]
 
 
 @router.get("/quotas")
-def list_quotas(session: Db) -> list[schemas.QuotaOut]:
-    return [schemas.QuotaOut.model_validate(q) for q in shares.list_quotas(session)]
+def list_quotas(session: Db, page: Paging) -> schemas.Page[schemas.QuotaOut]:
+    """Every studio's quotas, by studio id then pool."""
+    rows = list_page(shares.list_quotas(session), page, lambda q: (q.studio_id, q.pool), (int, str))
+    return schemas.Page[schemas.QuotaOut].model_validate(rows)
 
 
-@router.put("/quotas/{studio}/{pool}")
+@router.put("/quotas/{studio}/{pool}", responses=error_responses(404, 409))
 def set_quota(
     studio: StudioName, pool: PoolName, spec: schemas.QuotaCreate, session: Db
 ) -> schemas.QuotaOut:
@@ -33,18 +43,20 @@ def set_quota(
     return schemas.QuotaOut.model_validate(shares.set_quota(session, studio, pool, spec))
 
 
-@router.delete("/quotas/{studio}/{pool}", status_code=204)
+@router.delete("/quotas/{studio}/{pool}", status_code=204, responses=error_responses(404))
 def delete_quota(studio: StudioName, pool: PoolName, session: Db) -> Response:
     shares.delete_quota(session, studio, pool)
     return Response(status_code=204)
 
 
 @router.get("/licences")
-def list_licences(session: Db) -> list[schemas.LicenceOut]:
-    return shares.list_licences(session)
+def list_licences(session: Db, page: Paging) -> schemas.Page[schemas.LicenceOut]:
+    """Every licence, by name."""
+    rows = list_page(shares.list_licences(session), page, lambda lic: (lic.name,), (str,))
+    return schemas.Page[schemas.LicenceOut].model_validate(rows)
 
 
-@router.put("/licences/{name}")
+@router.put("/licences/{name}", responses=error_responses(409))  # 409: a concurrent PUT
 def set_licence(
     name: Annotated[str, Path(min_length=1, max_length=64)],
     spec: schemas.LicenceCreate,
@@ -53,7 +65,7 @@ def set_licence(
     return shares.set_licence(session, name, spec)
 
 
-@router.post("/jobs/{job_id}/rush")
+@router.post("/jobs/{job_id}/rush", responses=error_responses(404))
 def set_rush(job_id: Id, spec: schemas.RushUpdate, session: Db) -> schemas.JobSummary:
     """Mark a job rush: it goes first in its studio and may preempt (limited, never lost)."""
     return schemas.JobSummary.model_validate(shares.set_rush(session, job_id, spec.rush))

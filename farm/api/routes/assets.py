@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farm import schemas
 from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
+from farm.api.errors import error_responses
 from farm.db import queries
 from farm.errors import NotFound
 from farm.inputs import PARTICLE_KINDS, describe_particles
@@ -33,7 +34,7 @@ def missing_blobs(
     )
 
 
-@router.head("/blobs/{content_hash}")
+@router.head("/blobs/{content_hash}", responses=error_responses(404))
 def head_blob(content_hash: str, user: CurrentUser, session: Db) -> Response:
     check_hash(content_hash)
     if not queries.studio_has_blob(session, user.studio_id, content_hash):
@@ -41,7 +42,12 @@ def head_blob(content_hash: str, user: CurrentUser, session: Db) -> Response:
     return Response(status_code=200)
 
 
-@router.put("/blobs/{content_hash}", status_code=201, dependencies=[require_role(*SUBMITTERS)])
+@router.put(
+    "/blobs/{content_hash}",
+    status_code=201,
+    dependencies=[require_role(*SUBMITTERS)],
+    responses=error_responses(403, 409),  # 409: the bytes do not hash to content_hash
+)
 async def put_blob(
     content_hash: str, request: Request, user: CurrentUser, session: Db, context: Ctx
 ) -> schemas.BlobOut:
@@ -72,7 +78,10 @@ async def put_blob(
 
 
 @router.post(
-    "/shows/{show_id}/asset-versions", status_code=201, dependencies=[require_role(*SUBMITTERS)]
+    "/shows/{show_id}/asset-versions",
+    status_code=201,
+    dependencies=[require_role(*SUBMITTERS)],
+    responses=error_responses(403, 404, 409),  # 409: another publish took the version number
 )
 def register_asset_version(
     show_id: Id, spec: schemas.AssetVersionCreate, user: CurrentUser, session: Db, context: Ctx

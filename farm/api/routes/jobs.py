@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from farm import schemas
 from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
+from farm.api.errors import error_responses
+from farm.api.paging import Paging
 from farm.db import control, queries, shares
 from farm.frame_check import check_job_frames
-from farm.states import JobAction
+from farm.states import JobAction, TileState
 from farm.vocab import MAX_ID
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/jobs", status_code=201, dependencies=[require_role(*SUBMITTERS)])
+@router.post(
+    "/jobs",
+    status_code=201,
+    dependencies=[require_role(*SUBMITTERS)],
+    # 404: the spec's shot is not the studio's; 409: the studio's limit of unfinished tiles
+    responses=error_responses(403, 404, 409),
+)
 def submit_job(
     spec: schemas.JobSpec, user: CurrentUser, session: Db, context: Ctx
 ) -> schemas.JobOut:
@@ -34,20 +42,59 @@ def submit_job(
 def list_jobs(
     user: CurrentUser,
     session: Db,
+    page: Paging,
     show_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-) -> list[schemas.JobSummary]:
-    return [
-        schemas.JobSummary.model_validate(j)
-        for j in queries.list_jobs(session, user.studio_id, show_id)
-    ]
+) -> schemas.Page[schemas.JobSummary]:
+    """The studio's jobs, newest first, of one show or all."""
+    rows = queries.list_jobs(session, user.studio_id, page, show_id=show_id)
+    return schemas.Page[schemas.JobSummary].model_validate(rows)
 
 
-@router.get("/jobs/{job_id}")
-def get_job(job_id: Id, user: CurrentUser, session: Db) -> schemas.JobOut:
-    return queries.job_detail(session, user.studio_id, job_id)
+@router.get("/jobs/{job_id}", responses=error_responses(404))
+def get_job(
+    job_id: Id,
+    user: CurrentUser,
+    session: Db,
+    tiles: Annotated[
+        bool,
+        Query(description="false: frames count their tiles by state instead of listing them"),
+    ] = True,
+) -> schemas.JobOut:
+    """The job, its layers and frames, and every tile (the live tile grid's source).
+
+    A big job has millions of tiles: ask with ``tiles=false`` and page them with
+    ``GET /jobs/{job_id}/tiles``.
+    """
+    return queries.job_detail(session, user.studio_id, job_id, tiles=tiles)
 
 
-@router.patch("/jobs/{job_id}", dependencies=[require_role(*SUBMITTERS)])
+@router.get("/jobs/{job_id}/tiles", responses=error_responses(404))
+def list_tiles(
+    job_id: Id,
+    user: CurrentUser,
+    session: Db,
+    page: Paging,
+    state: Annotated[TileState | None, Query(description="only tiles in this state")] = None,
+    layer: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="only this layer's tiles")
+    ] = None,
+    frame: Annotated[
+        int | None, Query(ge=-1_000_000_000, le=1_000_000_000, description="only this frame")
+    ] = None,
+) -> schemas.Page[schemas.JobTileOut]:
+    """The job's tiles in the order they were planned, a page at a time.
+
+    Experimental: may change.
+    """
+    rows = queries.list_tiles(
+        session, user.studio_id, job_id, page, state=state, layer=layer, frame=frame
+    )
+    return schemas.Page[schemas.JobTileOut].model_validate(rows)
+
+
+@router.patch(
+    "/jobs/{job_id}", dependencies=[require_role(*SUBMITTERS)], responses=error_responses(403, 404)
+)
 def update_job(
     job_id: Id, spec: schemas.JobUpdate, user: CurrentUser, session: Db
 ) -> schemas.JobSummary:
@@ -58,7 +105,7 @@ def update_job(
     return schemas.JobSummary.model_validate(job)
 
 
-@router.get("/jobs/{job_id}/check")
+@router.get("/jobs/{job_id}/check", responses=error_responses(404))
 def check_frames(job_id: Id, user: CurrentUser, session: Db) -> schemas.FrameCheckOut:
     """Re-read the job's assembled frames: missing, wrong size or channels, NaN/inf pixels."""
     return check_job_frames(session, user.studio_id, job_id)
@@ -68,6 +115,13 @@ Wait = Annotated[
     float,
     Query(ge=0, le=30, description="seconds to wait for the dispatcher to apply it (0: do not)"),
 ]
+
+
+_CONTROL: dict[str, Any] = {
+    "dependencies": [require_role(*SUBMITTERS)],
+    # 409: the rule refuses the command in the job's state (pause a paused job, ...)
+    "responses": error_responses(403, 404, 409),
+}
 
 
 def _control(
@@ -87,7 +141,7 @@ def _control(
     return control.wait_applied(context.db, user.studio_id, job_id, command_id, wait_s)
 
 
-@router.post("/jobs/{job_id}/pause", status_code=202, dependencies=[require_role(*SUBMITTERS)])
+@router.post("/jobs/{job_id}/pause", status_code=202, **_CONTROL)
 def pause_job(
     job_id: Id, user: CurrentUser, session: Db, context: Ctx, wait: Wait = 0
 ) -> schemas.JobCommandOut:
@@ -95,7 +149,7 @@ def pause_job(
     return _control(JobAction.PAUSE, job_id, user, session, context, wait)
 
 
-@router.post("/jobs/{job_id}/resume", status_code=202, dependencies=[require_role(*SUBMITTERS)])
+@router.post("/jobs/{job_id}/resume", status_code=202, **_CONTROL)
 def resume_job(
     job_id: Id, user: CurrentUser, session: Db, context: Ctx, wait: Wait = 0
 ) -> schemas.JobCommandOut:
@@ -103,7 +157,7 @@ def resume_job(
     return _control(JobAction.RESUME, job_id, user, session, context, wait)
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, dependencies=[require_role(*SUBMITTERS)])
+@router.post("/jobs/{job_id}/cancel", status_code=202, **_CONTROL)
 def cancel_job(
     job_id: Id, user: CurrentUser, session: Db, context: Ctx, wait: Wait = 0
 ) -> schemas.JobCommandOut:
@@ -112,7 +166,7 @@ def cancel_job(
     return _control(JobAction.CANCEL, job_id, user, session, context, wait)
 
 
-@router.post("/jobs/{job_id}/retry", status_code=202, dependencies=[require_role(*SUBMITTERS)])
+@router.post("/jobs/{job_id}/retry", status_code=202, **_CONTROL)
 def retry_job(
     job_id: Id,
     user: CurrentUser,
@@ -127,7 +181,7 @@ def retry_job(
     return _control(JobAction.RETRY, job_id, user, session, context, wait, args)
 
 
-@router.get("/jobs/{job_id}/commands/{command_id}")
+@router.get("/jobs/{job_id}/commands/{command_id}", responses=error_responses(404))
 def get_command(
     job_id: Id, command_id: Id, user: CurrentUser, session: Db
 ) -> schemas.JobCommandOut:
