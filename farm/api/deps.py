@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from farm.api.context import FarmContext
 from farm.db import models as m
-from farm.db import queries
+from farm.db import tokens
 from farm.errors import Forbidden, Unauthenticated
 from farm.vocab import MAX_ID, Role
 
@@ -38,13 +38,13 @@ def get_user(
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("missing API token: send 'Authorization: Bearer <token>'")
     now = datetime.now(UTC)
-    token = queries.token_for_secret(session, credentials.credentials, now=now)
-    if queries.token_needs_touch(token, now):
+    token = tokens.token_for_secret(session, credentials.credentials, now=now)
+    if tokens.token_needs_touch(token, now):
         # Its own short transaction: the request's session may stay open for seconds (a job
         # command waiting for the dispatcher), and on SQLite a write in it would hold the one
         # write lock that long. A failed request still counts as a use of the token.
         with context.db.session() as own:
-            queries.touch_token(own, token.id, now)
+            tokens.touch_token(own, token.id, now)
     return token.user
 
 

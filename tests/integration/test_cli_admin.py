@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from farm.api.context import FarmContext
-from farm.db import queries
+from farm.db import tokens
 from farm.settings import Settings
 from studio_client.cli import main
 
@@ -17,7 +17,7 @@ def test_create_studio_prints_a_token_that_authenticates(
     token = capsys.readouterr().out.strip().splitlines()[-1]
     context = FarmContext.from_settings(Settings())
     with context.db.session() as session:
-        user = queries.user_for_token(session, token)
+        user = tokens.user_for_token(session, token)
         assert (user.name, user.role, user.studio.name) == ("ana", "td", "nimble")
     assert main(["admin", "create-user", "nimble", "bo", "--role", "producer"]) == 0
     assert len(capsys.readouterr().out.strip()) > 30

@@ -6,7 +6,7 @@ from sqlalchemy import inspect, select
 
 from farm import schemas
 from farm.db import models as m
-from farm.db import queries
+from farm.db import queries, tokens
 from farm.db.session import Database
 from tests.factories import job_spec, make_shot, make_studio
 
@@ -52,7 +52,7 @@ def test_round_trip_from_studio_to_tiles(db: Database) -> None:
         assert schemas.JobSpec.model_validate(stored.spec).frames.first == 1001
         token_hashes = session.scalars(select(m.User.token_hash)).all()
         assert who.token not in token_hashes  # stored hashed, never in clear
-        assert queries.hash_token(who.token) in token_hashes
+        assert tokens.hash_token(who.token) in token_hashes
 
 
 def test_asset_versions_count_up_and_stay_immutable(db: Database) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import event, select, text, update
 from farm.api.app import create_app
 from farm.api.context import FarmContext
 from farm.db import models as m
-from farm.db import queries
+from farm.db import queries, tokens
 from farm.db.session import Database, alembic_config
 from farm.storage import DiskStore
 from farm.vocab import Role
@@ -84,7 +84,7 @@ def test_the_database_never_holds_a_secret(db: Database, api: TestClient, tmp_pa
         ]
         hashes = session.scalars(select(m.ApiToken.token_hash)).all()
     for secret in secrets:
-        assert queries.hash_token(secret) in hashes
+        assert tokens.hash_token(secret) in hashes
         assert not any(secret[6:36] in value for value in values)  # not even the random part
     for path in tmp_path.glob("farm.db*"):  # SQLite's file and its write-ahead log
         data = path.read_bytes()
@@ -94,7 +94,7 @@ def test_the_database_never_holds_a_secret(db: Database, api: TestClient, tmp_pa
 def test_a_listing_shows_the_prefix_and_never_the_secret(db: Database, api: TestClient) -> None:
     who = make_studio(db, "nimble")
     made = create(api, who, "ci", expires_in_days=30)
-    assert made["token"].startswith("delta_") and queries.is_well_formed(made["token"])
+    assert made["token"].startswith("delta_") and tokens.is_well_formed(made["token"])
     response = api.get("/tokens", headers=who.headers)
     assert response.status_code == 200
     assert made["token"] not in response.text and who.token not in response.text
@@ -124,7 +124,7 @@ def test_a_bad_token_request_is_422_naming_the_field(
 def test_too_many_live_tokens_is_409(
     db: Database, api: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queries, "MAX_LIVE_TOKENS", 2)
+    monkeypatch.setattr(tokens, "MAX_LIVE_TOKENS", 2)
     who = make_studio(db, "nimble")
     spare = create(api, who)
     response = api.post("/tokens", json={"name": "one-more"}, headers=who.headers)
@@ -157,7 +157,7 @@ def test_a_malformed_token_is_refused_before_any_lookup(db: Database, api: TestC
 
 def test_a_well_formed_unknown_token_is_401_unknown(db: Database, api: TestClient) -> None:
     make_studio(db, "nimble")
-    response = api.get("/me", headers=bearer(queries.new_token()))
+    response = api.get("/me", headers=bearer(tokens.new_token()))
     assert response.status_code == 401
     assert response.json()["message"].startswith("unknown API token")
     assert "malformed" not in response.json()["message"]
@@ -199,7 +199,7 @@ def test_rotating_issues_a_new_secret_and_revokes_the_old(db: Database, api: Tes
     assert response.status_code == 201
     new = response.json()
     assert new["id"] != old["id"] and new["name"] == "ci" and new["token"] != old["token"]
-    assert queries.is_well_formed(new["token"])
+    assert tokens.is_well_formed(new["token"])
     lifetime = datetime.fromisoformat(new["expires_at"]) - datetime.fromisoformat(new["created_at"])
     assert abs(lifetime - timedelta(days=10)) < timedelta(minutes=1)
     assert api.get("/me", headers=bearer(old["token"])).status_code == 401
@@ -296,7 +296,7 @@ def test_a_token_issued_before_revision_0008_keeps_working(tmp_path: Path) -> No
                 "INSERT INTO users (studio_id, name, role, token_hash, created_at) "
                 "VALUES (1, 'ana', 'td', :hash, '2026-01-01')"
             ),
-            {"hash": queries.hash_token(legacy)},
+            {"hash": tokens.hash_token(legacy)},
         )
     database.migrate()
     context = FarmContext(
@@ -307,7 +307,7 @@ def test_a_token_issued_before_revision_0008_keeps_working(tmp_path: Path) -> No
         (row,) = listing(api, legacy)
         assert (row["name"], row["prefix"]) == ("legacy", None)
         new = api.post(f"/tokens/{row['id']}/rotate", headers=bearer(legacy)).json()
-        assert queries.is_well_formed(new["token"])
+        assert tokens.is_well_formed(new["token"])
         assert api.get("/me", headers=bearer(legacy)).status_code == 401
     database.dispose()
 
@@ -355,7 +355,7 @@ def test_login_writes_a_private_file_that_the_cli_then_uses(
     # No --url, --token, FARM_API_URL or FARM_TOKEN: the file supplies both.
     assert main(["tokens", "create", "ci"]) == 0
     secret = capsys.readouterr().out.strip().splitlines()[-1]
-    assert queries.is_well_formed(secret)
+    assert tokens.is_well_formed(secret)
     assert main(["tokens", "list"]) == 0
     listing = capsys.readouterr().out
     assert "initial" in listing and "ci" in listing and secret[:10] in listing
@@ -376,7 +376,7 @@ def test_flags_and_environment_come_before_the_stored_token(
 ) -> None:
     who = make_studio(db, "nimble")
     assert main(["login", "--url", served, "--token", who.token]) == 0
-    monkeypatch.setenv("FARM_TOKEN", queries.new_token())
+    monkeypatch.setenv("FARM_TOKEN", tokens.new_token())
     assert main(["tokens", "list"]) == 3
     assert capsys.readouterr().err.startswith("error: unknown API token")
     assert main(["tokens", "list", "--token", who.token]) == 0
@@ -436,7 +436,7 @@ def test_cli_rotate_then_log_in_again_and_revoke(
         laptop_id = session.scalars(select(m.ApiToken.id).where(m.ApiToken.name == "laptop")).one()
     assert main(["tokens", "rotate", str(laptop_id)]) == 0
     successor = capsys.readouterr().out.strip().splitlines()[-1]
-    assert queries.is_well_formed(successor)
+    assert tokens.is_well_formed(successor)
 
     assert main(["login", "--token", successor]) == 0  # the stored URL is kept
     stored = tomllib.loads((config_home / "delta" / "credentials.toml").read_text())

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from farm.db.queries import hash_token, is_well_formed, new_token, token_checksum
+from farm.db.tokens import hash_token, is_well_formed, new_token, token_checksum
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 

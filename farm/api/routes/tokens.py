@@ -15,7 +15,7 @@ from farm.api.deps import CurrentUser, Db, Id
 from farm.api.errors import error_responses
 from farm.api.paging import Paging
 from farm.db import models as m
-from farm.db import queries
+from farm.db import tokens
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -29,21 +29,21 @@ def _created(row: m.ApiToken, token: str) -> schemas.TokenCreated:
 def list_tokens(user: CurrentUser, session: Db, page: Paging) -> schemas.Page[schemas.TokenOut]:
     """Your tokens (a studio admin sees every token of the studio), revoked ones included;
     oldest first."""
-    rows = queries.list_tokens(session, user, page)
+    rows = tokens.list_tokens(session, user, page)
     return schemas.Page[schemas.TokenOut].model_validate(rows)
 
 
 @router.post("", status_code=201, responses=error_responses(409))  # 409: too many tokens
 def create_token(spec: schemas.TokenCreate, user: CurrentUser, session: Db) -> schemas.TokenCreated:
     """A new token of yours; the answer holds the secret, shown this once."""
-    row, token = queries.create_token(session, user, spec, now=datetime.now(UTC))
+    row, token = tokens.create_token(session, user, spec, now=datetime.now(UTC))
     return _created(row, token)
 
 
 @router.delete("/{token_id}", responses=error_responses(404))
 def revoke_token(token_id: Id, user: CurrentUser, session: Db) -> schemas.TokenOut:
     """Revoke a token at once: its next request is a 401 "token revoked"."""
-    row = queries.revoke_token(session, user, token_id, now=datetime.now(UTC))
+    row = tokens.revoke_token(session, user, token_id, now=datetime.now(UTC))
     return schemas.TokenOut.model_validate(row)
 
 
@@ -53,5 +53,5 @@ def revoke_token(token_id: Id, user: CurrentUser, session: Db) -> schemas.TokenO
 def rotate_token(token_id: Id, user: CurrentUser, session: Db) -> schemas.TokenCreated:
     """Revoke one of your tokens and issue its successor (same name and lifetime) with a new
     secret, shown this once."""
-    row, token = queries.rotate_token(session, user, token_id, now=datetime.now(UTC))
+    row, token = tokens.rotate_token(session, user, token_id, now=datetime.now(UTC))
     return _created(row, token)
