@@ -8,6 +8,7 @@
     ├── Forbidden              (403, exit 3)  the user's role may not do this
     ├── NotFound               (404, exit 3)  also another studio's objects: never reveal they exist
     ├── Conflict               (409, exit 4)  illegal transition, duplicate, hash mismatch on write
+    ├── TooLarge               (413, exit 2)  an upload bigger than the farm takes; names the limit
     └── Unavailable            (503, exit 5)  DB, store or Ray unreachable; the only retryable one
 
 The API renders every ``FarmError`` as ``{"error": code, "message": ..., "field": ...}``; the SDK
@@ -87,6 +88,14 @@ class Conflict(FarmError):
     exit_code = 4
 
 
+class TooLarge(FarmError):
+    """An upload is bigger than the farm accepts (``FARM_MAX_UPLOAD_BYTES``); nothing is stored."""
+
+    code = "too_large"
+    http_status = 413
+    exit_code = 2
+
+
 class Unavailable(FarmError):
     """A service the farm needs (database, asset store, Ray) cannot be reached; retry later."""
 
@@ -98,7 +107,16 @@ class Unavailable(FarmError):
 
 ERRORS_BY_CODE: dict[str, type[FarmError]] = {
     cls.code: cls
-    for cls in (FarmError, InvalidSpec, Unauthenticated, Forbidden, NotFound, Conflict, Unavailable)
+    for cls in (
+        FarmError,
+        InvalidSpec,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Conflict,
+        TooLarge,
+        Unavailable,
+    )
 }
 """Maps the ``error`` code of an API body back to its class (used by the SDK)."""
 

@@ -54,9 +54,10 @@ def describe_particles(store: BlobStore, content_hash: str, *, name: str) -> dic
 def validate_job_inputs(
     session: Session, store: BlobStore | None, studio_id: int, spec: schemas.JobSpec
 ) -> None:
-    """Check that every input asset version is the studio's and that every particle asset the
-    job reads holds the frames it will use (a version never described is read from ``store``
-    once; without a store its frames are not checked).
+    """Check that every input asset version is the studio's (or shared with it:
+    :func:`farm.db.sharing.readable_by`) and that every particle asset the job reads holds the
+    frames it will use (a version never described is read from ``store`` once; without a
+    store its frames are not checked).
 
     Raises:
         InvalidSpec: naming ``layers[i].input_asset_version`` and what is wrong.

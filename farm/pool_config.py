@@ -100,6 +100,17 @@ class StudioLimits(BaseModel):
         ge=1,
         description="tiles of the studio's unfinished jobs, this one included (base tiling)",
     )
+    max_storage_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="GiB of blobs the studio may hold (each blob it uploaded counted once, "
+        "whoever else holds it too); None: no quota",
+    )
+
+    @property
+    def max_storage_bytes(self) -> int | None:
+        """``max_storage_gb`` in bytes (GiB of 2**30 bytes), None when there is no quota."""
+        return None if self.max_storage_gb is None else int(self.max_storage_gb * (1 << 30))
 
 
 class Limits(StudioLimits):
@@ -108,8 +119,13 @@ class Limits(StudioLimits):
     studios: dict[str, StudioLimits] = Field(default_factory=dict)
 
     def of(self, studio: str) -> StudioLimits:
-        """The limits that apply to ``studio``."""
-        return self.studios.get(studio, self)
+        """The limits that apply to ``studio``: the farm-wide ones, with the keys its own
+        table sets replacing theirs (a key it leaves out keeps the farm-wide value)."""
+        own = self.studios.get(studio)
+        farm_wide = {name: getattr(self, name) for name in StudioLimits.model_fields}
+        if own is None:
+            return StudioLimits(**farm_wide)
+        return StudioLimits(**{**farm_wide, **own.model_dump(exclude_unset=True)})
 
 
 class FarmConfig(BaseModel):

@@ -57,6 +57,30 @@ Name = Annotated[
 ]
 """A show, sequence, shot, layer, pool or asset name: safe in paths, URLs and Ray resource keys."""
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes, hex")]
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
+MAX_ASSET_NAME = 128
+
+
+def check_asset_name(value: str) -> str:
+    """``value`` if it is an asset name: farm names joined by ``/`` (``creatures/seamonster``)."""
+    if len(value) > MAX_ASSET_NAME or not _ASSET_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid asset name: use names of letters, digits, '_', '.' or "
+            f"'-' (each starting with a letter or digit) joined by '/', at most "
+            f"{MAX_ASSET_NAME} characters, e.g. 'creatures/seamonster'"
+        )
+    return value
+
+
+AssetName = Annotated[
+    str,
+    AfterValidator(check_asset_name),
+    WithJsonSchema(
+        {"type": "string", "pattern": _ASSET_NAME.pattern, "minLength": 1, "maxLength": 128}
+    ),
+]
+"""An asset's name in its show: folders of names, ``creatures/seamonster``."""
+
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _OUT = ConfigDict(from_attributes=True)
@@ -462,7 +486,7 @@ class AssetVersionCreate(BaseModel):
     """Register an already uploaded blob as the next version of a show's asset."""
 
     model_config = _STRICT
-    asset: Name
+    asset: AssetName
     kind: Literal["particle_cache", "particle_seed", "scene", "texture", "other"] = "other"
     content_hash: Sha256
 
@@ -528,8 +552,18 @@ class FrameOut(BaseModel):
     number: int
     state: TileState
     tile_plan: str | None = Field(default=None, description="human form of the frame's plan")
-    output_path: str | None
-    preview_path: str | None
+    output_hash: str | None = Field(
+        default=None,
+        description="sha256 of the frame's file (an assembled OpenEXR), once written; download "
+        "it from GET /jobs/{job_id}/layers/{layer}/frames/{number}/exr",
+    )
+    preview_hash: str | None = Field(
+        default=None,
+        description="sha256 of its PNG preview: GET .../frames/{number}/preview",
+    )
+    file_name: str | None = Field(
+        default=None, description="the file's name (no folder): what `farm fetch` writes"
+    )
     tile_counts: dict[TileState, int] = Field(
         default_factory=dict, description="its tiles by state (also when 'tiles' is left out)"
     )
@@ -549,6 +583,11 @@ class LayerOut(BaseModel):
     state: TileState
     waiting: str = Field(default="", description="why its ready tiles wait, in words")
     tile_counts: dict[TileState, int]
+    contact_sheet_hash: str | None = Field(
+        default=None,
+        description="sha256 of a PNG of its frames' previews, made when the job ends: GET "
+        "/jobs/{job_id}/layers/{layer}/contact-sheet",
+    )
     frames_total: int = Field(
         default=0, description="frames of the layer; those not in 'frames' yet are waiting"
     )
@@ -795,3 +834,286 @@ class Page(BaseModel, Generic[ItemT]):
     next_cursor: str | None = Field(
         description="opaque; send it as ?cursor= for the next page; None: no more pages"
     )
+
+
+# ----------------------------------------------------------------------------- sharing
+class AssetOut(BaseModel):
+    """An asset your studio may read: its own, or one another studio shared with it.
+
+    Experimental: may change.
+    """
+
+    model_config = _OUT
+    id: int
+    name: str
+    kind: str
+    show_id: int
+    show: str
+    studio: str = Field(description="the studio that owns it (another one when shared with you)")
+    shared: bool = Field(description="true when another studio shared it with yours: read-only")
+    latest: AssetVersionOut | None = Field(description="its newest version; None before any")
+
+
+class ShareCreate(BaseModel):
+    """Let another studio read a whole show of yours (every asset in it, later ones too) or
+    one asset (every version), and use them as job inputs; never publish into them.
+
+    Experimental: may change.
+    """
+
+    model_config = _STRICT
+    studio: Name = Field(description="the studio to share with, by name")
+    show_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="a show of yours")
+    asset_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="an asset of yours")
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ShareCreate:
+        if (self.show_id is None) == (self.asset_id is None):
+            raise ValueError("show_id: give exactly one of show_id and asset_id")
+        return self
+
+
+class ShareOut(BaseModel):
+    """A grant, as the studio that gave it and the studio that received it see it.
+
+    Experimental: may change.
+    """
+
+    model_config = _OUT
+    id: int
+    grantor: str = Field(description="the studio that shared")
+    grantee: str = Field(description="the studio it was shared with")
+    show_id: int
+    show: str = Field(description="the show shared, or the shared asset's show")
+    asset_id: int | None = Field(description="None: the whole show")
+    asset: str | None
+    granted_by: str = Field(description="the grantor's user who shared it")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ShareAuditOut(BaseModel):
+    """One grant or revoke, as the audit log keeps it.
+
+    Experimental: may change.
+    """
+
+    model_config = _OUT
+    id: int
+    share_id: int
+    action: Literal["grant", "revoke"]
+    grantor: str
+    grantee: str
+    show_id: int
+    show: str
+    asset_id: int | None
+    asset: str | None
+    user_name: str = Field(description="who did it (a user of the grantor)")
+    created_at: datetime
+
+
+# ----------------------------------------------------------------------------- manifests
+MANIFEST_MAGIC = b'{"delta_manifest":'
+"""How every manifest's canonical JSON begins (sorted keys put ``delta_manifest`` first): the
+farm recognises a manifest blob by these bytes."""
+MAX_MANIFEST_BYTES = 256 << 20
+"""The largest manifest the farm reads (about two million files)."""
+MAX_MANIFEST_PATH_BYTES = 4096
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_manifest_path(path: str) -> str:
+    """``path`` if it is a normalised relative POSIX path, else ValueError saying why.
+
+    Normalised: ``/`` between folders, no empty, ``.`` or ``..`` part, Unicode NFC (macOS hands
+    out NFD names: the client normalises them), no NUL or other control character, no
+    backslash (a folder separator on Windows, so such a path would mean two different trees).
+    """
+    import unicodedata
+
+    if not path:
+        raise ValueError("an empty path")
+    if _CONTROL.search(path):
+        raise ValueError(f"{path!r} holds a NUL or control character")
+    if "\\" in path:
+        raise ValueError(f"{path!r} holds a backslash: write '/' between folders")
+    if path.startswith("/") or _DRIVE.match(path):
+        raise ValueError(f"{path!r} is absolute: paths are relative to the tree's root")
+    parts = path.split("/")
+    if ".." in parts:
+        raise ValueError(f"{path!r} escapes the tree's root ('..')")
+    if "" in parts or "." in parts:
+        raise ValueError(f"{path!r} is not normalised (an empty or '.' part)")
+    if unicodedata.normalize("NFC", path) != path:
+        raise ValueError(f"{path!r} is not Unicode NFC")
+    if len(path.encode()) > MAX_MANIFEST_PATH_BYTES:
+        raise ValueError(f"{path[:60]!r}...: longer than {MAX_MANIFEST_PATH_BYTES} bytes")
+    return path
+
+
+ManifestPath = Annotated[str, AfterValidator(check_manifest_path)]
+"""A file's path in a manifest: relative, POSIX, normalised (:func:`check_manifest_path`)."""
+
+
+class ManifestEntry(BaseModel):
+    """One file of a directory version. Experimental: may change."""
+
+    model_config = _STRICT
+    hash: Sha256
+    size: int = Field(ge=0, description="bytes")
+    mode: int = Field(
+        default=0o644, ge=0, le=0o777, description="permission bits (0o755 for an executable)"
+    )
+
+
+class Manifest(BaseModel):
+    """A directory version: each file's normalised relative path -> hash, size and mode.
+
+    Stored as a blob of canonical JSON (sorted keys, no whitespace, UTF-8), so one tree always
+    has one manifest hash; an asset version pointing at that blob is a directory version.
+    Refused: paths that escape the root, are absolute or hold NUL (:func:`check_manifest_path`),
+    two paths that differ only in case (they would overwrite each other on macOS and Windows),
+    and a path that is both a file and a folder. Folders are implied by their files: an empty
+    folder is not recorded.
+
+    Experimental: may change.
+    """
+
+    model_config = _STRICT
+    delta_manifest: Literal["1"] = Field(
+        default="1", description="the manifest format's spec version"
+    )
+    files: dict[ManifestPath, ManifestEntry]
+
+    @model_validator(mode="after")
+    def _no_clashes(self) -> Manifest:
+        folded: dict[str, str] = {}
+        for path in self.files:
+            other = folded.setdefault(path.casefold(), path)
+            if other != path:
+                raise ValueError(
+                    f"files: {other!r} and {path!r} differ only in case: they would be one "
+                    "file on macOS and Windows; rename one"
+                )
+        folders = {
+            "/".join(parts[:i])
+            for parts in (key.split("/") for key in folded)
+            for i in range(1, len(parts))
+        }
+        for key, path in folded.items():
+            if key in folders:
+                raise ValueError(f"files: {path!r} is both a file and a folder")
+        return self
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files.values())
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the asset version records of it: ``{"manifest": true, "files", "bytes"}``."""
+        return {"manifest": True, "files": len(self.files), "bytes": self.total_bytes}
+
+    def canonical_bytes(self) -> bytes:
+        """The one serialisation whose sha256 is the version's hash."""
+        import json
+
+        return json.dumps(
+            self.model_dump(mode="json"),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Read a manifest blob, refusing anything but a manifest's canonical JSON.
+
+        Raises:
+            InvalidSpec: not JSON, a duplicate path, a bad path or entry (named), or not in
+                canonical form.
+        """
+        import json
+
+        from pydantic import ValidationError
+
+        from farm.errors import InvalidSpec
+
+        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            keys = [key for key, _ in pairs]
+            if len(set(keys)) != len(keys):
+                twice = next(key for key in keys if keys.count(key) > 1)
+                raise InvalidSpec(f"manifest: {twice!r} appears twice", field="manifest")
+            return dict(pairs)
+
+        try:
+            raw = json.loads(data.decode("utf-8"), object_pairs_hook=unique)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidSpec(f"manifest: not UTF-8 JSON ({exc})", field="manifest") from exc
+        try:
+            manifest = cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            message = str(first["msg"]).removeprefix("Value error, ")
+            if "[key]" not in first["loc"]:  # a path's own error names the path already
+                message = f"{'.'.join(str(part) for part in first['loc'])}: {message}"
+            raise InvalidSpec(f"manifest: {message}", field="manifest") from exc
+        if manifest.canonical_bytes() != data:
+            raise InvalidSpec(
+                "manifest: not in canonical form (sorted keys, no whitespace, UTF-8): write it "
+                "with Manifest.canonical_bytes()",
+                field="manifest",
+            )
+        return manifest
+
+
+# ----------------------------------------------------------------------------- blob packs
+PACK_MAX_BYTES = 16 << 20
+"""The largest ``POST /blobs/pack`` body: small blobs travel many to a request."""
+PACK_MAX_BLOBS = 10_000
+PACK_MEDIA_TYPE = "application/vnd.delta.pack"
+_PACK_HEADER_BYTES = 40
+
+
+def encode_pack(blobs: list[tuple[str, bytes]]) -> bytes:
+    """A pack body: per blob its 32-byte sha256 digest, its size as 8 bytes big-endian, then
+    its bytes. Experimental: may change."""
+    parts: list[bytes] = []
+    for content_hash, data in blobs:
+        parts += (bytes.fromhex(content_hash), len(data).to_bytes(8, "big"), data)
+    return b"".join(parts)
+
+
+def decode_pack(data: bytes) -> list[tuple[str, memoryview]]:
+    """The ``(hash, bytes)`` a pack body claims to hold (the hashes still to be checked).
+
+    Raises:
+        InvalidSpec: a truncated frame, or more than :data:`PACK_MAX_BLOBS` blobs.
+    """
+    from farm.errors import InvalidSpec
+
+    view = memoryview(data)
+    blobs: list[tuple[str, memoryview]] = []
+    at = 0
+    while at < len(view):
+        if len(blobs) == PACK_MAX_BLOBS:
+            raise InvalidSpec(f"pack: more than {PACK_MAX_BLOBS:,} blobs", field="body")
+        size = int.from_bytes(view[at + 32 : at + _PACK_HEADER_BYTES], "big")
+        end = at + _PACK_HEADER_BYTES + size
+        if at + _PACK_HEADER_BYTES > len(view) or end > len(view):
+            raise InvalidSpec(
+                f"pack: blob {len(blobs)} at byte {at:,} is cut short (each blob is a 32-byte "
+                "sha256, an 8-byte big-endian size and that many bytes)",
+                field="body",
+            )
+        blobs.append((view[at : at + 32].hex(), view[at + _PACK_HEADER_BYTES : end]))
+        at = end
+    return blobs
+
+
+class BlobPackOut(BaseModel):
+    """The blobs of a pack, in the order sent (each once). Experimental: may change."""
+
+    blobs: list[BlobOut]

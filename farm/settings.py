@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_FARM_HOME = Path.home() / ".delta-farm"
 """Where the embedded farm keeps its SQLite database, asset store and outputs by default."""
+DEFAULT_MAX_UPLOAD_BYTES = 20 << 30
+"""The largest blob one ``PUT /blobs/{hash}`` may send by default: 20 GiB."""
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,12 @@ class Settings(BaseSettings):
     )
     s3_region: str | None = Field(
         default=None, description="FARM_S3_REGION: the bucket's region; default boto3's."
+    )
+    max_upload_bytes: int = Field(
+        default=DEFAULT_MAX_UPLOAD_BYTES,
+        ge=1,
+        description="FARM_MAX_UPLOAD_BYTES: the largest blob one upload may send, in bytes "
+        "(default 20 GiB); a bigger one is refused with a 413 before it is stored.",
     )
     cache_dir: Path | None = Field(
         default=None,

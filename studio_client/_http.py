@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -45,6 +47,21 @@ class Http:
         if response.is_success:
             return response
         raise error_from_response(response)
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives (downloads); errors as in ``request``."""
+        try:
+            with self._client.stream(method, path, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_from_response(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"lost the farm at {self.url} ({type(exc).__name__}): is `farm server` "
+                "running, and is FARM_API_URL right?"
+            ) from exc
 
     def call(self, method: str, path: str, out: type[M] | Any, **kwargs: Any) -> M:
         response = self.request(method, path, **kwargs)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from farm import schemas
-from farm.errors import InvalidSpec
+from farm.errors import InvalidSpec, invalid_spec_from_errors
 from farm.states import TERMINAL
 from studio_client._http import Http
 from studio_client._upload import Progress, iter_file, sha256_path
+from studio_client.download import Download, fetch_file
+from studio_client.upload import ProgressCallback, Uploader, UploadResult
 
 T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
 PAGE_SIZE = 1000
 """Items asked for per request when following a list's pages (the API's largest page)."""
 
@@ -128,28 +133,86 @@ class Client:
     def upload(self, path: str | Path, *, progress: Progress | None = None) -> schemas.BlobOut:
         """Upload a file's bytes unless the farm already has them for this studio.
 
-        Returns the blob; ``created`` is False when nothing needed sending.
+        Returns the blob; ``created`` is False when nothing needed sending. For a folder (or
+        many files, resumable) use :meth:`upload_tree`.
         """
         path = Path(path)
         if not path.is_file():
-            raise InvalidSpec(f"{path} is not a file", field="path")
+            raise InvalidSpec(
+                f"{path} is not a file (upload a folder with upload_tree)", field="path"
+            )
         content_hash = sha256_path(path, progress)
         size = path.stat().st_size
         if not self.missing([content_hash]):
             return schemas.BlobOut(content_hash=content_hash, size_bytes=size, created=False)
+        return self.put_blob(content_hash, iter_file(path, progress), size_bytes=size)
+
+    def put_blob(
+        self, content_hash: str, content: bytes | Iterable[bytes], *, size_bytes: int
+    ) -> schemas.BlobOut:
+        """Send one blob's bytes, streamed; the farm checks they hash to ``content_hash``.
+
+        ``size_bytes`` goes in ``Content-Length``, so a blob over the farm's limit is refused
+        (413) before its bytes are sent. Safe to call from several threads at once.
+
+        Experimental: may change.
+
+        Raises:
+            TooLarge: over ``FARM_MAX_UPLOAD_BYTES``.
+            Conflict: the bytes do not match the hash, or the studio's storage quota is full.
+        """
         return self._http.call(
             "PUT",
             f"/blobs/{content_hash}",
             schemas.BlobOut,
-            content=iter_file(path, progress),
-            headers={"Content-Type": "application/octet-stream"},
+            content=content,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size_bytes)},
         )
+
+    def put_blob_pack(self, blobs: list[tuple[str, bytes]]) -> list[schemas.BlobOut]:
+        """Send many small blobs ``(hash, bytes)`` in one request (at most 16 MiB in all);
+        all are stored or none. Safe to call from several threads at once.
+
+        Experimental: may change.
+
+        Raises:
+            TooLarge: the pack is over 16 MiB (or the farm's upload limit).
+            Conflict: a blob's bytes do not match its hash, or the storage quota is full.
+        """
+        answer: schemas.BlobPackOut = self._http.call(
+            "POST",
+            "/blobs/pack",
+            schemas.BlobPackOut,
+            content=schemas.encode_pack(blobs),
+            headers={"Content-Type": schemas.PACK_MEDIA_TYPE},
+        )
+        return answer.blobs
+
+    def upload_tree(
+        self,
+        path: str | Path,
+        *,
+        on_progress: ProgressCallback | None = None,
+        state_dir: Path | None = None,
+    ) -> UploadResult:
+        """Upload a folder (or a file), resumably: hashed in threads, one ``missing`` call per
+        1,000 hashes, only what the farm lacks sent, then the folder's manifest. Blocks: a GUI
+        uses :class:`studio_client.upload.Uploader` ``.start()`` instead.
+
+        Experimental: may change.
+
+        Returns:
+            what was done; ``content_hash`` is what to register (the manifest for a folder).
+        """
+        uploader = Uploader(self, on_progress=on_progress, state_dir=state_dir)
+        return uploader.run(path)
 
     def register_asset_version(
         self, show_id: int, *, asset: str, content_hash: str, kind: str = "other"
     ) -> schemas.AssetVersionOut:
-        body = schemas.AssetVersionCreate.model_validate(
-            {"asset": asset, "kind": kind, "content_hash": content_hash}
+        body = _spec(
+            schemas.AssetVersionCreate,
+            {"asset": asset, "kind": kind, "content_hash": content_hash},
         )
         return self._http.send(
             "POST", f"/shows/{show_id}/asset-versions", body, schemas.AssetVersionOut
@@ -163,11 +226,22 @@ class Client:
         asset: str,
         kind: str = "other",
         progress: Progress | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> schemas.AssetVersionOut:
-        """Upload (only if missing) and register a file as the next version of ``asset``."""
-        blob = self.upload(path, progress=progress)
+        """Upload (only what is missing) and register ``path`` as the next version of
+        ``asset``: a file as its blob, a folder as its manifest (a directory version).
+
+        ``progress`` sees a file's bytes; ``on_progress`` a folder's :class:`UploadProgress`.
+        """
+        body = _spec(  # a bad name or kind: refused before anything is read or sent
+            schemas.AssetVersionCreate, {"asset": asset, "kind": kind, "content_hash": "0" * 64}
+        )
+        if Path(path).is_dir():
+            content_hash = self.upload_tree(path, on_progress=on_progress).content_hash
+        else:
+            content_hash = self.upload(path, progress=progress).content_hash
         return self.register_asset_version(
-            show_id, asset=asset, content_hash=blob.content_hash, kind=kind
+            show_id, asset=body.asset, content_hash=content_hash, kind=body.kind
         )
 
     # ------------------------------------------------------------------ jobs
@@ -209,6 +283,101 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {job.state} after {timeout_s} s")
             time.sleep(poll_s)
+
+    def job_files(
+        self,
+        job: int | schemas.JobOut,
+        out: str | Path,
+        *,
+        layers: Iterable[str] | None = None,
+        previews: bool = True,
+    ) -> list[Download]:
+        """What :meth:`fetch` would download: each done frame's EXR (and PNG preview) and each
+        layer's contact sheet, under ``out/job<ID>_<name>/<layer>/`` by the farm's file names.
+
+        ``layers``: only these (default: every layer that wrote frames, usually the assembly).
+        """
+        detail = self.job(job) if isinstance(job, int) else job
+        wanted = set(layers) if layers is not None else None
+        folder = Path(out) / f"job{detail.id}_{detail.name}"
+        files: list[Download] = []
+        for layer in detail.layers:
+            if wanted is not None and layer.name not in wanted:
+                continue
+            base = f"/jobs/{detail.id}/layers/{layer.name}"
+            for frame in layer.frames:
+                if frame.output_hash and frame.file_name:
+                    where = folder / layer.name / frame.file_name
+                    url = f"{base}/frames/{frame.number}"
+                    files.append(Download(f"{url}/exr", where, frame.output_hash))
+                    if previews and frame.preview_hash:
+                        png = where.with_suffix(".png")
+                        files.append(Download(f"{url}/preview", png, frame.preview_hash))
+            if previews and layer.contact_sheet_hash:
+                sheet = folder / layer.name / "contact_sheet.png"
+                files.append(Download(f"{base}/contact-sheet", sheet, layer.contact_sheet_hash))
+        if wanted is not None and (unknown := wanted - {layer.name for layer in detail.layers}):
+            names = ", ".join(layer.name for layer in detail.layers)
+            raise InvalidSpec(
+                f"job {detail.id} has no layer {sorted(unknown)[0]!r} (its layers: {names})",
+                field="layer",
+            )
+        return files
+
+    def fetch(
+        self,
+        job: int | schemas.JobOut,
+        out: str | Path,
+        *,
+        layers: Iterable[str] | None = None,
+        previews: bool = True,
+        on_file: Callable[[Download, bool], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Path]:
+        """Download a job's frames (what :meth:`job_files` lists) into ``out``, verified.
+
+        Each file is checked against the sha256 the farm gave and written under a temporary
+        name, renamed only once complete; a file already there with the right bytes is kept,
+        so fetching again (after an interruption, or as more frames finish) sends only what
+        is new. ``on_file(download, sent)`` is called after each file, ``progress(n)`` with
+        bytes as they arrive.
+
+        Experimental: may change.
+
+        Returns:
+            every file's path, fetched now or already there.
+        """
+        files = self.job_files(job, out, layers=layers, previews=previews)
+        for item in files:
+            sent = fetch_file(self._http, item, progress)
+            if on_file is not None:
+                on_file(item, sent)
+        return [item.dest for item in files]
+
+    def fetch_asset_version(self, version_id: int, out: str | Path) -> list[Path]:
+        """Download an asset version you may read (yours or shared) into the folder ``out``:
+        a file version as one file named after the asset, a folder version as its tree
+        (with each file's mode). Verified and resumable as :meth:`fetch` is.
+
+        Experimental: may change.
+        """
+        version = self.asset_version(version_id)
+        base = Path(out)
+        if not (version.meta or {}).get("manifest"):
+            dest = base / version.asset.rsplit("/", 1)[-1]
+            url = f"/asset-versions/{version_id}/content"
+            fetch_file(self._http, Download(url, dest, version.content_hash))
+            return [dest]
+        raw = self._http.request("GET", f"/asset-versions/{version_id}/content").content
+        manifest = schemas.Manifest.from_bytes(raw)
+        paths = []
+        for path, entry in manifest.files.items():
+            dest = base.joinpath(*path.split("/"))
+            url = f"/asset-versions/{version_id}/files/{quote(path, safe='/')}"
+            fetch_file(self._http, Download(url, dest, entry.hash, entry.size))
+            dest.chmod(entry.mode)
+            paths.append(dest)
+        return paths
 
     def set_priority(self, job_id: int, priority: int) -> schemas.JobSummary:
         """Reorder your studio's work: 0-100, higher first (default 50).
@@ -300,3 +469,51 @@ class Client:
         """Mark any studio's job rush, or clear it (operator only)."""
         body = schemas.RushUpdate(rush=rush)
         return self._http.send("POST", f"/admin/jobs/{job_id}/rush", body, schemas.JobSummary)
+
+    # ------------------------------------------------------------------ sharing between studios
+    # Experimental: may change.
+    def assets(self, *, show_id: int | None = None) -> list[schemas.AssetOut]:
+        """Every asset your studio may read (its own and those shared with it, ``shared``
+        true), of one show or all, oldest first, each with its newest version."""
+        params = {"show_id": show_id} if show_id is not None else {}
+        return list(self._pages("/assets", schemas.Page[schemas.AssetOut], params))
+
+    def asset(self, asset_id: int) -> schemas.AssetOut:
+        return self._http.call("GET", f"/assets/{asset_id}", schemas.AssetOut)
+
+    def asset_versions(self, asset_id: int) -> list[schemas.AssetVersionOut]:
+        """Every version of an asset you may read, oldest first."""
+        path = f"/assets/{asset_id}/versions"
+        return list(self._pages(path, schemas.Page[schemas.AssetVersionOut]))
+
+    def asset_version(self, version_id: int) -> schemas.AssetVersionOut:
+        return self._http.call("GET", f"/asset-versions/{version_id}", schemas.AssetVersionOut)
+
+    def share(
+        self, studio: str, *, show_id: int | None = None, asset_id: int | None = None
+    ) -> schemas.ShareOut:
+        """Let ``studio`` read one of your shows (every asset in it) or one asset (every
+        version) and use them in its jobs; give exactly one of ``show_id`` and ``asset_id``.
+        Needs the admin or td role."""
+        body = schemas.ShareCreate(studio=studio, show_id=show_id, asset_id=asset_id)
+        return self._http.send("POST", "/shares", body, schemas.ShareOut)
+
+    def shares(self) -> list[schemas.ShareOut]:
+        """The live shares your studio gave and received, oldest first."""
+        return list(self._pages("/shares", schemas.Page[schemas.ShareOut]))
+
+    def revoke_share(self, share_id: int) -> schemas.ShareOut:
+        """Stop sharing at once (your studio's shares only; admin or td)."""
+        return self._http.call("DELETE", f"/shares/{share_id}", schemas.ShareOut)
+
+    def share_audit(self) -> list[schemas.ShareAuditOut]:
+        """Every grant and revoke your studio gave or received, newest first."""
+        return list(self._pages("/shares/audit", schemas.Page[schemas.ShareAuditOut]))
+
+
+def _spec(model: type[B], data: dict[str, Any]) -> B:
+    """``data`` as a request model; bad input is the farm's InvalidSpec, as the API says it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_spec_from_errors(list(exc.errors())) from exc

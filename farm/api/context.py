@@ -7,7 +7,7 @@ from pathlib import Path
 
 from farm.db.session import Database
 from farm.pool_config import Limits
-from farm.settings import Settings
+from farm.settings import DEFAULT_MAX_UPLOAD_BYTES, Settings
 from farm.storage import BlobStore, DiskStore, S3Store
 
 
@@ -19,7 +19,9 @@ class FarmContext:
     store: BlobStore
     output_root: Path
     limits: Limits = field(default_factory=Limits)
-    """What each studio may submit (``[limits]`` of the pools file)."""
+    """What each studio may submit and store (``[limits]`` of the pools file)."""
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    """The largest blob one upload may send (``FARM_MAX_UPLOAD_BYTES``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FarmContext:
@@ -42,6 +44,7 @@ class FarmContext:
             store=open_store(settings),
             output_root=settings.output_root,
             limits=config.limits,
+            max_upload_bytes=settings.max_upload_bytes,
         )
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from farm.errors import Conflict, FarmError, Unavailable, invalid_spec_from_errors
+from farm.errors import Conflict, FarmError, InvalidSpec, Unavailable, invalid_spec_from_errors
 from farm.schemas import ErrorOut
 
 log = logging.getLogger("farm.api")
@@ -27,6 +27,8 @@ _WHEN: dict[int, str] = {
     404: "no such object in the caller's studio (another studio's objects look the same)",
     409: "the request clashes with the object's state: a duplicate, an illegal transition, "
     "a limit reached, or a concurrent change (retry)",
+    413: "the upload is bigger than the farm's limit (FARM_MAX_UPLOAD_BYTES); the message "
+    "names it; nothing was stored",
     422: "a body field, path or query parameter is invalid; 'field' names it",
     503: "the database or the blob store is unreachable or busy; retry in a moment",
 }
@@ -59,6 +61,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read a JSON body (bytes not UTF-8)
+            error = InvalidSpec(
+                "request body is not valid JSON: its bytes are not UTF-8 text; send a UTF-8 "
+                "JSON document with 'Content-Type: application/json'",
+                field="body",
+            )
+            return JSONResponse(status_code=error.http_status, content=error.to_dict())
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             status_code=exc.status_code,

@@ -97,7 +97,7 @@ def demo(
                 for line in failures(job):
                     console.print(Text(line, style="red"))
                 raise typer.Exit(1)
-            _show_outputs(job)
+            _show_outputs(client, job, settings.home / "fetched")
             check = client.check_frames(job.id)
             if check.problems:
                 for problem in check.problems:
@@ -177,20 +177,31 @@ def _publish_seed(client: Client, show_id: int, particles: int) -> schemas.Asset
     return version
 
 
-def _show_outputs(job: schemas.JobOut) -> None:
+def _show_outputs(client: Client, job: schemas.JobOut, out: Path) -> None:
+    """Download the frames through the API, as `farm fetch` does, and say where they are."""
     comp = next(layer for layer in job.layers if layer.kind == "assemble")
-    paths = [Path(f.output_path) for f in comp.frames if f.output_path]
-    if not paths:
+    for _ in range(50):  # the contact sheet is drawn just after the job ends
+        if comp.contact_sheet_hash is not None:
+            break
+        time.sleep(0.1)
+        job = client.job(job.id)
+        comp = next(layer for layer in job.layers if layer.kind == "assemble")
+    with console.status(f"fetching the frames through the API into {out}"):
+        paths = client.fetch(job, out, layers=[comp.name])
+    exrs = [p for p in paths if p.suffix == ".exr"]
+    if not exrs:
         return
-    folder = paths[0].parent
-    console.print(f"[bold]EXR frames[/] ({len(paths)}): {folder}/")
-    for frame in comp.frames[:3]:
-        console.print(f"  {frame.output_path}")
-    if len(paths) > 3:
-        console.print(f"  … {len(paths) - 3} more")
-    sheet = folder / "contact_sheet.png"
-    if sheet.exists():
-        console.print(f"[bold]contact sheet[/]: {sheet}")
-    previews = [f.preview_path for f in comp.frames if f.preview_path]
-    if previews:
-        console.print(f"[bold]previews[/]: {Path(previews[0]).parent}/*.png")
+    folder = exrs[0].parent
+    console.line()
+    console.print(
+        f"[bold]EXR frames[/] ({len(exrs)}, fetched with `farm fetch {job.id}`): {folder}/",
+        soft_wrap=True,
+    )
+    for path in exrs[:3]:
+        console.print(f"  {path}")
+    if len(exrs) > 3:
+        console.print(f"  … {len(exrs) - 3} more")
+    if (folder / "contact_sheet.png").exists():
+        console.print(f"[bold]contact sheet[/]: {folder / 'contact_sheet.png'}", soft_wrap=True)
+    if any(p.suffix == ".png" for p in paths):
+        console.print(f"[bold]previews[/]: {folder}/*.png")

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from farm import schemas
 from farm.db import models as m
-from farm.db.queries import get_show
+from farm.db.queries import get_own_show
 
 
 def _lines(session: Session, query: Select[Any]) -> list[schemas.CostLine]:
@@ -29,7 +29,7 @@ def _lines(session: Session, query: Select[Any]) -> list[schemas.CostLine]:
 
 def show_cost_report(session: Session, studio_id: int, show_id: int) -> schemas.CostReport:
     """Every usage record of the show's jobs, summed the ways a producer asks."""
-    show = get_show(session, studio_id, show_id)
+    show = get_own_show(session, studio_id, show_id)  # a shared show has no costs of ours
     u = m.UsageRecord
     sums = (
         func.sum(u.cost),

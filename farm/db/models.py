@@ -143,7 +143,7 @@ class Asset(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
     show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"), index=True)
-    name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
     __table_args__ = (UniqueConstraint("show_id", "name"),)
 
@@ -339,6 +339,9 @@ class Layer(Base):
     reason: Mapped[str] = mapped_column(
         Text, default="", server_default="", doc="why its ready tiles wait (the planner's words)"
     )
+    contact_sheet_hash: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, doc="a PNG of its frames' previews, drawn when the job ends"
+    )
     frames: Mapped[list[Frame]] = relationship(order_by="Frame.number")
 
 
@@ -351,8 +354,13 @@ class Frame(Base):
     state: Mapped[str] = mapped_column(String(16), default=TileState.WAITING)
     tile_plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    output_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_path: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="where the assembling node wrote it (the farm's own; never served)"
+    )
     preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    preview_hash: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, doc="its PNG preview as a blob (downloaded through the API)"
+    )
     cost_preview: Mapped[list[Any] | None] = mapped_column(
         JSON, nullable=True, doc="sim frames: where the render work lies on screen (rows)"
     )
@@ -463,3 +471,96 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Share(Base):
+    """Studio ``grantor`` lets studio ``grantee`` read a whole show (``asset_id`` None: every
+    asset in it, those published later too) or one asset of it (every version), until revoked.
+
+    The grantee may read, and use as job inputs, what is shared; never publish into it or
+    submit into the show (:mod:`farm.db.sharing` holds the rule). Rows are never deleted: a
+    revoke stamps ``revoked_at``, and :class:`ShareAudit` keeps who did what when.
+    """
+
+    __tablename__ = "shares"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grantor_studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    grantee_studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    show_id: Mapped[int] = mapped_column(
+        ForeignKey("shows.id"), index=True, doc="the show shared, or the shared asset's show"
+    )
+    asset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assets.id"), index=True, nullable=True, doc="None: the whole show"
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    grantor_row: Mapped[Studio] = relationship(foreign_keys=[grantor_studio_id])
+    grantee_row: Mapped[Studio] = relationship(foreign_keys=[grantee_studio_id])
+    show_row: Mapped[Show] = relationship()
+    asset_row: Mapped[Asset | None] = relationship()
+    creator: Mapped[User] = relationship(foreign_keys=[created_by])
+
+    @property
+    def grantor(self) -> str:
+        return self.grantor_row.name
+
+    @property
+    def grantee(self) -> str:
+        return self.grantee_row.name
+
+    @property
+    def show(self) -> str:
+        return self.show_row.name
+
+    @property
+    def asset(self) -> str | None:
+        return None if self.asset_row is None else self.asset_row.name
+
+    @property
+    def granted_by(self) -> str:
+        return self.creator.name
+
+
+class ShareAudit(Base):
+    """One grant or revoke of a :class:`Share`: appended in the same transaction, never changed.
+
+    The subject and both studios are copied from the share so that a row reads on its own.
+    """
+
+    __tablename__ = "share_audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    share_id: Mapped[int] = mapped_column(ForeignKey("shares.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16), doc="grant or revoke")
+    grantor_studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    grantee_studio_id: Mapped[int] = mapped_column(ForeignKey("studios.id"), index=True)
+    show_id: Mapped[int] = mapped_column(ForeignKey("shows.id"))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), nullable=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), doc="who granted or revoked")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    grantor_row: Mapped[Studio] = relationship(foreign_keys=[grantor_studio_id])
+    grantee_row: Mapped[Studio] = relationship(foreign_keys=[grantee_studio_id])
+    show_row: Mapped[Show] = relationship()
+    asset_row: Mapped[Asset | None] = relationship()
+    user: Mapped[User] = relationship()
+
+    @property
+    def grantor(self) -> str:
+        return self.grantor_row.name
+
+    @property
+    def grantee(self) -> str:
+        return self.grantee_row.name
+
+    @property
+    def show(self) -> str:
+        return self.show_row.name
+
+    @property
+    def asset(self) -> str | None:
+        return None if self.asset_row is None else self.asset_row.name
+
+    @property
+    def user_name(self) -> str:
+        return self.user.name

@@ -8,7 +8,8 @@ reveals that it exists.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,7 @@ from farm.db import models as m
 from farm.db.frames import FRAMES_AT_SUBMIT, insert_frames, uncreated
 from farm.db.paging import PageRequest, Rows, keyset_page
 from farm.db.pools import pool_shapes, sync_pools
+from farm.db.sharing import readable_show, readable_version
 from farm.db.tokens import add_token, hash_token, new_token
 from farm.errors import Conflict, InvalidSpec, NotFound
 from farm.pool_config import DEFAULT_FARM_CONFIG, Limits
@@ -91,14 +93,37 @@ def list_shows(session: Session, studio_id: int, page: PageRequest) -> Rows[m.Sh
 
 
 def get_show(session: Session, studio_id: int, show_id: int) -> m.Show:
-    show = session.get(m.Show, show_id)
-    if show is None or show.studio_id != studio_id:
+    """A show the studio may read: its own, or one another studio shared with it whole
+    (:mod:`farm.db.sharing`). To write into a show (shots, jobs, versions) use
+    :func:`get_own_show`.
+
+    Raises:
+        NotFound: no such show, or one the studio may not read (the same answer).
+    """
+    show = readable_show(session, studio_id, show_id)
+    if show is None:
         raise NotFound(f"show {show_id} not found")
     return show
 
 
+def get_own_show(session: Session, studio_id: int, show_id: int) -> m.Show:
+    """One of the studio's own shows, to add shots, jobs or asset versions to.
+
+    Raises:
+        NotFound: no such show, another studio's, or one only shared with the studio: one
+            message for all three, so it tells no more than :func:`get_show` does.
+    """
+    show = get_show_or_none(session, studio_id, show_id)
+    if show is None:
+        raise NotFound(
+            f"show {show_id} not found among your studio's shows (shows and assets another "
+            "studio shares with yours are read-only)"
+        )
+    return show
+
+
 def create_shot(session: Session, studio_id: int, show_id: int, spec: schemas.ShotCreate) -> m.Shot:
-    show = get_show(session, studio_id, show_id)
+    show = get_own_show(session, studio_id, show_id)
     sequence = session.scalar(
         select(m.Sequence).where(m.Sequence.show_id == show.id, m.Sequence.name == spec.sequence)
     )
@@ -116,7 +141,8 @@ def create_shot(session: Session, studio_id: int, show_id: int, spec: schemas.Sh
 
 
 def list_shots(session: Session, studio_id: int, show_id: int, page: PageRequest) -> Rows[m.Shot]:
-    """A page of a show's shots, oldest first (by id); another studio's show is a 404."""
+    """A page of a show's shots, oldest first (by id), of a show the studio owns or was shared;
+    another studio's show is a 404."""
     get_show(session, studio_id, show_id)
     query = (
         select(m.Shot).where(m.Shot.show_id == show_id).options(selectinload(m.Shot.sequence_row))
@@ -132,6 +158,8 @@ def get_shot(session: Session, studio_id: int, shot_id: int, *, field: str = "sh
 
 
 def get_show_or_none(session: Session, studio_id: int, show_id: int) -> m.Show | None:
+    """One of the studio's own shows, else None: a show only shared with the studio is None
+    too, since the callers write into it (a job into its shot)."""
     show = session.get(m.Show, show_id)
     return show if show is not None and show.studio_id == studio_id else None
 
@@ -173,6 +201,109 @@ def missing_blobs(session: Session, studio_id: int, hashes: list[str]) -> list[s
     return [h for h in dict.fromkeys(hashes) if h not in have]
 
 
+def storage_used_bytes(session: Session, studio_id: int) -> int:
+    """Bytes of the blobs the studio holds, each counted once (whoever else holds it too)."""
+    used = session.scalar(
+        select(func.coalesce(func.sum(m.Blob.size_bytes), 0))
+        .join(m.BlobGrant, m.BlobGrant.content_hash == m.Blob.content_hash)
+        .where(m.BlobGrant.studio_id == studio_id)
+    )
+    return int(used or 0)
+
+
+def _bytes(count: int) -> str:
+    return f"{count:,} bytes ({count / (1 << 30):.2f} GiB)"
+
+
+def check_storage_quota(
+    session: Session, studio_id: int, blobs: dict[str, int], *, limits: Limits
+) -> None:
+    """Refuse blobs (hash -> size in bytes) that would take the studio past its
+    ``limits.max_storage_gb``.
+
+    Bytes the studio already holds cost nothing again. Two uploads racing may both pass and
+    together overshoot by at most their own sizes: the quota bounds storage, it is not a lock.
+
+    Raises:
+        Conflict: no room left; the message names what is used and the quota.
+    """
+    studio = session.get_one(m.Studio, studio_id).name
+    quota = limits.of(studio).max_storage_bytes
+    if quota is None:
+        return
+    new = set(missing_blobs(session, studio_id, list(blobs)))
+    adding = sum(size for content_hash, size in blobs.items() if content_hash in new)
+    if not adding:
+        return
+    used = storage_used_bytes(session, studio_id)
+    if used + adding > quota:
+        raise Conflict(
+            f"studio {studio} uses {_bytes(used)} of its {_bytes(quota)} storage quota "
+            f"(limits.max_storage_gb) and this upload needs {adding:,} bytes more: nothing "
+            "was stored; ask the farm's operator for a bigger quota"
+        )
+
+
+MANIFEST_CHECK_BATCH = 5000
+"""Hashes per query when checking a manifest's files (below every database's parameter cap)."""
+
+
+def describe_manifest(
+    session: Session, store: BlobStore, studio_id: int, content_hash: str
+) -> dict[str, Any] | None:
+    """What a directory version holds when the blob is a manifest; None for any other blob.
+
+    A manifest is recognised by its first bytes (its canonical JSON begins with
+    :data:`farm.schemas.MANIFEST_MAGIC`), and only a blob of at most
+    :data:`farm.schemas.MAX_MANIFEST_BYTES` is looked at, so publishing a big file reads
+    nothing. Every file a manifest lists must be bytes the studio holds, of the size it says:
+    a version never points at something half uploaded.
+
+    Returns:
+        ``{"manifest": True, "files": N, "bytes": B}``, the version's ``meta``.
+
+    Raises:
+        InvalidSpec: a bad manifest (a path escaping the root, a file not uploaded, ...),
+            named in the message; nothing is registered.
+    """
+    blob = session.get(m.Blob, content_hash)
+    if blob is None or not len(schemas.MANIFEST_MAGIC) <= blob.size_bytes <= (
+        schemas.MAX_MANIFEST_BYTES
+    ):
+        return None
+    with store.open(content_hash) as handle:
+        if handle.read(len(schemas.MANIFEST_MAGIC)) != schemas.MANIFEST_MAGIC:
+            return None
+        handle.seek(0)
+        manifest = schemas.Manifest.from_bytes(handle.read())
+    entries = list(manifest.files.items())
+    for start in range(0, len(entries), MANIFEST_CHECK_BATCH):
+        batch = entries[start : start + MANIFEST_CHECK_BATCH]
+        rows = session.execute(
+            select(m.Blob.content_hash, m.Blob.size_bytes)
+            .join(m.BlobGrant, m.BlobGrant.content_hash == m.Blob.content_hash)
+            .where(
+                m.BlobGrant.studio_id == studio_id,
+                m.Blob.content_hash.in_({entry.hash for _, entry in batch}),
+            )
+        )
+        held = {content_hash: size for content_hash, size in rows}
+        for path, entry in batch:
+            if entry.hash not in held:
+                raise InvalidSpec(
+                    f"manifest: {path!r} has bytes {entry.hash} that your studio has not "
+                    "uploaded: upload the tree's files before its manifest",
+                    field="content_hash",
+                )
+            if held[entry.hash] != entry.size:
+                raise InvalidSpec(
+                    f"manifest: {path!r} says {entry.size:,} bytes but its blob holds "
+                    f"{held[entry.hash]:,}",
+                    field="content_hash",
+                )
+    return manifest.meta
+
+
 def register_asset_version(
     session: Session,
     user: m.User,
@@ -181,7 +312,16 @@ def register_asset_version(
     *,
     meta: dict[str, Any] | None = None,
 ) -> m.AssetVersion:
-    show = get_show(session, user.studio_id, show_id)
+    """Publish an uploaded blob as the next version of an asset of one of the studio's own
+    shows (an asset shared with it is read-only), and append its ``asset_published`` event
+    in the same transaction, so a reader that sees the event finds the version
+    (:func:`farm.db.sharing.latest_published`).
+
+    Raises:
+        NotFound: the show is not the studio's own.
+        InvalidSpec: the studio has not uploaded the blob.
+    """
+    show = get_own_show(session, user.studio_id, show_id)
     if not studio_has_blob(session, user.studio_id, spec.content_hash):
         raise InvalidSpec(
             f"blob {spec.content_hash} has not been uploaded by your studio: "
@@ -211,6 +351,20 @@ def register_asset_version(
     )
     session.add(version)
     session.flush()
+    session.add(
+        m.Event(
+            studio_id=asset.studio_id,
+            kind="asset_published",
+            payload={
+                "asset_id": asset.id,
+                "asset": asset.name,
+                "version": version.version,
+                "version_id": version.id,
+                "show_id": show.id,
+            },
+        )
+    )
+    session.flush()
     session.refresh(version)
     return version
 
@@ -218,10 +372,17 @@ def register_asset_version(
 def get_asset_version(
     session: Session, studio_id: int, version_id: int, *, field: str = "asset_version"
 ) -> m.AssetVersion:
-    version = session.get(m.AssetVersion, version_id)
-    if version is None or version.asset_row.studio_id != studio_id:
+    """An asset version the studio may use as an input: its own, or shared with it.
+
+    Raises:
+        InvalidSpec: naming ``field``; one message whether the version is missing or another
+            studio's, so it reveals nothing.
+    """
+    version = readable_version(session, studio_id, version_id)
+    if version is None:
         raise InvalidSpec(
-            f"asset version {version_id} does not exist in your studio; register it first",
+            f"{field}: asset version {version_id} does not exist in your studio nor in any "
+            "show or asset shared with it; register it first, or ask its owner to share it",
             field=field,
         )
     return version
@@ -241,10 +402,10 @@ def submit_job(
 
     The one place a spec is checked against the farm, after the schema checked its structure
     (:class:`farm.schemas.JobSpec`): the shot is the studio's, the studio's limits hold, every
-    layer fits a pool and its licences exist, every input asset version is the studio's and
-    holds the frames the job reads (:func:`farm.inputs.validate_job_inputs`; caches were
-    checked when published). All before the first row is written, so a bad spec leaves
-    nothing behind.
+    layer fits a pool and its licences exist, every input asset version is the studio's (or
+    shared with it) and holds the frames the job reads
+    (:func:`farm.inputs.validate_job_inputs`; caches were checked when published). All before
+    the first row is written, so a bad spec leaves nothing behind.
 
     Args:
         limits: the pools file's limits on the job's size and the studio's unfinished tiles.
@@ -354,6 +515,14 @@ def _tile_out(tile: m.Tile, waiting: str) -> schemas.TileOut:
     return out
 
 
+def frame_file_name(
+    layer: str, number: int, output_path: str | None, output: Literal["exr", "preview"]
+) -> str:
+    """The name a frame's file is downloaded under (the farm's own name, never its folder)."""
+    name = PurePath(output_path).name if output_path else f"{layer}.{number:04d}.exr"
+    return name if output == "exr" else str(PurePath(name).with_suffix(".png"))
+
+
 def get_job_row(session: Session, studio_id: int, job_id: int) -> m.Job:
     job = session.get(m.Job, job_id)
     if job is None or job.studio_id != studio_id:
@@ -407,8 +576,11 @@ def job_detail(
                     number=frame.number,
                     state=TileState(frame.state),
                     tile_plan=plan.get("describe"),
-                    output_path=frame.output_path,
-                    preview_path=frame.preview_path,
+                    output_hash=frame.output_hash if frame.output_path else None,
+                    preview_hash=frame.preview_hash,
+                    file_name=frame_file_name(layer.name, frame.number, frame.output_path, "exr")
+                    if frame.output_path
+                    else None,
                     tile_counts=dict(frame_counts),
                     tiles=[_tile_out(t, layer.reason) for t in frame.tiles] if tiles else [],
                 )
@@ -432,6 +604,7 @@ def job_detail(
                 depends_on=list(layer.depends_on),
                 state=layer_state,
                 frames_total=len(frame_outs) + missing,
+                contact_sheet_hash=layer.contact_sheet_hash,
                 waiting=layer.reason if tile_counts.get(TileState.PENDING) else "",
                 tile_counts=dict(tile_counts),
                 frames=frame_outs,

@@ -41,7 +41,6 @@ from farm.states import (
     on_requeued,
 )
 from farm.storage import BlobStore
-from farm.vocab import LayerKind
 from scheduler.dispatch import control
 from scheduler.dispatch.activate import Activator, create_frames
 from scheduler.dispatch.book import (
@@ -55,6 +54,7 @@ from scheduler.dispatch.book import (
 from scheduler.dispatch.commit import write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
 from scheduler.dispatch.sessions import SessionKey, SessionPool
+from scheduler.dispatch.sheets import draw_contact_sheets
 from scheduler.dispatch.tasks import TaskBuilder
 from scheduler.dispatch.terms import (
     SAVE_USAGE_EVERY_S,
@@ -505,7 +505,7 @@ class Dispatcher:
                     for frame in layer.frames.values():
                         for tile in frame.tiles:
                             self._tiles.pop(tile.id, None)
-                self._contact_sheets(job)
+                draw_contact_sheets(self.db, self.store, job.id)
 
     # ------------------------------------------------------------------ dispatch
     def _target(self, pool: str) -> int:
@@ -920,37 +920,6 @@ class Dispatcher:
         self._backfill.pop(ref, None)
         if self._by_tile.get(flight.tile.id) is ref:
             del self._by_tile[flight.tile.id]
-
-    def _contact_sheets(self, job: JobBook) -> None:
-        """A contact sheet of each assemble layer's previews, beside its frames."""
-        from farm.exr.preview import contact_sheet
-
-        with self.db.session() as session:
-            rows = session.execute(
-                select(m.Frame.layer_id, m.Frame.number, m.Frame.preview_path)
-                .join(m.Layer, m.Layer.id == m.Frame.layer_id)
-                .where(
-                    m.Frame.job_id == job.id,
-                    m.Layer.kind == LayerKind.ASSEMBLE,
-                    m.Frame.preview_path.is_not(None),
-                )
-                .order_by(m.Frame.layer_id, m.Frame.number)
-            ).all()
-        sheets: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for layer_id, number, path in rows:
-            if path:
-                sheets[layer_id].append((number, path))
-        for previews in sheets.values():
-            folder = Path(previews[0][1]).parent
-            try:
-                contact_sheet(
-                    [path for _, path in previews],
-                    folder / "contact_sheet.png",
-                    columns=min(4, len(previews)),
-                    labels=[f"frame {number}" for number, _ in previews],
-                )
-            except Exception:
-                log.exception("contact sheet for job %s failed", job.id)
 
 
 class _Refused:

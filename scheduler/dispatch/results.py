@@ -213,6 +213,7 @@ def _succeeded(
             frame,
             output_path=result.outputs.get("exr"),
             preview_path=result.outputs.get("preview"),
+            preview_hash=result.outputs.get("preview_hash"),
             output_hash=result.output_hash,
         )
     change = on_succeeded(tile.state)

@@ -62,5 +62,9 @@ def run_assemble(task: TileTask, store: BlobStore) -> ExecutorOutput:
         )
         if preview is not None:
             preview.result()
+    # Both files are blobs too: studios download them through the API (``farm fetch``), from
+    # any site and whatever the store, never from this node's disk.
     put = store.put_file(out)
+    if "preview" in outputs:
+        outputs["preview_hash"] = store.put_file(outputs["preview"]).content_hash
     return ExecutorOutput(output_hash=put.content_hash, outputs=outputs)

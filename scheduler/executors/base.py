@@ -85,7 +85,7 @@ class TileResult:
     corrupt_input_tiles: tuple[int, ...] = ()
     """Ids of the tiles that wrote inputs found missing or corrupt (they run again first)."""
     outputs: dict[str, str] = field(default_factory=dict)
-    """Extra outputs by name: ``exr``, ``preview`` paths for an assemble."""
+    """Extra outputs by name: ``exr``, ``preview`` paths and ``preview_hash`` for an assemble."""
     metrics: dict[str, float] = field(default_factory=dict)
     cost_preview: list[list[float]] | None = None
     """Sim only: where the frame's render work lies on screen (``render.cost_preview`` rows),

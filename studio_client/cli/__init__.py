@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from studio_client.cli import jobs, login
+from studio_client.cli import assets, fetch, jobs, login, upload
 
 app = typer.Typer(
     name="farm",
@@ -34,6 +34,10 @@ for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry, jobs.priority
 app.command()(login.login)
 app.command()(login.logout)
 app.add_typer(login.tokens_app, name="tokens")
+app.command()(assets.assets)
+app.command()(assets.share)
+app.command()(upload.upload)
+app.command()(fetch.fetch)
 
 try:
     from farm.cli import register as register_host_commands
@@ -50,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     from farm.errors import FarmError
 
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click hands back the code of a typer.Exit (and 130 for
+        # Ctrl-C) instead of exiting: it is this function's to return.
+        code = app(args=argv, standalone_mode=False)
     except FarmError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from farm.exr.io import read_exr
 from farm.settings import Settings
 from scheduler.embedded import EmbeddedFarm
 from studio_client import Client
@@ -52,7 +53,13 @@ def test_a_shot_from_upload_to_frames_and_a_cost_report(
     job = client.job(job_id)
     assert job.state == "done"
     frames = [f for layer in job.layers if layer.kind == "assemble" for f in layer.frames]
-    assert all(f.output_path and Path(f.output_path).is_file() for f in frames)
+    assert all(f.output_hash and f.preview_hash for f in frames)
+    # The frames come back through the API (`farm fetch`), verified, never as server paths.
+    assert main(["fetch", str(job_id), "--out", str(tmp_path / "fetched")]) == 0
+    assert "downloaded" in capsys.readouterr().out
+    fetched = sorted((tmp_path / "fetched").rglob("*.exr"))
+    assert [p.name for p in fetched] == [f.file_name for f in frames]
+    assert all(read_exr(p).width > 0 for p in fetched)
 
     assert main(["status", str(job_id)]) == 0
     assert "render" in capsys.readouterr().out

@@ -132,9 +132,11 @@ def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(
         assert len(usage) == 3 + 36 + 3 and all(u.cost > 0 for u in usage)
     channels = [c for aovs in AOV_CHANNELS.values() for c in aovs]
     for frame in comp.frames:
-        assert frame.output_path and Path(frame.output_path).is_file()
-        assert frame.preview_path and Path(frame.preview_path).is_file()
-        image = read_exr(frame.output_path)
+        # The frame and its preview are blobs, named as the farm wrote them (no server path).
+        assert frame.output_hash and frame.preview_hash and frame.file_name
+        assert frame.file_name == f"sh010_comp.{frame.number:04d}.exr"
+        assert store.path(frame.preview_hash).read_bytes().startswith(b"\x89PNG")
+        image = read_exr(store.path(frame.output_hash))
         assert (image.width, image.height) == (61, 37)
         assert sorted(image.channels) == sorted(channels)
         assert image.channels["R"].dtype == np.float16
@@ -157,7 +159,8 @@ def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(
             assert np.array_equal(image.channels[name], whole[name].astype(np.float16)), name
         for name in ("Z", "id", "velocity.X", "velocity.Y"):
             assert np.array_equal(image.channels[name], whole[name]), name
-    assert (Path(comp.frames[0].output_path or "").parent / "contact_sheet.png").is_file()
+    assert comp.contact_sheet_hash is not None
+    assert store.path(comp.contact_sheet_hash).read_bytes().startswith(b"\x89PNG")
 
 
 def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm: Farm, tmp_path: Path) -> None:
@@ -299,7 +302,7 @@ def test_adaptive_tiles_replan_later_frames_from_measured_times(farm: Farm, tmp_
         area = sum(t.rect.width * t.rect.height for t in frame.tiles)
         assert area == 64 * 48
     comp = detail.layers[2]
-    image = read_exr(comp.frames[2].output_path or "")
+    image = read_exr(store.path(comp.frames[2].output_hash or ""))
     plan = TilePlan.from_json(json.loads(str(image.attributes["delta/tile_plan"])))
     assert len(plan.tiles) == counts[2]
 
@@ -359,7 +362,7 @@ def test_balanced_tiles_cut_every_frame_where_its_sims_preview_divides_evenly(
         assert [t.rect for t in frame.tiles] == [t.rect for t in expected.tiles]
         assert frame.tiles[0].rect.x1 > 56  # not the equal-area cut at 48
     comp = detail.layers[2]
-    image = read_exr(comp.frames[1].output_path or "")
+    image = read_exr(store.path(comp.frames[1].output_hash or ""))
     plan = TilePlan.from_json(json.loads(str(image.attributes["delta/tile_plan"])))
     assert [t.rect for t in plan.tiles] == [t.rect for t in detail.layers[1].frames[1].tiles]
 
@@ -395,7 +398,7 @@ def test_a_layer_gets_only_the_aovs_it_asks_for(farm: Farm, tmp_path: Path) -> N
     with db.session() as session:
         comp = queries.job_detail(session, 1, job_id).layers[2]
         report = check_job_frames(session, 1, job_id)
-    image = read_exr(comp.frames[0].output_path or "")
+    image = read_exr(store.path(comp.frames[0].output_hash or ""))
     assert sorted(image.channels) == ["A", "B", "G", "R", "Z"]
     assert report.problems == []
 
@@ -435,8 +438,8 @@ def test_output_options_reach_the_exr(farm: Farm, tmp_path: Path) -> None:
     Dispatcher(db, store, out).run_until_done([job_id], timeout_s=120)
     with db.session() as session:
         frame = queries.job_detail(session, 1, job_id).layers[2].frames[0]
-    assert frame.preview_path is None
-    image = read_exr(frame.output_path or "")
+    assert frame.preview_hash is None and frame.output_hash is not None
+    image = read_exr(store.path(frame.output_hash))
     assert image.layout == "tiled"
     assert "piz" in image.compression.lower()
 

@@ -30,8 +30,6 @@ def test_tile_grid_shows_each_frames_tiles_in_place_and_its_plan() -> None:
         number=1001,
         state="running",
         tile_plan="4 tiles (2x2 grid), overscan 8 px",
-        output_path=None,
-        preview_path=None,
         tiles=[
             tile(0, 0, 0, "done"),
             tile(1, 10, 0, "running"),
@@ -62,8 +60,6 @@ def test_status_says_under_the_layer_table_why_each_layer_with_pending_tiles_wai
             number=1,
             state="pending",
             tile_plan=None,
-            output_path=None,
-            preview_path=None,
             tiles=list(tiles),
         )
         return schemas.LayerOut(

@@ -48,6 +48,10 @@ CLIENT_COMMANDS = {
     "login",
     "logout",
     "tokens",
+    "assets",
+    "share",
+    "upload",
+    "fetch",
 }
 HOST_COMMANDS = {"server", "worker", "admin", "demo", "simulate"}
 
