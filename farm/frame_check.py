@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,7 +36,7 @@ def check_job_frames(session: Session, studio_id: int, job_id: int) -> schemas.F
         layer = session.scalar(
             select(m.Layer).where(m.Layer.job_id == job.id, m.Layer.name == layer_spec.name)
         )
-        assert layer is not None
+        assert layer is not None and spec.resolution is not None  # an assemble layer has one
         paths = {frame.number: frame.output_path for frame in layer.frames}
         checked += len(paths)
         for problem in check_frames(
@@ -45,7 +47,7 @@ def check_job_frames(session: Session, studio_id: int, job_id: int) -> schemas.F
         ):
             problems.append(
                 schemas.FrameProblemOut(
-                    frame=problem.frame, path=str(problem.path), problem=problem.problem
+                    frame=problem.frame, path=PurePath(problem.path).name, problem=problem.problem
                 )
             )
     return schemas.FrameCheckOut(job_id=job.id, frames_checked=checked, problems=problems)

@@ -241,6 +241,30 @@ class LayerSpec(BaseModel):
         description="noop only, a fault drill: an attempt granted less memory (GiB) runs out "
         "of memory, so the farm's retry with more memory can be seen at work",
     )
+    wait_for: Literal["frame", "layer"] = Field(
+        default="frame",
+        description="how it waits for the layers in depends_on: 'frame', frame f waits for "
+        "frame f of each (a frame assembles as soon as its own tiles are done); 'layer', every "
+        "frame waits for all of them to finish (an OpenJD step dependency)",
+    )
+    after_previous_frame: bool = Field(
+        default=False,
+        description="frame f also waits for this layer's frame f-1 (a simulation that steps "
+        "from the previous frame's state)",
+    )
+    openjd_step: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="command layers: the step of the job's OpenJD template this layer runs, "
+        "one task per frame (frame n is the step's n-th task)",
+    )
+    task_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_FRAMES_PER_JOB,
+        description="command layers: how many tasks the step has (its frames are 1..task_count)",
+    )
 
     @model_validator(mode="after")
     def _fits_kind(self) -> LayerSpec:
@@ -248,10 +272,14 @@ class LayerSpec(BaseModel):
             raise ValueError(
                 f"'tiles' is only for particle_render and noop layers, not {self.kind}"
             )
-        if self.kind is LayerKind.COMMAND:
+        if self.kind is LayerKind.COMMAND and (self.openjd_step is None or not self.task_count):
             raise ValueError(
-                "kind 'command' is not runnable yet; use particle_sim, particle_render or assemble"
+                "a command layer runs a step of an OpenJD template: submit the template "
+                "(`farm submit TEMPLATE.yaml`, or studio_client.openjd), which sets openjd_step "
+                "and task_count"
             )
+        if self.kind is not LayerKind.COMMAND and (self.openjd_step or self.task_count):
+            raise ValueError("'openjd_step' and 'task_count' are for command layers only")
         if self.name in self.depends_on:
             raise ValueError(f"layer {self.name!r} cannot depend on itself")
         if self.hold_s and self.kind is not LayerKind.NOOP:
@@ -267,6 +295,44 @@ class LayerSpec(BaseModel):
 
 
 TILED_KINDS = frozenset({LayerKind.PARTICLE_RENDER, LayerKind.NOOP})
+IMAGE_KINDS = frozenset({LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER, LayerKind.ASSEMBLE})
+"""Layer kinds that need the job's resolution and camera."""
+
+
+class OpenJDSubmit(BaseModel):
+    """``POST /jobs/openjd``: an Open Job Description template to run in a shot, with the
+    values of its job parameters (``farm submit TEMPLATE.yaml -p NAME=VALUE``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shot_id: int = Field(ge=1, le=MAX_ID)
+    template: str | dict[str, Any] = Field(
+        description="the job template: YAML or JSON text, or the decoded object"
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="job parameter values, NAME -> VALUE as text"
+    )
+    environments: tuple[str | dict[str, Any], ...] = Field(
+        default=(), max_length=16, description="environment templates, applied in order"
+    )
+    name: Name | None = Field(default=None, description="default: the template's job name")
+    priority: int = Field(default=50, ge=0, le=100)
+
+
+class OpenJDSource(BaseModel):
+    """Where a job's command layers come from: an Open Job Description template (as decoded
+    JSON), the job parameter values it was submitted with, and any environment templates.
+    The workers rebuild the job from it with ``openjd-model``; nothing else is needed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    template: dict[str, Any] = Field(description="the job template (jobtemplate-2023-09)")
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="job parameter values, as strings"
+    )
+    environments: tuple[dict[str, Any], ...] = Field(
+        default=(), description="environment templates (environment-2023-09), in order"
+    )
+
+
 """Layer kinds whose frames may be cut into tiles."""
 
 DEPARTMENT_BY_KIND: dict[LayerKind, str] = {
@@ -310,9 +376,18 @@ class JobSpec(BaseModel):
     name: Name
     shot_id: int = Field(ge=1, le=MAX_ID)
     frames: FrameRange
-    resolution: Resolution
-    camera: Camera
+    resolution: Resolution | None = Field(
+        default=None, description="the image size (needed by particle and assemble layers)"
+    )
+    camera: Camera | None = Field(
+        default=None, description="the render camera (needed by particle and assemble layers)"
+    )
     layers: tuple[LayerSpec, ...] = Field(min_length=1)
+    openjd: OpenJDSource | None = Field(
+        default=None,
+        description="the OpenJD template and parameter values its command layers' steps come "
+        "from (set by `farm submit TEMPLATE.yaml`)",
+    )
     priority: int = Field(
         default=50,
         ge=0,
@@ -330,13 +405,33 @@ class JobSpec(BaseModel):
                 raise ValueError(f"layers[{i}].name: duplicate layer name {name!r}")
             seen.add(name)
         for i, layer in enumerate(self.layers):
-            _check_tile_count(i, layer, self.resolution)
+            makes_images = layer.kind in IMAGE_KINDS or layer.tiles is not None
+            if makes_images and (self.resolution is None or self.camera is None):
+                raise ValueError(
+                    f"layers[{i}]: a {layer.kind} layer makes images: give the job a "
+                    "'resolution' and a 'camera'"
+                )
+            if layer.kind is LayerKind.COMMAND and self.openjd is None:
+                raise ValueError(
+                    f"layers[{i}]: a command layer needs the job's 'openjd' template: submit "
+                    "it with `farm submit TEMPLATE.yaml`"
+                )
             for dep in layer.depends_on:
                 if dep not in seen:
                     raise ValueError(
                         f"layers[{i}].depends_on: unknown layer {dep!r}; "
                         f"layers are {', '.join(names)}"
                     )
+                if layer.wait_for == "frame" and self.layer_frames(
+                    self.layer(dep)
+                ) != self.layer_frames(layer):
+                    raise ValueError(
+                        f"layers[{i}].wait_for: 'frame' pairs frames of equal numbers, but "
+                        f"layer {dep!r} has other frames; use wait_for 'layer'"
+                    )
+            if self.resolution is None:
+                continue
+            _check_tile_count(i, layer, self.resolution)
             if layer.tiles is not None and layer.tiles.cols is not None:
                 if layer.tiles.cols > self.resolution.width:
                     raise ValueError(
@@ -357,15 +452,25 @@ class JobSpec(BaseModel):
     def layer(self, name: str) -> LayerSpec:
         return next(layer for layer in self.layers if layer.name == name)
 
+    def layer_frames(self, layer: LayerSpec) -> FrameRange:
+        """The frames of ``layer``: the job's, or a command layer's tasks (1..task_count)."""
+        if layer.task_count is not None:
+            return FrameRange(first=1, last=layer.task_count)
+        return self.frames
+
     @property
     def frame_count(self) -> int:
-        return self.frames.last - self.frames.first + 1
+        """Frames of the longest layer (what a studio's frame limit counts)."""
+        return max(len(self.layer_frames(layer)) for layer in self.layers)
 
     @property
     def tile_estimate(self) -> int:
         """Tiles the whole job will run (at its base tiling): what studio limits count."""
-        per_frame = sum(tiles_per_frame(layer, self.resolution) for layer in self.layers)
-        return self.frame_count * per_frame
+        return sum(
+            len(self.layer_frames(layer))
+            * (tiles_per_frame(layer, self.resolution) if self.resolution else 1)
+            for layer in self.layers
+        )
 
 
 def tiles_per_frame(layer: LayerSpec, resolution: Resolution) -> int:
@@ -537,6 +642,11 @@ class TileOut(BaseModel):
     node: str | None
     wall_seconds: float | None
     cpu_seconds: float | None
+    log_hash: str | None = Field(
+        default=None,
+        description="sha256 of its last attempt's log (command layers): `farm log`, or "
+        "GET /jobs/{job_id}/layers/{layer}/frames/{number}/tiles/{index}/log",
+    )
 
 
 class JobTileOut(TileOut):
@@ -768,7 +878,7 @@ class CostReport(BaseModel):
 
 class FrameProblemOut(BaseModel):
     frame: int | None
-    path: str
+    path: str = Field(description="the frame's file name (never where the farm keeps it)")
     problem: str
 
 

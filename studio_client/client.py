@@ -248,6 +248,45 @@ class Client:
     def submit(self, spec: schemas.JobSpec) -> schemas.JobOut:
         return self._http.send("POST", "/jobs", spec, schemas.JobOut)
 
+    def submit_template(
+        self,
+        template: str | Path | dict[str, Any],
+        *,
+        shot_id: int,
+        parameters: dict[str, str] | None = None,
+        environments: Iterable[str | Path | dict[str, Any]] = (),
+        name: str | None = None,
+        priority: int = 50,
+    ) -> schemas.JobOut:
+        """Submit an Open Job Description job template (a file, its YAML/JSON text, or the
+        decoded object) with its job parameter values; the farm expands and validates it.
+
+        Experimental: may change.
+
+        Raises:
+            InvalidSpec: the template or a value is refused (the reason named).
+        """
+        body = _spec(
+            schemas.OpenJDSubmit,
+            {
+                "shot_id": shot_id,
+                "template": _template_text(template),
+                "parameters": dict(parameters or {}),
+                "environments": [_template_text(e) for e in environments],
+                "name": name,
+                "priority": priority,
+            },
+        )
+        return self._http.send("POST", "/jobs/openjd", body, schemas.JobOut)
+
+    def log(self, job_id: int, *, layer: str, frame: int, tile: int = 0) -> str:
+        """A tile's log: a command task's output (its last attempt that wrote one).
+
+        Experimental: may change.
+        """
+        path = f"/jobs/{job_id}/layers/{layer}/frames/{frame}/tiles/{tile}/log"
+        return self._http.request("GET", path).text
+
     def job(self, job_id: int) -> schemas.JobOut:
         return self._http.call("GET", f"/jobs/{job_id}", schemas.JobOut)
 
@@ -517,3 +556,20 @@ def _spec(model: type[B], data: dict[str, Any]) -> B:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_spec_from_errors(list(exc.errors())) from exc
+
+
+def _template_text(template: str | Path | dict[str, Any]) -> str | dict[str, Any]:
+    """A template as the API takes it: a path is read (a missing file is refused by name)."""
+    if isinstance(template, dict):
+        return template
+    if isinstance(template, Path) or (
+        "\n" not in template and template.endswith((".yaml", ".yml", ".json"))
+    ):
+        path = Path(template)
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise InvalidSpec(f"{path}: no such file", field="template") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidSpec(f"{path}: cannot read it ({exc})", field="template") from exc
+    return template

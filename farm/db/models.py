@@ -411,6 +411,9 @@ class Tile(Base):
     memory_gb: Mapped[float | None] = mapped_column(
         Float, nullable=True, doc="memory its next attempt asks for, after it ran out of memory"
     )
+    log_hash: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, doc="its last attempt's log (a command's stdout and stderr)"
+    )
     reason: Mapped[str] = mapped_column(Text, default="")
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)

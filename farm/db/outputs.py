@@ -59,6 +59,34 @@ def frame_output(
     return content_hash, frame_file_name(layer, number, frame.output_path, output)
 
 
+def tile_log(
+    session: Session, studio_id: int, job_id: int, layer: str, number: int, index: int
+) -> str:
+    """The blob of a tile's log.
+
+    Raises:
+        NotFound: no such job, layer, frame or tile, or no log yet (the message says why).
+    """
+    row = _layer(session, studio_id, job_id, layer)
+    tile = session.scalar(
+        select(m.Tile)
+        .join(m.Frame, m.Frame.id == m.Tile.frame_id)
+        .where(m.Frame.layer_id == row.id, m.Frame.number == number, m.Tile.index == index)
+    )
+    if tile is None:
+        raise NotFound(
+            f"layer {layer!r} of job {job_id} has no tile {index} in frame {number} (yet)",
+            field="number",
+        )
+    if tile.log_hash is None:
+        raise NotFound(
+            f"tile {index} of frame {number} ({layer!r}, job {job_id}) has no log: it is "
+            f"{tile.state}; logs are kept for command layers once an attempt ends",
+            field="number",
+        )
+    return tile.log_hash
+
+
 def contact_sheet(session: Session, studio_id: int, job_id: int, layer: str) -> tuple[str, str]:
     """The blob of a layer's contact sheet (its frames' previews on one page) and its name.
 

@@ -446,7 +446,8 @@ def submit_job(
             spec=layer_spec.model_dump(mode="json"),
             tile_times=[],
         )
-        total = spec.frames.last - spec.frames.first + 1
+        frames = spec.layer_frames(layer_spec)
+        total = len(frames)
         now = min(total, FRAMES_AT_SUBMIT)  # the rest: written as the dispatcher reaches them
         row.frames_created = None if now == total else now
         session.add(row)
@@ -455,7 +456,7 @@ def submit_job(
             session.connection(),
             job_id=job.id,
             layer_id=row.id,
-            numbers=range(spec.frames.first, spec.frames.first + now),
+            numbers=range(frames.first, frames.first + now),
         )
     session.add(m.Event(studio_id=user.studio_id, job_id=job.id, kind="job_submitted", payload={}))
     session.flush()
@@ -588,8 +589,10 @@ def job_detail(
         frame_states = Counter(f.state for f in frame_outs)
         missing = 0
         if layer.frames_created is not None:
-            frames = job.spec["frames"]
-            missing = uncreated(layer.frames_created, frames["first"], frames["last"])
+            count = (layer.spec or {}).get("task_count")  # a command layer: its tasks
+            span = job.spec["frames"]
+            first, last = (1, count) if count else (span["first"], span["last"])
+            missing = uncreated(layer.frames_created, first, last)
         if missing:  # frames the dispatcher has not written yet wait (or were cancelled)
             ended = TileState(job.state) == TileState.CANCELLED
             frame_states[TileState.CANCELLED if ended else TileState.WAITING] += missing

@@ -68,12 +68,25 @@ class Activator:
                     self.offer(frame)
 
     def offer_downstream(self, frame: FrameBook) -> None:
-        """``frame`` just ended: the same frame of each layer that depends on it may move."""
+        """``frame`` just ended: what waited for it may move. The same frame of each layer
+        that waits frame by frame; every frame of a layer that waits for the whole layer,
+        once this one has ended all its frames; the next frame of its own layer when that
+        one waits for its previous frame."""
         layer = frame.layer
         for down in layer.downstream:
-            other = down.frames.get(frame.number)
-            if other is not None:
-                self.offer(other)
+            if down.spec.wait_for == "layer":
+                if _layer_ended(layer):
+                    for other in down.frames.values():
+                        if other.state == TileState.WAITING:
+                            self.offer(other)
+                continue
+            same = down.frames.get(frame.number)
+            if same is not None:
+                self.offer(same)
+        if layer.spec.after_previous_frame:
+            after = layer.frames.get(frame.number + 1)
+            if after is not None:
+                self.offer(after)
         if _adaptive(layer) and frame.number == layer.first_frame.number:
             for other in layer.frames.values():  # later frames waited for these measurements
                 if other.state == TileState.WAITING:
@@ -131,7 +144,7 @@ def create_frames(session: Session, layers: list[LayerBook], changes: Changes) -
             made.append(frame)
         layer.next_frame += count
         budget -= count
-        first = layer.job.spec.frames.first
+        first = layer.job.spec.layer_frames(layer.spec).first
         changes.layer(
             layer, frames_created=None if layer.uncreated == 0 else layer.next_frame - first
         )
@@ -143,12 +156,16 @@ def _activate_frame(session: Session, frame: FrameBook, changes: Changes) -> int
     if frame.state != TileState.WAITING and not frame.counts[TileState.WAITING]:
         return 0
     layer = frame.layer
-    upstream = [layer.job.layers[dep].frames[frame.number] for dep in layer.depends_on]
+    upstream = _upstream_frames(frame)
+    if upstream is None:  # a layer waited for as a whole still has frames to write
+        return 0
     failed = next(
         (up for up in upstream if up.state in (TileState.FAILED, TileState.CANCELLED)), None
     )
     if failed is not None:
         where = f"{failed.layer.name} frame"
+        if failed.layer is layer:
+            where = f"its previous frame ({failed.number})"
         for tile in frame.tiles:
             if tile.state == TileState.WAITING:
                 move(tile, on_upstream_failed(tile.state, upstream=where), changes)
@@ -216,6 +233,35 @@ def _plan_tiles(
     frame.planned = True
     changes.frame(frame, tile_plan={**plan.tiles.to_json(), "describe": plan.tiles.describe()})
     change_frame(frame, frame_planned(frame.state), changes)
+
+
+def _upstream_frames(frame: FrameBook) -> list[FrameBook] | None:
+    """The frames ``frame`` waits for; None while one of them has no row yet.
+
+    Frame by frame: frame f of each layer in ``depends_on``. A layer waited for as a whole:
+    every frame of it. With ``after_previous_frame``: also this layer's frame f-1.
+    """
+    layer = frame.layer
+    upstream: list[FrameBook] = []
+    for dep in layer.depends_on:
+        other = layer.job.layers[dep]
+        if layer.spec.wait_for == "layer":
+            if other.uncreated:
+                return None
+            upstream.extend(other.frames.values())
+        else:
+            upstream.append(other.frames[frame.number])
+    if layer.spec.after_previous_frame and frame.number > layer.first_frame.number:
+        previous = layer.frames.get(frame.number - 1)
+        if previous is None:
+            return None
+        upstream.append(previous)
+    return upstream
+
+
+def _layer_ended(layer: LayerBook) -> bool:
+    """Has every frame of ``layer`` ended (each written and done, failed or cancelled)?"""
+    return not layer.uncreated and all(f.state in TERMINAL for f in layer.frames.values())
 
 
 def _adaptive(layer: LayerBook) -> bool:

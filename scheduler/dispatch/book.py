@@ -344,7 +344,8 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             requirements=Requirements.model_validate(row.requirements or {}),
             tile_times=list(row.tile_times or []),
         )
-        first, layer.last_frame = job.spec.frames.first, job.spec.frames.last
+        numbers = job.spec.layer_frames(layer.spec)
+        first, layer.last_frame = numbers.first, numbers.last
         created = row.frames_created
         layer.next_frame = layer.last_frame + 1 if created is None else first + created
         job.layers[layer.name] = layer

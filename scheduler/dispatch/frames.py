@@ -65,7 +65,7 @@ def frame_plan(
     estimates in seconds; the order of dispatch follows them, else the preview, else
     centre-out.
     """
-    width, height = spec.resolution.width, spec.resolution.height
+    width, height = (spec.resolution.width, spec.resolution.height) if spec.resolution else (1, 1)
     tiling = layer.tiles
     if tiling is None:
         return FramePlan(plan_tiles(width, height, cols=1, rows=1, overscan=0))

@@ -136,6 +136,8 @@ def apply_result(
     }
     if result.node_id:
         values["node_id"] = result.node_id
+    if result.outputs.get("log_hash"):
+        values["log_hash"] = result.outputs["log_hash"]
     layer = tile.frame.layer
     if result.ok:
         _succeeded(tile, result, changes, values)

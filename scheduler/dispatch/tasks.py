@@ -37,6 +37,8 @@ class _LayerContext:
     asset_hash: str | None
     names: dict[str, str]
     """studio, show, sequence, shot: for output paths and provenance."""
+    openjd: dict[str, Any] | None = None
+    """The job's OpenJD template and values, dumped once (command layers)."""
 
 
 class TaskBuilder:
@@ -68,6 +70,8 @@ class TaskBuilder:
                 extra["producers"] = {"cache": sim.tiles[0].id}
         elif layer.kind is LayerKind.ASSEMBLE:
             extra = self._assemble_inputs(session, layer, frame, context)
+        elif layer.kind is LayerKind.COMMAND and job.spec.openjd is not None:
+            extra["openjd"] = context.openjd
         return TileTask(
             tile_id=tile.id,
             attempt=tile.attempts,
@@ -76,8 +80,8 @@ class TaskBuilder:
             kind=layer.kind,
             frame=frame.number,
             index=tile.index,
-            width=job.spec.resolution.width,
-            height=job.spec.resolution.height,
+            width=job.spec.resolution.width if job.spec.resolution else 1,
+            height=job.spec.resolution.height if job.spec.resolution else 1,
             rect=tile.pixels,
             render_rect=tile.render_pixels,
             layer_spec=context.layer_spec,
@@ -102,9 +106,10 @@ class TaskBuilder:
             ).one()
             context = self._layers[layer.id] = _LayerContext(
                 layer_spec=layer.spec.model_dump(mode="json"),
-                camera=job.spec.camera.model_dump(mode="json"),
+                camera=job.spec.camera.model_dump(mode="json") if job.spec.camera else {},
                 asset_hash=asset_hash,
                 names=dict(zip(("studio", "show", "sequence", "shot"), row, strict=True)),
+                openjd=job.spec.openjd.model_dump(mode="json") if job.spec.openjd else None,
             )
         return context
 

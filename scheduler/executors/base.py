@@ -61,6 +61,8 @@ class TileTask:
     """Provenance written into EXR headers (job, layer, frame, renderer, tile plan)."""
     memory_gb: float = 0.0
     """Memory granted to this attempt, GiB (Ray's ``memory`` resource; 0 when unknown)."""
+    openjd: dict[str, Any] | None = None
+    """Command layers: the job's OpenJD template and parameter values (``OpenJDSource``)."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
             cost_preview=out.cost_preview,
         )
     except Exception as exc:
+        from scheduler.executors.command import TaskFailed
+
         return TileResult(
             tile_id=task.tile_id,
             attempt=task.attempt,
@@ -192,6 +196,15 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
             node_id=node_id,
             wall_seconds=time.perf_counter() - started,
             cpu_seconds=time.process_time() - cpu_started,
-            error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+            error=_one_line(exc),
             out_of_memory=isinstance(exc, MemoryError),
+            outputs=exc.outputs if isinstance(exc, TaskFailed) else {},
         )
+
+
+def _one_line(exc: Exception) -> str:
+    """Why an attempt failed, in one line: a failed task's own words, else the exception's."""
+    from scheduler.executors.command import TaskFailed
+
+    text = str(exc) if isinstance(exc, TaskFailed) else f"{type(exc).__name__}: {exc}"
+    return (text.splitlines() or [type(exc).__name__])[0][:500]

@@ -8,6 +8,7 @@ from farm.storage import BlobStore
 from farm.vocab import LayerKind
 from scheduler.executors.assemble import run_assemble
 from scheduler.executors.base import ExecutorOutput, TileTask, run_noop
+from scheduler.executors.command import run_command
 from scheduler.executors.particle import run_particle_render, run_particle_sim
 
 EXECUTORS: dict[LayerKind, Callable[[TileTask, BlobStore], ExecutorOutput]] = {
@@ -15,4 +16,5 @@ EXECUTORS: dict[LayerKind, Callable[[TileTask, BlobStore], ExecutorOutput]] = {
     LayerKind.PARTICLE_RENDER: run_particle_render,
     LayerKind.ASSEMBLE: run_assemble,
     LayerKind.NOOP: run_noop,
+    LayerKind.COMMAND: run_command,
 }

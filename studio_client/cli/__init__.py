@@ -28,6 +28,7 @@ app = typer.Typer(
 app.command()(jobs.submit)
 app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
+app.command()(jobs.log)
 app.command()(jobs.report)
 for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry, jobs.priority):
     app.command()(_command)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from farm import schemas
-from farm.errors import InvalidSpec, invalid_spec_from_errors
+from farm.errors import InvalidSpec, NotFound, invalid_spec_from_errors
 from farm.states import TileState
 from studio_client import Client
 from studio_client.cli._common import console, make_client
@@ -42,6 +42,48 @@ def load_spec(path: Path) -> schemas.JobSpec:
         raise InvalidSpec(f"{path}: {error.message}", field=error.field) from exc
 
 
+def _read_template(path: Path) -> str | None:
+    """The file's text when it is an OpenJD job template (YAML, or JSON with a
+    ``specificationVersion``); None for a farm job spec."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidSpec(f"{path}: no such file", field="spec") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(f"{path}: cannot read it ({exc})", field="spec") from exc
+    if path.suffix.lower() in (".yaml", ".yml") or '"specificationVersion"' in text[:4096]:
+        return text
+    return None
+
+
+def _parameters(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidSpec(f"-p {pair!r}: write NAME=VALUE", field="param")
+        values[name] = value
+    return values
+
+
+def _shot_id(client: Client, shot: str | None, show: str | None) -> int:
+    """A shot given by id, or by ``SEQ/SHOT`` (or ``SHOT``) in ``--show``."""
+    if shot is None:
+        raise InvalidSpec(
+            "an OpenJD template runs in a shot: give --shot ID or --show SHOW --shot SEQ/SHOT",
+            field="shot",
+        )
+    if shot.isdigit():
+        return int(shot)
+    if show is None:
+        raise InvalidSpec(f"--shot {shot!r} by name needs --show", field="show")
+    sequence, _, name = shot.rpartition("/")
+    for candidate in client.shots(client.show(show).id):
+        if candidate.name == name and (not sequence or candidate.sequence == sequence):
+            return candidate.id
+    raise NotFound(f"show {show!r} has no shot {shot!r}", field="shot")
+
+
 def watch(client_url: str | None, token: str | None, job_id: int) -> schemas.JobOut:
     """Show the job live until it finishes; returns its last state."""
     with make_client(client_url, token) as client:
@@ -55,15 +97,46 @@ def watch_job(client: Client, job_id: int) -> schemas.JobOut:
 
 
 def submit(
-    spec: Annotated[Path, typer.Argument(help="job spec JSON file")],
+    spec: Annotated[
+        Path, typer.Argument(help="a job spec (JSON) or an OpenJD job template (YAML or JSON)")
+    ],
     wait: Annotated[bool, typer.Option("--wait", help="watch it until it finishes")] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="a template's job parameter: NAME=VALUE (repeat)"),
+    ] = None,
+    shot: Annotated[
+        str | None,
+        typer.Option("--shot", help="templates: the shot to run in, its id or SEQ/SHOT"),
+    ] = None,
+    show: Annotated[
+        str | None, typer.Option("--show", help="templates: the show of a --shot given by name")
+    ] = None,
+    env: Annotated[
+        list[Path] | None,
+        typer.Option("--env", help="templates: an OpenJD environment template (repeat)"),
+    ] = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Submit a job spec; prints the job id."""
-    job_spec = load_spec(spec)
+    """Submit a job spec or an Open Job Description template; prints the job id. With --wait,
+    exits 0 only when the job succeeded."""
+    template = _read_template(spec)
+    if template is None and (param or shot or env):
+        raise InvalidSpec(
+            f"{spec}: -p, --shot and --env are for OpenJD templates; this is a job spec",
+            field="spec",
+        )
     with make_client(url, token) as client:
-        job = client.submit(job_spec)
+        if template is None:
+            job = client.submit(load_spec(spec))
+        else:
+            job = client.submit_template(
+                template,
+                shot_id=_shot_id(client, shot, show),
+                parameters=_parameters(param or []),
+                environments=list(env or []),
+            )
     console.print(f"submitted job [bold]{job.id}[/] ({job.name}): {len(job.layers)} layers")
     if wait:
         finished = watch(url, token, job.id)
@@ -90,6 +163,33 @@ def _exit_for(job: schemas.JobOut) -> None:
     for line in failures(job):
         console.print(Text(line, style="red"))
     raise typer.Exit(1)
+
+
+def log(
+    job_id: Annotated[int, typer.Argument(help="job id")],
+    layer: Annotated[str | None, typer.Option("--layer", help="default: the only layer")] = None,
+    frame: Annotated[int | None, typer.Option("--frame", help="default: the first frame")] = None,
+    tile: Annotated[int, typer.Option("--tile", help="tile index in the frame")] = 0,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Print a task's log (a command layer's output and the session's own lines)."""
+    with make_client(url, token) as client:
+        if layer is None or frame is None:
+            job = client.job(job_id)
+            if layer is None:
+                if len(job.layers) != 1:
+                    names = ", ".join(x.name for x in job.layers)
+                    raise InvalidSpec(
+                        f"job {job_id} has layers {names}: give --layer", field="layer"
+                    )
+                layer = job.layers[0].name
+            chosen = next((x for x in job.layers if x.name == layer), None)
+            if chosen is None or not chosen.frames:
+                raise NotFound(f"job {job_id} has no frames in layer {layer!r}", field="layer")
+            frame = chosen.frames[0].number if frame is None else frame
+        text = client.log(job_id, layer=layer, frame=frame, tile=tile)
+    console.out(text, end="", highlight=False)
 
 
 def check_frames(

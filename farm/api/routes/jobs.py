@@ -38,6 +38,32 @@ def submit_job(
     return queries.job_detail(session, user.studio_id, job.id)
 
 
+@router.post(
+    "/jobs/openjd",
+    status_code=201,
+    dependencies=[require_role(*SUBMITTERS)],
+    responses=error_responses(403, 404, 409),
+)
+def submit_openjd(
+    body: schemas.OpenJDSubmit, user: CurrentUser, session: Db, context: Ctx
+) -> schemas.JobOut:
+    """Submit an Open Job Description template (``jobtemplate-2023-09``) with its parameter
+    values: each step becomes a command layer whose frames are its tasks, run on the workers
+    by ``openjd-sessions``. A template the farm cannot honour (invalid, a value missing or out
+    of its constraints, a host requirement no pool meets, a dependency cycle) is a 422
+    naming the reason."""
+    from farm.openjd import decode_template, to_job_spec
+
+    source = schemas.OpenJDSource(
+        template=decode_template(body.template),
+        parameters=body.parameters,
+        environments=tuple(decode_template(e) for e in body.environments),
+    )
+    spec = to_job_spec(source, shot_id=body.shot_id, name=body.name, priority=body.priority)
+    job = queries.submit_job(session, user, spec, limits=context.limits, store=context.store)
+    return queries.job_detail(session, user.studio_id, job.id)
+
+
 @router.get("/jobs")
 def list_jobs(
     user: CurrentUser,

@@ -56,6 +56,27 @@ def download_frame(
 
 
 @router.get(
+    "/jobs/{job_id}/layers/{layer}/frames/{number}/tiles/{index}/log",
+    tags=["jobs"],
+    response_class=StreamingResponse,
+    responses=_DOWNLOAD,
+)
+def download_log(
+    job_id: Id,
+    layer: LayerName,
+    number: FrameNumber,
+    index: Annotated[int, Path(ge=0, le=4096)],
+    user: CurrentUser,
+    session: Db,
+    context: Ctx,
+) -> StreamingResponse:
+    """A tile's log (a command task's stdout and stderr, with the session's own lines) from
+    its last attempt that wrote one. Only the owning studio reads it."""
+    content_hash = outputs.tile_log(session, user.studio_id, job_id, layer, number, index)
+    return blob_response(context.store, content_hash, f"{layer}.{number}.{index}.log")
+
+
+@router.get(
     "/jobs/{job_id}/layers/{layer}/contact-sheet",
     tags=["jobs"],
     response_class=StreamingResponse,

@@ -1,5 +1,5 @@
 """Frames' previews and layers' contact sheets are blobs, downloaded through the API; asset
-names may hold folders (creatures/seamonster, up to 128 characters)
+names may hold folders (creatures/seamonster, up to 128 characters); a tile's log is a blob
 
 Revision ID: 0010
 Revises: 0009
@@ -24,9 +24,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("contact_sheet_hash", sa.String(64), nullable=True))
     with op.batch_alter_table("assets") as batch:
         batch.alter_column("name", type_=sa.String(128), existing_type=sa.String(64))
+    with op.batch_alter_table("tiles") as batch:
+        batch.add_column(sa.Column("log_hash", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tiles") as batch:
+        batch.drop_column("log_hash")
     with op.batch_alter_table("assets") as batch:
         batch.alter_column("name", type_=sa.String(64), existing_type=sa.String(128))
     with op.batch_alter_table("layers") as batch:
