@@ -299,6 +299,16 @@ IMAGE_KINDS = frozenset({LayerKind.PARTICLE_SIM, LayerKind.PARTICLE_RENDER, Laye
 """Layer kinds that need the job's resolution and camera."""
 
 
+class AssetWait(BaseModel):
+    """Start a job only once asset ``asset_id`` has a published version >= ``min_version``
+    (a lighting job waiting for a new version of the creature). The job records the version
+    it started with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    asset_id: int = Field(ge=1, le=MAX_ID)
+    min_version: int = Field(default=1, ge=1, le=MAX_ID)
+
+
 class OpenJDSubmit(BaseModel):
     """``POST /jobs/openjd``: an Open Job Description template to run in a shot, with the
     values of its job parameters (``farm submit TEMPLATE.yaml -p NAME=VALUE``)."""
@@ -316,6 +326,8 @@ class OpenJDSubmit(BaseModel):
     )
     name: Name | None = Field(default=None, description="default: the template's job name")
     priority: int = Field(default=50, ge=0, le=100)
+    after_jobs: tuple[int, ...] = Field(default=(), max_length=64)
+    after_assets: tuple[AssetWait, ...] = Field(default=(), max_length=16)
 
 
 class OpenJDSource(BaseModel):
@@ -387,6 +399,18 @@ class JobSpec(BaseModel):
         default=None,
         description="the OpenJD template and parameter values its command layers' steps come "
         "from (set by `farm submit TEMPLATE.yaml`)",
+    )
+    after_jobs: tuple[Annotated[int, Field(ge=1, le=MAX_ID)], ...] = Field(
+        default=(),
+        max_length=64,
+        description="ids of your studio's jobs that must be done before this one starts (one "
+        "that fails or is cancelled cancels this one)",
+    )
+    after_assets: tuple[AssetWait, ...] = Field(
+        default=(),
+        max_length=16,
+        description="asset versions to wait for: starts when each asset has a published "
+        "version >= min_version",
     )
     priority: int = Field(
         default=50,
@@ -690,9 +714,17 @@ class LayerOut(BaseModel):
     pool: str | None = Field(description="the pool the spec named; None: the farm chooses")
     requirements: Requirements = Requirements()
     depends_on: list[str]
+    wait_for: Literal["frame", "layer"] = Field(
+        default="frame", description="waits for depends_on frame by frame, or for all of it"
+    )
+    step: str | None = Field(default=None, description="the OpenJD step it runs (command layers)")
     state: TileState
     waiting: str = Field(default="", description="why its ready tiles wait, in words")
     tile_counts: dict[TileState, int]
+    frame_counts: dict[TileState, int] = Field(
+        default_factory=dict,
+        description="its frames (an OpenJD step's tasks) by state, unwritten ones as waiting",
+    )
     contact_sheet_hash: str | None = Field(
         default=None,
         description="sha256 of a PNG of its frames' previews, made when the job ends: GET "
@@ -717,6 +749,11 @@ class JobOut(BaseModel):
     priority: int = 50
     rush: bool = False
     paused: bool = False
+    dependencies_met: dict[str, Any] | None = Field(
+        default=None,
+        description="when the jobs and asset versions it waited for were there: 'at', and "
+        "'assets' (asset id -> the version id it started with); None while it waits",
+    )
     layers: list[LayerOut]
 
 

@@ -277,6 +277,11 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default=TileState.WAITING, index=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    dependencies_met: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON,
+        nullable=True,
+        doc="when its after_jobs and after_assets were met, and the asset versions it used",
+    )
     submitted_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

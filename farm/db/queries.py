@@ -421,6 +421,7 @@ def submit_job(
     for i, layer in enumerate(spec.layers):
         _check_fit(i, layer, shapes, licences)
     validate_job_inputs(session, store, user.studio_id, spec)
+    _check_waits(session, user.studio_id, spec)
     job = m.Job(
         studio_id=user.studio_id,
         show_id=shot.show_id,
@@ -461,6 +462,21 @@ def submit_job(
     session.add(m.Event(studio_id=user.studio_id, job_id=job.id, kind="job_submitted", payload={}))
     session.flush()
     return job
+
+
+def _check_waits(session: Session, studio_id: int, spec: schemas.JobSpec) -> None:
+    """The jobs and assets a job waits for exist and are the studio's to read (404 alike)."""
+    from farm.db.sharing import readable_asset
+
+    for i, job_id in enumerate(spec.after_jobs):
+        row = session.get(m.Job, job_id)
+        if row is None or row.studio_id != studio_id:
+            raise NotFound(f"after_jobs[{i}]: job {job_id} not found", field="after_jobs")
+    for i, wait in enumerate(spec.after_assets):
+        if readable_asset(session, studio_id, wait.asset_id) is None:
+            raise NotFound(
+                f"after_assets[{i}]: asset {wait.asset_id} not found", field="after_assets"
+            )
 
 
 def _check_limits(session: Session, user: m.User, spec: schemas.JobSpec, limits: Limits) -> None:
@@ -605,6 +621,9 @@ def job_detail(
                 pool=layer.pool,
                 requirements=Requirements.model_validate(layer.requirements or {}),
                 depends_on=list(layer.depends_on),
+                wait_for=(layer.spec or {}).get("wait_for", "frame"),
+                step=(layer.spec or {}).get("openjd_step"),
+                frame_counts=dict(frame_states),
                 state=layer_state,
                 frames_total=len(frame_outs) + missing,
                 contact_sheet_hash=layer.contact_sheet_hash,
@@ -625,6 +644,7 @@ def job_detail(
         priority=job.priority,
         rush=job.rush,
         paused=job.paused,
+        dependencies_met=job.dependencies_met,
         layers=layer_outs,
     )
 

@@ -156,6 +156,8 @@ def _activate_frame(session: Session, frame: FrameBook, changes: Changes) -> int
     if frame.state != TileState.WAITING and not frame.counts[TileState.WAITING]:
         return 0
     layer = frame.layer
+    if layer.job.gated:  # it waits for other jobs or asset versions (``dispatch.gates``)
+        return 0
     upstream = _upstream_frames(frame)
     if upstream is None:  # a layer waited for as a whole still has frames to write
         return 0

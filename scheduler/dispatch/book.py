@@ -148,6 +148,8 @@ class JobBook:
     priority: int = 50
     rush: bool = False
     paused: bool = False
+    gated: bool = False
+    """It waits for other jobs or asset versions (``scheduler.dispatch.gates``): no frame starts."""
     layers: dict[str, LayerBook] = field(default_factory=dict)
     counts: Counter[TileState] = field(default_factory=Counter)
     message: str = ""
@@ -300,6 +302,7 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             m.Job.rush,
             m.Job.paused,
             m.Job.message,
+            m.Job.dependencies_met,
         ).where(m.Job.id.in_(job_ids))
     ):
         jobs[row.id] = JobBook(
@@ -313,6 +316,10 @@ def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:
             rush=bool(row.rush),
             paused=bool(row.paused),
             message=row.message,
+        )
+        spec = jobs[row.id].spec
+        jobs[row.id].gated = bool(spec.after_jobs or spec.after_assets) and (
+            row.dependencies_met is None
         )
     layers: dict[int, LayerBook] = {}
     for row in session.execute(

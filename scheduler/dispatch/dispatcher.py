@@ -41,7 +41,8 @@ from farm.states import (
     on_requeued,
 )
 from farm.storage import BlobStore
-from scheduler.dispatch import control
+from farm.vocab import LayerKind
+from scheduler.dispatch import control, gates
 from scheduler.dispatch.activate import Activator, create_frames
 from scheduler.dispatch.book import (
     Changes,
@@ -308,6 +309,7 @@ class Dispatcher:
             and not commands
             and not self._activator
             and not self._reasons_due(now)
+            and not self._gates_due(now)
         ):
             return False
         self._commands = []
@@ -316,6 +318,7 @@ class Dispatcher:
         with self.db.session() as session:
             usage = self._apply(gathered, changes, stamp)
             self._control(session, commands, changes, stamp)
+            self._open_gates(session, changes, now)
             self._create_frames(session, changes)
             moved = self._activator.activate(session, changes)
             self._settle(session, changes)
@@ -465,6 +468,36 @@ class Dispatcher:
                 .where(m.JobCommand.id == command.id)
                 .values(applied_at=stamp, result=result)
             )
+
+    def _gates_due(self, now: float) -> bool:
+        return now - self._at.get("gates", 0.0) > TERMS_EVERY_S and any(
+            job.gated for job in self._jobs.values()
+        )
+
+    def _open_gates(self, session: Any, changes: Changes, now: float) -> None:
+        """Start the jobs whose awaited jobs and asset versions are there; cancel those whose
+        awaited job failed; say in each other's message what it still waits for."""
+        if not self._gates_due(now):
+            return
+        self._at["gates"] = now
+        for job in [j for j in self._jobs.values() if j.gated]:
+            verdict = gates.judge(session, job)
+            if verdict.failed:
+                job.gated = False
+                result = control.cancel(job, changes, by=verdict.failed, stop=self._stop_tile)
+                changes.jobs[job.id] = job
+                changes.job_events.append(
+                    (job.id, job.studio_id, "dependency_failed", {"reason": verdict.failed})
+                )
+                log.info("job %s: %s; %s", job.id, verdict.failed, result)
+            elif verdict.met:
+                job.gated = False
+                gates.record_met(session, job, verdict)
+                self._activator.offer_job(job)
+            message = "waits for " + ", ".join(verdict.waiting) if verdict.waiting else ""
+            if message != job.message:
+                job.message = message
+                session.execute(update(m.Job).where(m.Job.id == job.id).values(message=message))
 
     def _stop_tile(self, tile: TileBook) -> None:
         """Stop a cancelled tile's attempt; its result is then only recorded (usage)."""
@@ -811,6 +844,11 @@ class Dispatcher:
         imported module, so every later tile on that worker failed with "module 'numba' has
         no attribute 'core'". A fresh worker costs a second; a poisoned one costs tiles.
         A task that finishes first keeps its result: the tile is then done, nothing is lost.
+
+        Command tiles are the exception: killing their worker would orphan the command it
+        runs (a render would go on burning a node nobody accounts for), so they get the
+        KeyboardInterrupt, on which the executor cancels the action as its template says
+        (notify, then terminate) and exits its environments (``executors.command``).
         """
         import ray
 
@@ -822,7 +860,9 @@ class Dispatcher:
                 if flight is not None and not (flight.cancelled or flight.preempted):
                     flight.preempted = "its render session was stopped"
         elif not isinstance(ref, _Refused):
-            ray.cancel(ref, force=True)
+            flight = self._in_flight.get(ref)
+            command = flight is not None and flight.tile.frame.layer.kind is LayerKind.COMMAND
+            ray.cancel(ref, force=not command)
 
     def _write_reasons(self, session: Any, waiting: dict[tuple[int, int], str]) -> None:
         """Why each layer's ready tiles wait: on the layer row (the API shows it on each of its

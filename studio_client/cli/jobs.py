@@ -146,6 +146,9 @@ def submit(
 def status(
     job_id: Annotated[int, typer.Argument(help="job id")],
     follow: Annotated[bool, typer.Option("--watch", "-w", help="follow until done")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="each layer's tasks, states and dependencies as JSON")
+    ] = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
@@ -154,7 +157,35 @@ def status(
         _exit_for(watch(url, token, job_id))
         return
     with make_client(url, token) as client:
-        console.print(job_view(client.job(job_id)))
+        job = client.job(job_id)
+    if as_json:
+        print(json.dumps(status_json(job), indent=2))
+        return
+    console.print(job_view(job))
+
+
+def status_json(job: schemas.JobOut) -> dict[str, object]:
+    """What `farm status --json` prints: the job, and per layer (an OpenJD step) its task
+    count, tasks by state, tiles by state and what it waits for. Scripts may rely on it."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "state": job.state.value,
+        "layers": [
+            {
+                "name": layer.name,
+                "step": layer.step,
+                "kind": layer.kind.value,
+                "state": layer.state.value,
+                "tasks": layer.frames_total,
+                "task_states": {s.value: n for s, n in layer.frame_counts.items() if n},
+                "tile_states": {s.value: n for s, n in layer.tile_counts.items() if n},
+                "depends_on": layer.depends_on,
+                "wait_for": layer.wait_for,
+            }
+            for layer in job.layers
+        ],
+    }
 
 
 def _exit_for(job: schemas.JobOut) -> None:

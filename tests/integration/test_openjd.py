@@ -4,22 +4,29 @@ when the farm cannot honour them."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from farm import schemas
+from farm.api.app import create_app
+from farm.api.context import FarmContext
+from farm.db import control, queries
 from farm.db import models as m
-from farm.db import queries
 from farm.db.session import Database
-from farm.errors import InvalidSpec
+from farm.errors import InvalidSpec, NotFound
 from farm.openjd import decode_template, to_job_spec
+from farm.states import JobAction
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.conftest import Farm
 from tests.factories import make_shot, make_studio
+from tests.integration.test_dispatch import tick_until
 from tests.invariants import assert_tiles_accounted
 
 TEMPLATES = Path(__file__).parent.parent / "openjd"
@@ -222,3 +229,163 @@ def test_a_failing_task_keeps_its_log_and_says_why_in_one_line(farm: Farm, tmp_p
     assert "the plate is missing" in tile.reason and "\n" not in tile.reason
     assert tile.log_hash is not None
     assert "about to fail" in store.path(tile.log_hash).read_text()
+
+
+# ----------------------------------------------------------------------------- control and waits
+def _api(farm: Farm) -> TestClient:
+    db, store, out = farm
+    return TestClient(create_app(FarmContext(db=db, store=store, output_root=out)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.slow
+def test_cancel_leaves_no_command_running(farm: Farm, tmp_path: Path) -> None:
+    db, store, out = farm
+    pid_file = tmp_path / "pid"
+    raw = one_step(f"echo $$ > {pid_file}; exec sleep 120")
+    job_id = submit(db, schemas.OpenJDSource(template=raw))
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    pid = int(pid_file.read_text())
+    assert _pid_alive(pid)
+    with db.session() as session:
+        user = session.scalars(select(m.User)).first()
+        assert user is not None
+        control.request(session, user, job_id, JobAction.CANCEL)
+    tick_until(dispatcher, lambda: not dispatcher._in_flight, timeout_s=60)
+    deadline = time.monotonic() + 30
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pid_alive(pid), "the cancelled task's command is still running"
+    (tile,) = tiles(db, job_id, "run")
+    assert tile.state == "cancelled"
+    assert_tiles_accounted(db, job_id)
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.slow
+def test_a_job_waits_for_a_job_and_for_an_asset_version(farm: Farm, tmp_path: Path) -> None:
+    db, store, out = farm
+    who = make_studio(db, "alpha")
+    shot_id = make_shot(db, who)
+    stamp = tmp_path / "stamps"
+    stamp.mkdir()
+    with db.session() as session:
+        user = session.get_one(m.User, who.user_id)
+        show_id = session.get_one(m.Shot, shot_id).show_id
+        first = queries.submit_job(
+            session,
+            user,
+            to_job_spec(
+                schemas.OpenJDSource(template=one_step(f"sleep 1; date +%s.%N > {stamp}/first")),
+                shot_id=shot_id,
+                name="first",
+            ),
+        )
+        blob = store.put_bytes(b"rig v1")
+        queries.record_blob(
+            session,
+            who.studio_id,
+            content_hash=blob.content_hash,
+            size_bytes=6,
+            storage_key=blob.storage_key,
+        )
+        v1 = queries.register_asset_version(
+            session,
+            user,
+            show_id,
+            schemas.AssetVersionCreate(asset="rig", content_hash=blob.content_hash),
+        )
+        spec = to_job_spec(
+            schemas.OpenJDSource(template=one_step(f"date +%s.%N > {stamp}/second")),
+            shot_id=shot_id,
+            name="second",
+        ).model_copy(
+            update={
+                "after_jobs": (first.id,),
+                "after_assets": (schemas.AssetWait(asset_id=v1.asset_id, min_version=2),),
+            }
+        )
+        second = queries.submit_job(session, user, spec)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: (stamp / "first").exists(), timeout_s=60)
+    for _ in range(30):  # the first job is done, but version 2 of the rig is not published
+        dispatcher.tick()
+        time.sleep(0.05)
+    assert not (stamp / "second").exists()
+    with db.session() as session:
+        waiting = session.get_one(m.Job, second.id)
+        assert waiting.message == "waits for asset rig v2+ (newest v1)"
+        assert waiting.dependencies_met is None
+        user = session.get_one(m.User, who.user_id)
+        v2 = queries.register_asset_version(
+            session,
+            user,
+            show_id,
+            schemas.AssetVersionCreate(asset="rig", content_hash=blob.content_hash),
+        )
+    dispatcher.run_until_done([second.id], timeout_s=60)
+    with db.session() as session:
+        done = session.get_one(m.Job, second.id)
+        assert done.state == "done" and done.message == ""
+        assert done.dependencies_met is not None
+        assert done.dependencies_met["assets"] == {str(v1.asset_id): v2.id}
+    assert float((stamp / "second").read_text()) > float((stamp / "first").read_text())
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.slow
+def test_a_job_waiting_for_a_failed_job_is_cancelled_saying_why(farm: Farm) -> None:
+    db, store, out = farm
+    who = make_studio(db, "alpha")
+    shot_id = make_shot(db, who)
+    with db.session() as session:
+        user = session.get_one(m.User, who.user_id)
+        first = queries.submit_job(
+            session,
+            user,
+            to_job_spec(schemas.OpenJDSource(template=one_step("exit 1")), shot_id=shot_id),
+        )
+        spec = to_job_spec(
+            schemas.OpenJDSource(template=one_step("true")), shot_id=shot_id
+        ).model_copy(update={"after_jobs": (first.id,)})
+        second = queries.submit_job(session, user, spec)
+        with pytest.raises(NotFound, match="after_jobs\\[0\\]: job 999 not found"):
+            queries.submit_job(session, user, spec.model_copy(update={"after_jobs": (999,)}))
+    Dispatcher(db, store, out, max_attempts=1).run_until_done([first.id, second.id], timeout_s=60)
+    (tile,) = tiles(db, second.id, "run") or [None]
+    with db.session() as session:
+        assert session.get_one(m.Job, second.id).state == "cancelled"
+    assert tile is None or tile.state == "cancelled"
+
+
+def test_the_api_takes_a_template_and_names_what_it_refuses(farm: Farm, tmp_path: Path) -> None:
+    db, _store, _out = farm
+    who = make_studio(db, "alpha")
+    shot_id = make_shot(db, who)
+    with _api(farm) as api:
+        text = (TEMPLATES / "pipeline.yaml").read_text()
+        body = {"shot_id": shot_id, "template": text, "parameters": {"Out": str(tmp_path)}}
+        answer = api.post("/jobs/openjd", json=body, headers=who.headers)
+        assert answer.status_code == 201, answer.text
+        layers = {layer["name"]: layer for layer in answer.json()["layers"]}
+        assert layers["Comp_Frames"]["step"] == "Comp Frames"
+        assert layers["Comp_Frames"]["wait_for"] == "layer"
+        assert layers["Render"]["frames_total"] == 6
+        bad = api.post(
+            "/jobs/openjd",
+            json={**body, "parameters": {"Out": str(tmp_path), "Frames": "a-b"}},
+            headers=who.headers,
+        )
+        assert bad.status_code == 422 and bad.json()["field"] == "parameters", bad.text
+        rival = make_studio(db, "rival")
+        theirs = api.post("/jobs/openjd", json=body, headers=rival.headers)
+        assert theirs.status_code == 404

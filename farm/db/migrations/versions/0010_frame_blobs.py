@@ -1,5 +1,6 @@
 """Frames' previews and layers' contact sheets are blobs, downloaded through the API; asset
-names may hold folders (creatures/seamonster, up to 128 characters); a tile's log is a blob
+names may hold folders (creatures/seamonster, up to 128 characters); a tile's log is a
+blob; jobs record when what they waited for was met
 
 Revision ID: 0010
 Revises: 0009
@@ -26,9 +27,13 @@ def upgrade() -> None:
         batch.alter_column("name", type_=sa.String(128), existing_type=sa.String(64))
     with op.batch_alter_table("tiles") as batch:
         batch.add_column(sa.Column("log_hash", sa.String(64), nullable=True))
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("dependencies_met", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("dependencies_met")
     with op.batch_alter_table("tiles") as batch:
         batch.drop_column("log_hash")
     with op.batch_alter_table("assets") as batch:
