@@ -1264,3 +1264,29 @@ class BlobPackOut(BaseModel):
     """The blobs of a pack, in the order sent (each once). Experimental: may change."""
 
     blobs: list[BlobOut]
+
+
+# ----------------------------------------------------------------------------- live events
+class EventOut(BaseModel):
+    """One entry of the farm's event stream (``GET /events``, ``GET /jobs/{id}/events``).
+
+    Events of a studio come in ``id`` order, each once; resume after one with its id as
+    ``Last-Event-ID`` (or ``?after=``). The dispatcher writes, per job and batch, in this
+    order: ``job_control`` (a pause, resume, cancel or retry applied), ``tiles_planned``
+    (``[tile id, layer, frame, index, x0, y0, x1, y1]`` of tiles born pending), ``tiles``
+    (``[tile id, state, pool or node]``), ``frames`` (``[frame id, layer, number, state]``),
+    ``layers`` (``[layer id, layer, state]``) and ``job_state`` (``{"state": ...}``), each list
+    in the order the changes happened, and ``dependencies_met`` when a job's gates open. The
+    API writes ``job_submitted``, ``job_priority``, ``job_rush`` and ``asset_published`` (no
+    job). Frames start waiting and tiles pending, so replaying a job's events from the start
+    gives every state it has now.
+
+    Experimental: may change.
+    """
+
+    model_config = _OUT
+    id: int = Field(description="increasing within the studio; pass it back as Last-Event-ID")
+    job_id: int | None = Field(description="the job it is about; None for a studio event")
+    kind: str = Field(description="what happened: see the schema's description")
+    payload: dict[str, Any]
+    created_at: datetime

@@ -17,6 +17,7 @@ from farm.states import TERMINAL
 from studio_client._http import Http
 from studio_client._upload import Progress, iter_file, sha256_path
 from studio_client.download import Download, fetch_file
+from studio_client.events import EventStream
 from studio_client.upload import ProgressCallback, Uploader, UploadResult
 
 T = TypeVar("T")
@@ -257,9 +258,13 @@ class Client:
         environments: Iterable[str | Path | dict[str, Any]] = (),
         name: str | None = None,
         priority: int = 50,
+        after_jobs: Iterable[int] = (),
+        after_assets: Iterable[schemas.AssetWait] = (),
     ) -> schemas.JobOut:
         """Submit an Open Job Description job template (a file, its YAML/JSON text, or the
         decoded object) with its job parameter values; the farm expands and validates it.
+        ``after_jobs`` and ``after_assets`` hold it until those jobs are done and those asset
+        versions published.
 
         Experimental: may change.
 
@@ -275,6 +280,8 @@ class Client:
                 "environments": [_template_text(e) for e in environments],
                 "name": name,
                 "priority": priority,
+                "after_jobs": list(after_jobs),
+                "after_assets": [a.model_dump() for a in after_assets],
             },
         )
         return self._http.send("POST", "/jobs/openjd", body, schemas.JobOut)
@@ -303,6 +310,24 @@ class Client:
         params = {"show_id": show_id} if show_id is not None else {}
         return self._pages("/jobs", schemas.Page[schemas.JobSummary], params)
 
+    def events(
+        self, job_id: int | None = None, *, after: int | None = None, follow: bool = True
+    ) -> EventStream:
+        """The live events of one job (or, without ``job_id``, of your whole studio), oldest
+        first, each once: reconnects after a dropped connection where it left off.
+
+        Iterate it for :class:`~farm.schemas.EventOut`; ``.last_id`` is where to resume later
+        (``after=``). Following, a job's events end when the job does; a studio's never end.
+        Without ``follow``, what the farm has now.
+
+        Experimental: may change.
+
+        Example:
+            >>> for event in client.events(job.id):  # doctest: +SKIP
+            ...     print(event.id, event.kind, event.payload)
+        """
+        return EventStream(self._http, job_id, after=after, follow=follow)
+
     def wait(
         self,
         job_id: int,
@@ -310,9 +335,21 @@ class Client:
         poll_s: float = 0.5,
         timeout_s: float | None = None,
         on_update: Callable[[schemas.JobOut], None] | None = None,
+        on_event: Callable[[schemas.EventOut], None] | None = None,
     ) -> schemas.JobOut:
-        """Poll a job until it finishes; ``on_update`` sees every state read."""
+        """Wait until a job finishes and return it.
+
+        With ``on_event`` (experimental: may change), follow the job's event stream instead of
+        polling: ``on_event`` sees every event from the first, each once, in order, and
+        ``on_update`` the finished job. Without, poll every ``poll_s``; ``on_update`` sees
+        every state read.
+
+        Raises:
+            TimeoutError: the job had not finished after ``timeout_s``.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if on_event is not None:
+            return self._follow(job_id, on_event, on_update, deadline, timeout_s)
         while True:
             job = self.job(job_id)
             if on_update:
@@ -322,6 +359,30 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {job.state} after {timeout_s} s")
             time.sleep(poll_s)
+
+    def _follow(
+        self,
+        job_id: int,
+        on_event: Callable[[schemas.EventOut], None],
+        on_update: Callable[[schemas.JobOut], None] | None,
+        deadline: float | None,
+        timeout_s: float | None,
+    ) -> schemas.JobOut:
+        """:meth:`wait` on the event stream: to its end, then the job as it is now."""
+        after: int | None = None
+        while True:
+            stream = EventStream(self._http, job_id, after=after, until=deadline)
+            for event in stream:
+                on_event(event)
+            after = stream.last_id
+            job = self.job(job_id)
+            # A retry may bring an ended job back before we looked: then follow on.
+            if job.state in TERMINAL:
+                if on_update:
+                    on_update(job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout_s} s")
 
     def job_files(
         self,

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from farm.api.context import FarmContext
 from farm.api.errors import COMMON_ERRORS, install_error_handlers
-from farm.api.routes import admin, assets, jobs, outputs, reports, sharing, shows, tokens
+from farm.api.routes import admin, assets, events, jobs, outputs, reports, sharing, shows, tokens
 
 
 def create_app(context: FarmContext) -> FastAPI:
@@ -18,7 +18,7 @@ def create_app(context: FarmContext) -> FastAPI:
     )
     app.state.farm = context
     install_error_handlers(app)
-    for module in (shows, assets, jobs, outputs, reports, admin, tokens, sharing):
+    for module in (shows, assets, jobs, outputs, reports, admin, tokens, sharing, events):
         app.include_router(module.router, responses=COMMON_ERRORS)
 
     @app.get("/health", tags=["health"])

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -479,6 +480,15 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@event.listens_for(Event, "before_insert")
+def _lock_studio_events(_mapper: Any, connection: Any, target: Event) -> None:
+    """Every ORM insert of an event takes its studio's event lock first, wherever it is made:
+    ids must commit in order for readers resuming after one (see :mod:`farm.db.events`)."""
+    from farm.db.events import lock_studios
+
+    lock_studios(connection, [target.studio_id])
 
 
 class Share(Base):

@@ -61,8 +61,8 @@ def frame_output(
 
 def tile_log(
     session: Session, studio_id: int, job_id: int, layer: str, number: int, index: int
-) -> str:
-    """The blob of a tile's log.
+) -> str | tuple[str]:
+    """The blob of a tile's log; for a running tile, ``(text,)``: its log so far.
 
     Raises:
         NotFound: no such job, layer, frame or tile, or no log yet (the message says why).
@@ -78,6 +78,12 @@ def tile_log(
             f"layer {layer!r} of job {job_id} has no tile {index} in frame {number} (yet)",
             field="number",
         )
+    if tile.state == TileState.RUNNING:
+        from scheduler.executors import livelog
+
+        live = livelog.read(tile.id)
+        if live is not None:
+            return (live,)
     if tile.log_hash is None:
         raise NotFound(
             f"tile {index} of frame {number} ({layer!r}, job {job_id}) has no log: it is "

@@ -177,6 +177,12 @@ class Changes:
     """Job id -> studio id, for the events."""
     job_events: list[tuple[int, int, str, dict[str, Any]]] = field(default_factory=list)
     """``(job id, studio id, kind, payload)`` of job-level events (a pause, a cancel ...)."""
+    frame_events: dict[int, list[list[Any]]] = field(default_factory=dict)
+    """Per job: ``[frame id, layer, number, state]`` of every frame state change, in order."""
+    layer_events: dict[int, list[list[Any]]] = field(default_factory=dict)
+    """Per job: ``[layer id, layer, state]`` of every layer state change, in order."""
+    job_states: list[tuple[int, int, str]] = field(default_factory=list)
+    """``(job id, studio id, state)`` of every job state change, in order."""
 
     def tile(self, tile: TileBook, **values: Any) -> None:
         self.tiles.setdefault(tile.id, {"id": tile.id}).update(values)
@@ -192,9 +198,29 @@ class Changes:
         self.studio_of[job.id] = job.studio_id
         self.events.setdefault(job.id, []).append([tile.id, tile.state.value, where])
 
+    def frame_event(self, frame: FrameBook) -> None:
+        layer = frame.layer
+        job = layer.job
+        self.studio_of[job.id] = job.studio_id
+        entry = [frame.id, layer.name, frame.number, frame.state.value]
+        self.frame_events.setdefault(job.id, []).append(entry)
+
+    def layer_event(self, layer: LayerBook) -> None:
+        job = layer.job
+        self.studio_of[job.id] = job.studio_id
+        entry = [layer.id, layer.name, layer.state.value]
+        self.layer_events.setdefault(job.id, []).append(entry)
+
     def __bool__(self) -> bool:
         return bool(
-            self.tiles or self.frames or self.layers or self.jobs or self.events or self.job_events
+            self.tiles
+            or self.frames
+            or self.layers
+            or self.jobs
+            or self.events
+            or self.job_events
+            or self.frame_events
+            or self.layer_events
         )
 
 
@@ -253,6 +279,7 @@ def set_frame_state(frame: FrameBook, state: TileState, changes: Changes) -> Non
         return
     frame.state = state
     changes.frame(frame, state=state.value)
+    changes.frame_event(frame)
     if state in TERMINAL:
         changes.finished_frames.append(frame)
     layer = frame.layer
@@ -279,10 +306,12 @@ def _roll_layer(layer: LayerBook, changes: Changes) -> None:
         job.counts[layer.state] -= 1
         job.counts[layer_state] += 1
         layer.state = layer_state
+        changes.layer_event(layer)
         job_state = rollup(job.counts)
         if job_state != job.state:
             job.state = job_state
             changes.jobs[job.id] = job
+            changes.job_states.append((job.id, job.studio_id, job_state.value))
 
 
 def load_jobs(session: Session, job_ids: list[int]) -> list[JobBook]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, DateTime, Table, bindparam
 
+from farm.db import events as event_log
 from farm.db import models as m
 from farm.states import TERMINAL
 from scheduler.dispatch.book import Changes
@@ -22,7 +23,6 @@ TILES: Table = m.Tile.__table__  # type: ignore[assignment]
 FRAMES: Table = m.Frame.__table__  # type: ignore[assignment]
 LAYERS: Table = m.Layer.__table__  # type: ignore[assignment]
 JOBS: Table = m.Job.__table__  # type: ignore[assignment]
-EVENTS: Table = m.Event.__table__  # type: ignore[assignment]
 USAGE: Table = m.UsageRecord.__table__  # type: ignore[assignment]
 
 
@@ -45,12 +45,13 @@ def write(
             for job in changes.jobs.values()
         ),
     )
+    # Last but for usage rows: the events take their studios' lock until the commit
+    # (``farm.db.events``: ids must become visible in order), so it is held briefly.
     events = [
         {"studio_id": studio, "job_id": job_id, "kind": kind, "payload": payload, "created_at": now}
         for job_id, studio, kind, payload in _events(changes)
     ]
-    if events:
-        connection.execute(EVENTS.insert(), events)
+    event_log.append(connection, events)
     if usage:
         insert_rows(connection, USAGE, usage)
     if changes.voided:
@@ -134,11 +135,29 @@ def _params(
 
 
 def _events(changes: Changes) -> list[tuple[int, int, str, dict[str, Any]]]:
-    """One ``tiles`` event per job per batch, and one ``job_state`` event per job that moved."""
-    out: list[tuple[int, int, str, dict[str, Any]]] = []
-    for job_id, tiles in changes.events.items():
-        out.append((job_id, changes.studio_of[job_id], "tiles", {"tiles": tiles}))
-    for job in changes.jobs.values():
-        out.append((job.id, job.studio_id, "job_state", {"state": job.state.value}))
-    out.extend(changes.job_events)
+    """The batch's events, per job in causal order: the commands applied, the tiles planned,
+    the tiles, frames and layers that changed, then each job state change.
+
+    Every state change of a tile, frame, layer or job is in exactly one of them, in the order
+    it happened (:class:`farm.schemas.EventOut` describes the payloads).
+    """
+    out: list[tuple[int, int, str, dict[str, Any]]] = list(changes.job_events)
+    planned: dict[int, list[list[Any]]] = {}
+    for tile in changes.new_tiles:
+        frame = tile.frame
+        job = frame.layer.job
+        changes.studio_of[job.id] = job.studio_id
+        planned.setdefault(job.id, []).append(
+            [tile.id, frame.layer.name, frame.number, tile.index, *tile.rect]
+        )
+    for kind, key, per_job in (
+        ("tiles_planned", "tiles", planned),
+        ("tiles", "tiles", changes.events),
+        ("frames", "frames", changes.frame_events),
+        ("layers", "layers", changes.layer_events),
+    ):
+        for job_id, entries in per_job.items():
+            out.append((job_id, changes.studio_of[job_id], kind, {key: entries}))
+    for job_id, studio, state in changes.job_states:
+        out.append((job_id, studio, "job_state", {"state": state}))
     return out

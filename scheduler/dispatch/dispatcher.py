@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from farm.db import events
 from farm.db import models as m
 from farm.db.session import Database
 from farm.states import (
@@ -65,6 +66,7 @@ from scheduler.dispatch.terms import (
     read_usage,
     save_usage,
 )
+from scheduler.executors import livelog
 from scheduler.executors.base import TileResult, TileTask, run_tile
 from scheduler.executors.session import warm_worker
 from scheduler.plan import (
@@ -170,6 +172,7 @@ class Dispatcher:
         self._warming: list[Any] = []
         self._sessions: SessionPool | None = None
         """Render sessions of the layers with ``execution: session`` (made on first use)."""
+        self._live_logs: Any = None
         self._at = {
             "terms": -math.inf,
             "jobs": -math.inf,
@@ -199,8 +202,31 @@ class Dispatcher:
                     reason=change.reason,
                     attempts=m.Tile.attempts - 1,
                 )
+                .returning(m.Tile.id, m.Tile.job_id)
+            ).all()
+            count = len(requeued)
+            by_job: dict[int, list[list[Any]]] = defaultdict(list)
+            for tile_id, job_id in requeued:  # the event stream shows them pending again
+                by_job[job_id].append([tile_id, change.after.value, None])
+            studios = dict(
+                session.execute(
+                    select(m.Job.id, m.Job.studio_id).where(m.Job.id.in_(list(by_job)))
+                ).all()
             )
-            count = int(getattr(requeued, "rowcount", 0))
+            stamp = datetime.now(UTC)
+            events.append(
+                session.connection(),
+                [
+                    {
+                        "studio_id": studios[job_id],
+                        "job_id": job_id,
+                        "kind": "tiles",
+                        "payload": {"tiles": tiles},
+                        "created_at": stamp,
+                    }
+                    for job_id, tiles in sorted(by_job.items())
+                ],
+            )
             self._usage, self._owed = read_usage(
                 session, half_life_s=self.policy.half_life_s, now=datetime.now(UTC)
             )
@@ -492,7 +518,8 @@ class Dispatcher:
                 log.info("job %s: %s; %s", job.id, verdict.failed, result)
             elif verdict.met:
                 job.gated = False
-                gates.record_met(session, job, verdict)
+                met = gates.record_met(session, job, verdict)
+                changes.job_events.append((job.id, job.studio_id, "dependencies_met", met))
                 self._activator.offer_job(job)
             message = "waits for " + ", ".join(verdict.waiting) if verdict.waiting else ""
             if message != job.message:
@@ -755,6 +782,8 @@ class Dispatcher:
     def _send(self, flight: InFlight, task: TileTask) -> Any:
         """Hand the attempt to Ray with its pool's resources; returns its object ref."""
         layer = flight.tile.frame.layer
+        if layer.kind is LayerKind.COMMAND and self._live_logs is None:
+            self._live_logs = livelog.start_actor()  # a running command's log, readable live
         remote = self._remotes.get((layer.id, flight.pool))
         if remote is None:
             shape = self._terms.pools[flight.pool]

@@ -80,10 +80,9 @@ def judge(session: Session, job: JobBook) -> Verdict:
 
 
 def record_met(session: Session, job: JobBook, verdict: Verdict) -> dict[str, Any]:
-    """Write on the job that its dependencies are met, and with which asset versions."""
+    """Write on the job that its dependencies are met, and with which asset versions; the
+    caller files the returned payload as the job's ``dependencies_met`` event (with the
+    tick's other events, so the events lock is taken once, last)."""
     met = {"at": datetime.now(UTC).isoformat(), "assets": verdict.assets}
     session.execute(update(m.Job).where(m.Job.id == job.id).values(dependencies_met=met))
-    session.add(
-        m.Event(studio_id=job.studio_id, job_id=job.id, kind="dependencies_met", payload=met)
-    )
     return met

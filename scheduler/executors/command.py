@@ -16,6 +16,7 @@ commands' stdout and stderr included) is stored as a blob, the tile's log, succe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,6 +31,8 @@ POLL_S = 0.02
 """How often the session's state is read while an action runs."""
 CANCEL_GRACE_S = 30.0
 """Longest wait for a cancelled action to stop (its template's notify period, capped)."""
+LIVE_EVERY_S = 0.5
+"""How often a running task's new log lines go to the live-log actor."""
 MAX_LOG_BYTES = 16 << 20
 """A task's log keeps its last this many bytes (a runaway print loop must not fill the store)."""
 
@@ -43,14 +46,46 @@ class TaskFailed(RuntimeError):
 
 
 class _Capture(logging.Handler):
-    """Collects the log lines of one session (openjd-sessions tags each with its id)."""
+    """Collects the log lines of one session (openjd-sessions tags each with its id) and
+    sends the new ones, every :data:`LIVE_EVERY_S`, to the farm's live-log actor, so
+    ``farm log`` shows a running task's output (``executors.livelog``)."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, tile_id: int = 0, attempt: int = 0) -> None:
         super().__init__(logging.INFO)
         self.session_id = session_id
         self.lines: list[str] = []
         self.size = 0
         self._lock = threading.Lock()
+        self._tile = (tile_id, attempt)
+        self._sent = 0
+        self._live: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start_live(self) -> None:
+        from scheduler.executors import livelog
+
+        self._live = livelog.actor()
+        if self._live is not None:
+            self._thread = threading.Thread(target=self._pump, name="delta-live-log", daemon=True)
+            self._thread.start()
+
+    def stop_live(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._live is not None:
+            with contextlib.suppress(Exception):
+                self._live.close.remote(*self._tile)
+
+    def _pump(self) -> None:
+        while not self._stop.wait(LIVE_EVERY_S):
+            with self._lock:
+                fresh = self.lines[self._sent :] if self._sent <= len(self.lines) else self.lines
+                self._sent = len(self.lines)
+            if fresh:
+                with contextlib.suppress(Exception):  # best effort: the blob is the record
+                    self._live.append.remote(*self._tile, "\n".join(fresh) + "\n")
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "session_id", None) != self.session_id:
@@ -62,6 +97,7 @@ class _Capture(logging.Handler):
             self.size += len(line) + 1
             while self.size > MAX_LOG_BYTES and len(self.lines) > 1:
                 self.size -= len(self.lines.pop(0)) + 1
+                self._sent = max(0, self._sent - 1)
 
     def text(self) -> str:
         with self._lock:
@@ -82,8 +118,9 @@ def run_command(task: TileTask, store: BlobStore) -> ExecutorOutput:
     space = StepParameterSpaceIterator(space=step.parameterSpace)
     parameters = space[task.frame - 1]
     session_id = f"job{task.job_id}-{task.layer}-{task.frame}-a{task.attempt}"
-    capture = _Capture(session_id)
+    capture = _Capture(session_id, task.tile_id, task.attempt)
     LOG.addHandler(capture)
+    capture.start_live()
     entered: list[Any] = []
     failure: str | None = None
     try:
@@ -121,6 +158,7 @@ def run_command(task: TileTask, store: BlobStore) -> ExecutorOutput:
                 failure = failure or exit_failure
     finally:
         LOG.removeHandler(capture)
+        capture.stop_live()
         log_hash = store.put_bytes(capture.text().encode()).content_hash
     outputs = {"log_hash": log_hash}
     if failure is not None:

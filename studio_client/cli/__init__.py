@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from studio_client.cli import assets, fetch, jobs, login, upload
+from studio_client.cli import assets, fetch, jobs, login, upload, watch
 
 app = typer.Typer(
     name="farm",
@@ -39,6 +39,7 @@ app.command()(assets.assets)
 app.command()(assets.share)
 app.command()(upload.upload)
 app.command()(fetch.fetch)
+app.command()(watch.watch)
 
 try:
     from farm.cli import register as register_host_commands

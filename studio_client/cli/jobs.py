@@ -56,6 +56,15 @@ def _read_template(path: Path) -> str | None:
     return None
 
 
+def _asset_wait(text: str) -> schemas.AssetWait:
+    asset, _, version = text.partition(":")
+    if not (asset.isdigit() and (version.isdigit() or not version)):
+        raise InvalidSpec(
+            f"--after-asset {text!r}: write ASSET_ID:MIN_VERSION, e.g. 42:3", field="after_asset"
+        )
+    return schemas.AssetWait(asset_id=int(asset), min_version=int(version or 1))
+
+
 def _parameters(pairs: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for pair in pairs:
@@ -116,15 +125,27 @@ def submit(
         list[Path] | None,
         typer.Option("--env", help="templates: an OpenJD environment template (repeat)"),
     ] = None,
+    after: Annotated[
+        list[int] | None,
+        typer.Option("--after", help="templates: start once this job is done (repeat)"),
+    ] = None,
+    after_asset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after-asset",
+            help="templates: start once asset ID has a version >= N published: ID:N (repeat)",
+        ),
+    ] = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Submit a job spec or an Open Job Description template; prints the job id. With --wait,
     exits 0 only when the job succeeded."""
     template = _read_template(spec)
-    if template is None and (param or shot or env):
+    if template is None and (param or shot or env or after or after_asset):
         raise InvalidSpec(
-            f"{spec}: -p, --shot and --env are for OpenJD templates; this is a job spec",
+            f"{spec}: -p, --shot, --env and --after are for OpenJD templates; a job spec "
+            "says after_jobs and after_assets itself",
             field="spec",
         )
     with make_client(url, token) as client:
@@ -136,6 +157,8 @@ def submit(
                 shot_id=_shot_id(client, shot, show),
                 parameters=_parameters(param or []),
                 environments=list(env or []),
+                after_jobs=after or [],
+                after_assets=[_asset_wait(text) for text in after_asset or []],
             )
     console.print(f"submitted job [bold]{job.id}[/] ({job.name}): {len(job.layers)} layers")
     if wait:

@@ -25,7 +25,7 @@ from farm.openjd import decode_template, to_job_spec
 from farm.states import JobAction
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.conftest import Farm
-from tests.factories import make_shot, make_studio
+from tests.factories import StudioUser, make_shot, make_studio
 from tests.integration.test_dispatch import tick_until
 from tests.invariants import assert_tiles_accounted
 
@@ -38,12 +38,16 @@ def template(name: str) -> dict[str, Any]:
 
 
 def submit(db: Database, source: schemas.OpenJDSource) -> int:
+    return submit_as(db, source)[0]
+
+
+def submit_as(db: Database, source: schemas.OpenJDSource) -> tuple[int, StudioUser]:
     who = make_studio(db, "alpha")
     shot_id = make_shot(db, who)
     spec = to_job_spec(source, shot_id=shot_id)
     with db.session() as session:
         user = session.get_one(m.User, who.user_id)
-        return queries.submit_job(session, user, spec).id
+        return queries.submit_job(session, user, spec).id, who
 
 
 def tiles(db: Database, job_id: int, layer: str) -> list[m.Tile]:
@@ -389,3 +393,37 @@ def test_the_api_takes_a_template_and_names_what_it_refuses(farm: Farm, tmp_path
         rival = make_studio(db, "rival")
         theirs = api.post("/jobs/openjd", json=body, headers=rival.headers)
         assert theirs.status_code == 404
+        after = api.post("/jobs/openjd", json={**body, "after_jobs": [999]}, headers=who.headers)
+        assert after.status_code == 404 and after.json()["field"] == "after_jobs"
+        first = answer.json()["id"]
+        waits = api.post("/jobs/openjd", json={**body, "after_jobs": [first]}, headers=who.headers)
+        assert waits.status_code == 201 and waits.json()["dependencies_met"] is None
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.slow
+def test_a_running_tasks_log_is_readable_while_it_runs(farm: Farm, tmp_path: Path) -> None:
+    db, store, out = farm
+    go = tmp_path / "go"
+    raw = one_step(f"echo first line; while [ ! -f {go} ]; do sleep 0.1; done; echo last line")
+    job_id, who = submit_as(db, schemas.OpenJDSource(template=raw))
+    dispatcher = Dispatcher(db, store, out)
+    with _api(farm) as api:
+        headers = who.headers
+        path = f"/jobs/{job_id}/layers/run/frames/1/tiles/0/log"
+        seen: list[str] = []
+
+        def live() -> bool:
+            answer = api.get(path, headers=headers)
+            if answer.status_code == 200 and "first line" in answer.text:
+                seen.append(answer.text)
+                return True
+            return False
+
+        tick_until(dispatcher, live, timeout_s=60)
+        assert "last line" not in seen[0]
+        go.touch()
+        dispatcher.run_until_done([job_id], timeout_s=60)
+        final = api.get(path, headers=headers)
+        assert final.status_code == 200 and "last line" in final.text
+        assert "x-log-live" not in final.headers

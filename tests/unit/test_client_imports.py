@@ -52,6 +52,7 @@ CLIENT_COMMANDS = {
     "share",
     "upload",
     "fetch",
+    "watch",
     "log",
 }
 HOST_COMMANDS = {"server", "worker", "admin", "demo", "simulate"}

@@ -60,6 +60,9 @@ def submit_openjd(
         environments=tuple(decode_template(e) for e in body.environments),
     )
     spec = to_job_spec(source, shot_id=body.shot_id, name=body.name, priority=body.priority)
+    spec = spec.model_copy(
+        update={"after_jobs": body.after_jobs, "after_assets": body.after_assets}
+    )
     job = queries.submit_job(session, user, spec, limits=context.limits, store=context.store)
     return queries.job_detail(session, user.studio_id, job.id)
 

@@ -72,8 +72,15 @@ def download_log(
 ) -> StreamingResponse:
     """A tile's log (a command task's stdout and stderr, with the session's own lines) from
     its last attempt that wrote one. Only the owning studio reads it."""
-    content_hash = outputs.tile_log(session, user.studio_id, job_id, layer, number, index)
-    return blob_response(context.store, content_hash, f"{layer}.{number}.{index}.log")
+    found = outputs.tile_log(session, user.studio_id, job_id, layer, number, index)
+    name = f"{layer}.{number}.{index}.log"
+    if isinstance(found, tuple):  # still running: what it has written so far
+        return StreamingResponse(
+            iter([found[0].encode()]),
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'inline; filename="{name}"', "X-Log-Live": "1"},
+        )
+    return blob_response(context.store, found, name)
 
 
 @router.get(
