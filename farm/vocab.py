@@ -11,8 +11,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_ID = 2**63 - 1
-"""Largest id a database row can have (signed 64-bit): bigger numbers are refused at the edge."""
+MAX_ID = 2**31 - 1
+"""Largest id a database row can have (PostgreSQL's ``integer``, signed 32-bit): bigger numbers
+are refused at the edge with a 422 naming the field, never sent to the database."""
 
 
 class Role(StrEnum):

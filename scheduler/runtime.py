@@ -153,6 +153,7 @@ def start_ray(
                 "while placement logic runs unchanged"
             )
     ray.init(
+        address="local",  # a new local Ray, never a cluster someone `ray start`ed on this machine
         num_cpus=cpus,
         num_gpus=0,
         resources=resources,

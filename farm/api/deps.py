@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from farm.api.context import FarmContext
 from farm.db import models as m
 from farm.db import tokens
+from farm.db.types import MAX_INTEGER
 from farm.errors import Forbidden, Unauthenticated
-from farm.vocab import MAX_ID, Role
+from farm.vocab import Role
 
 _bearer = HTTPBearer(auto_error=False, description="API token of a studio user")
 
@@ -66,6 +67,7 @@ Db = Annotated[Session, Depends(get_session, scope="function")]
 """A session committed when the route returns, *before* the response is sent: a client that
 reads right after a 201 finds the row (FastAPI's default would commit after sending)."""
 CurrentUser = Annotated[m.User, Depends(get_user)]
-Id = Annotated[int, Path(ge=1, le=MAX_ID, description="numeric id")]
-"""A path id: out-of-range numbers are a 422, never an overflow inside the database."""
+Id = Annotated[int, Path(ge=1, le=MAX_INTEGER, description="numeric id")]
+"""A path id: out-of-range numbers are a 422, never an overflow inside the database (ids are
+32-bit on PostgreSQL, whatever :data:`farm.vocab.MAX_ID` says)."""
 SUBMITTERS = (Role.ARTIST, Role.TD, Role.ADMIN)

@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from farm.db.types import MAX_INTEGER
 from farm.errors import Conflict, FarmError, InvalidSpec, Unavailable, invalid_spec_from_errors
 from farm.schemas import ErrorOut
 
@@ -79,6 +80,14 @@ def install_error_handlers(app: FastAPI) -> None:
         error = Conflict("a concurrent request changed the same object; retry the request")
         return JSONResponse(status_code=error.http_status, content=error.to_dict())
 
+    @app.exception_handler(DataError)
+    async def _unstorable(_request: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL refuses values SQLite takes, such as a number past a 32-bit column (ids,
+        # counts) that the edge did not bound: the request's fault, never the server's.
+        log.info("value refused by the database: %s", exc.orig)
+        error = InvalidSpec(_unstorable_message(exc))
+        return JSONResponse(status_code=error.http_status, content=error.to_dict())
+
     @app.exception_handler(OperationalError)
     async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database error: %s", exc.orig)
@@ -96,3 +105,14 @@ def install_error_handlers(app: FastAPI) -> None:
                 "field": None,
             },
         )
+
+
+def _unstorable_message(exc: DataError) -> str:
+    """What to tell a client whose value the database refused (PostgreSQL's reason)."""
+    if getattr(exc.orig, "sqlstate", None) == "22003":  # numeric_value_out_of_range
+        return (
+            f"a number in the request is out of range: ids and counts go up to {MAX_INTEGER:,}; "
+            "send a smaller one"
+        )
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "invalid value"
+    return f"a value in the request cannot be stored ({reason}); correct it and send it again"

@@ -8,6 +8,15 @@ from typing import Any
 from sqlalchemy import DateTime, Dialect
 from sqlalchemy.types import TypeDecorator
 
+from farm.vocab import MAX_ID
+
+MAX_INTEGER = MAX_ID
+"""Largest value of an ``Integer`` column on PostgreSQL (32-bit), every table's id included.
+
+SQLite takes bigger numbers, PostgreSQL refuses them: the API checks ids against this bound, the
+same on both, so a bigger one is a 422 naming it rather than a database error.
+"""
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp that always reads back aware, in UTC, on SQLite as on PostgreSQL.

@@ -162,6 +162,33 @@ def test_errors_as_documented_are_what_the_api_answers(api: TestClient, db: Data
     assert schemas.ErrorOut.model_validate(bad.json()).field == "limit"
 
 
+def test_a_body_that_is_not_utf8_is_a_422_naming_the_body(api: TestClient, db: Database) -> None:
+    """Found by schemathesis: FastAPI answered an undeclared 400 "error parsing the body"."""
+    who = make_studio(db, "alpha")
+    headers = {**who.headers, "Content-Type": "application/json"}
+    answer = api.post("/shows", content=b'{"name": "\xff\xfe"}', headers=headers)
+    assert answer.status_code == 422, answer.text
+    error = schemas.ErrorOut.model_validate(answer.json())
+    assert (error.error, error.field) == ("invalid_spec", "body")
+    assert "UTF-8" in error.message
+
+
+def test_an_id_past_32_bits_is_a_422_not_a_database_error(api: TestClient, db: Database) -> None:
+    """Found by schemathesis on PostgreSQL, whose ids are 32-bit: ``GET /jobs/2147483648``
+    overflowed inside the database (500). Path ids are bounded at the edge; any other number
+    the database cannot hold is a 422 saying so."""
+    who = make_studio(db, "alpha")
+    make_studio(db, "beta")
+    path = api.get("/openapi.json").json()["paths"]["/jobs/{job_id}"]["get"]["parameters"]
+    assert next(p for p in path if p["name"] == "job_id")["schema"]["maximum"] == 2**31 - 1
+    assert api.get(f"/jobs/{2**31 - 1}", headers=who.headers).status_code == 404
+    answer = api.get(f"/jobs/{2**31}", headers=who.headers)
+    assert (answer.status_code, answer.json()["field"]) == (422, "job_id")
+    share = api.post("/shares", json={"studio": "beta", "show_id": 2**31}, headers=who.headers)
+    assert share.status_code == 422, share.text  # ids in bodies are bounded the same way
+    assert schemas.ErrorOut.model_validate(share.json()).field == "show_id"
+
+
 def test_constraints_of_the_specs_are_in_the_openapi(api: TestClient) -> None:
     components = api.get("/openapi.json").json()["components"]["schemas"]
     layer_name = components["LayerSpec"]["properties"]["name"]

@@ -13,9 +13,12 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +26,7 @@ from farm import schemas
 from farm.api.context import FarmContext
 from farm.api.deps import SUBMITTERS, Ctx, CurrentUser, Db, Id, require_role
 from farm.api.errors import error_responses
+from farm.db import models as m
 from farm.db import queries
 from farm.errors import Conflict, InvalidSpec, NotFound, TooLarge
 from farm.inputs import PARTICLE_KINDS, describe_particles
@@ -31,7 +35,7 @@ from farm.storage import PutResult, check_hash
 router = APIRouter(tags=["assets"])
 
 PACK_STORE_THREADS = 8
-"""Blobs of one pack stored at once (an S3 store's puts are network round trips)."""
+"""Packed blobs stored at once, all packs together (an S3 store's puts are round trips)."""
 
 
 @router.post("/blobs/missing")
@@ -146,7 +150,7 @@ async def put_blob_pack(
     await _check_quota(
         session, user.studio_id, {h: len(data) for h, data in blobs.items()}, context
     )
-    stored = await run_in_threadpool(_store_pack, blobs, session, user.studio_id, context)
+    stored = await run_in_threadpool(_store_pack, blobs, user.studio_id, context)
     return schemas.BlobPackOut(blobs=stored)
 
 
@@ -169,31 +173,87 @@ def _check_pack_hashes(blobs: dict[str, memoryview]) -> None:
 
 
 def _store_pack(
-    blobs: dict[str, memoryview], session: Session, studio_id: int, context: FarmContext
+    blobs: dict[str, memoryview], studio_id: int, context: FarmContext
 ) -> list[schemas.BlobOut]:
-    # The bytes first, PACK_STORE_THREADS at a time and before the database is written: each
-    # put to an S3 store is a few round trips, and recording as they went held the database's
-    # write lock through them all, so concurrent packs were stored one after another.
-    def put(item: tuple[str, memoryview]) -> PutResult:
-        return context.store.put_bytes(bytes(item[1]), expect_hash=item[0])
+    # The bytes first, a few at a time across every pack the server is storing (an S3 put is a
+    # few round trips); then the database, in a handful of statements in a short transaction
+    # of its own. Recording blob by blob as they were stored held SQLite's one write lock
+    # through every put: concurrent packs waited past the busy timeout ("database is locked").
+    def put(content_hash: str, data: memoryview) -> PutResult:
+        return context.store.put_bytes(bytes(data), expect_hash=content_hash)
 
-    with ThreadPoolExecutor(min(PACK_STORE_THREADS, len(blobs)), "delta-pack") as pool:
-        results = list(pool.map(put, blobs.items()))
-    out = []
-    for result in results:
-        created = queries.record_blob(
-            session,
-            studio_id,
-            content_hash=result.content_hash,
-            size_bytes=result.size_bytes,
-            storage_key=result.storage_key,
+    executor = _pack_executor()
+    futures = [executor.submit(put, content_hash, data) for content_hash, data in blobs.items()]
+    try:
+        results = [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    for attempt in range(3):
+        try:
+            with context.db.session() as session:
+                return _record_pack(session, studio_id, results)
+        except IntegrityError:
+            # Another upload recorded one of these blobs between the lookup and the insert:
+            # look again (it is then known).
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+_pack_executor_lock = threading.Lock()
+_pack_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pack_executor() -> ThreadPoolExecutor:
+    """This process's threads storing packed blobs (PACK_STORE_THREADS, shared by every pack)."""
+    with _pack_executor_lock:
+        executor = _pack_executors.get(os.getpid())
+        if executor is None:
+            executor = ThreadPoolExecutor(PACK_STORE_THREADS, "delta-pack")
+            _pack_executors[os.getpid()] = executor
+        return executor
+
+
+def _record_pack(
+    session: Session, studio_id: int, results: list[PutResult]
+) -> list[schemas.BlobOut]:
+    """Record a pack's stored blobs and the studio's grants (as :func:`queries.record_blob`
+    does for one blob, in a few statements for all)."""
+    hashes = [result.content_hash for result in results]
+    known: set[str] = set()
+    granted: set[str] = set()
+    for start in range(0, len(hashes), queries.MANIFEST_CHECK_BATCH):
+        some = hashes[start : start + queries.MANIFEST_CHECK_BATCH]
+        known.update(
+            session.scalars(select(m.Blob.content_hash).where(m.Blob.content_hash.in_(some)))
         )
-        out.append(
-            schemas.BlobOut(
-                content_hash=result.content_hash, size_bytes=result.size_bytes, created=created
+        granted.update(
+            session.scalars(
+                select(m.BlobGrant.content_hash).where(
+                    m.BlobGrant.studio_id == studio_id, m.BlobGrant.content_hash.in_(some)
+                )
             )
         )
-    return out
+    session.add_all(
+        m.Blob(content_hash=r.content_hash, size_bytes=r.size_bytes, storage_key=r.storage_key)
+        for r in results
+        if r.content_hash not in known
+    )
+    session.flush()
+    session.add_all(
+        m.BlobGrant(studio_id=studio_id, content_hash=h) for h in hashes if h not in granted
+    )
+    session.flush()
+    return [
+        schemas.BlobOut(
+            content_hash=r.content_hash,
+            size_bytes=r.size_bytes,
+            created=r.content_hash not in granted,
+        )
+        for r in results
+    ]
 
 
 def _content_length(request: Request) -> int | None:
