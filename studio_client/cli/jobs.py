@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -100,9 +99,11 @@ def watch(client_url: str | None, token: str | None, job_id: int) -> schemas.Job
 
 
 def watch_job(client: Client, job_id: int) -> schemas.JobOut:
-    """Layer progress bars and the tile grid, redrawn from every poll until the job ends."""
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        return client.wait(job_id, poll_s=0.5, on_update=lambda j: live.update(job_view(j)))
+    """Layer progress bars and the tile grid, drawn live from the job's event stream (no
+    polling) until the job ends."""
+    from studio_client.cli.watch import follow_job
+
+    return follow_job(client, job_id)
 
 
 def submit(

@@ -19,6 +19,7 @@ from rich.text import Text
 from farm import schemas
 from farm.states import TileState
 from farm.vocab import LayerKind, PixelRect
+from studio_client import Client
 from studio_client.cli._common import Token, Url, console, make_client
 from studio_client.cli._view import failures, layer_table, tile_grid
 
@@ -134,6 +135,27 @@ class LiveJob:
         self._tiles[tile_id] = tile
 
 
+def follow_job(client: Client, job_id: int) -> schemas.JobOut:
+    """Draw the job live from its event stream until it ends; returns it as it ended (what
+    ``farm watch``, ``farm submit --wait`` and ``farm status --watch`` show)."""
+    live_job = LiveJob(client.job(job_id))
+    drawn_at = -REDRAW_S
+    with Live(live_job.view(), console=console, refresh_per_second=4) as live:
+
+        def seen(event: schemas.EventOut) -> None:
+            nonlocal drawn_at
+            live_job.apply(event)
+            if time.monotonic() - drawn_at >= REDRAW_S:
+                live.update(live_job.view())
+                drawn_at = time.monotonic()
+
+        finished = client.wait(job_id, on_event=seen)
+        live.update(live_job.view())
+    if not console.is_terminal:  # Live ends its last picture with a newline on terminals only
+        console.line()
+    return finished
+
+
 def watch(
     job_id: Annotated[int, typer.Argument(help="the job's id", min=1)],
     url: Url = None,
@@ -144,21 +166,7 @@ def watch(
     Exits 0 when the job is done, 1 when it failed or was cancelled.
     """
     with make_client(url, token) as client:
-        live_job = LiveJob(client.job(job_id))
-        drawn_at = -REDRAW_S
-        with Live(live_job.view(), console=console, refresh_per_second=4) as live:
-
-            def seen(event: schemas.EventOut) -> None:
-                nonlocal drawn_at
-                live_job.apply(event)
-                if time.monotonic() - drawn_at >= REDRAW_S:
-                    live.update(live_job.view())
-                    drawn_at = time.monotonic()
-
-            finished = client.wait(job_id, on_event=seen)
-            live.update(live_job.view())
-        if not console.is_terminal:  # Live ends its last picture with a newline on terminals only
-            console.line()
+        finished = follow_job(client, job_id)
     if finished.state == TileState.DONE:
         return
     console.print(Text(f"job {job_id} {finished.state}", style="red"))
