@@ -7,7 +7,11 @@ Full size: 2,000,000 sea-monster particles at 1920x1080, all AOVs. Measures, in 
   accumulation of RGBA, Z, velocity and a depth-sorted scatter for id (no compositing order);
 * ``tiled_ms``: the same frame as 4x4 tiles through ``render_tiles`` (binned once, the tiles
   rasterised one after another), and for information ``rect_ms``: 16 separate ``render_rect``
-  calls, as 16 farm tasks would run them.
+  calls, as 16 farm tasks would run them;
+* ``peak_whole_mb`` and ``peak_tile_mb``: working memory (``tracemalloc`` peak: every array the
+  renderer allocates, numpy's and numba's, the input frame excluded) of a 3,000,000-particle
+  1920x1080 frame rendered whole, and of the largest of its 4x4 tiles each rendered alone with
+  ``render_rect`` as a farm task does (``--quick``: 300,000 particles at 960x540).
 
 The last stdout line is the JSON object of the bench contract (shared/README.md).
 
@@ -25,10 +29,12 @@ import os
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
@@ -99,6 +105,37 @@ def numpy_splat(
     return out
 
 
+def peak_mb(fn: Callable[[], object]) -> float:
+    """Peak bytes allocated while ``fn`` runs (numba's allocations are traced too), in MB."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+
+
+def grid_4x4(width: int, height: int) -> list[PixelRect]:
+    return [
+        PixelRect(x0=width * i // 4, y0=height * j // 4, x1=width * (i + 1) // 4,
+                  y1=height * (j + 1) // 4)
+        for j in range(4) for i in range(4)
+    ]  # fmt: skip
+
+
+def memory(count: int, width: int, height: int) -> tuple[float, float]:
+    """``(peak_whole_mb, peak_tile_mb)`` for a ``count``-particle frame and its 4x4 tiles."""
+    cam = monster_camera()
+    pf = prepare_frame(sea_monster(count))
+    render_frame(pf, cam, width=width, height=height)  # the chunk-hull cache, as a warm worker
+    whole = peak_mb(lambda: render_frame(pf, cam, width=width, height=height))
+    tile = max(
+        peak_mb(functools.partial(render_rect, pf, cam, width=width, height=height, rect=r))
+        for r in grid_4x4(width, height)
+    )
+    return whole, tile
+
+
 def median_s(fn: Callable[[], object], runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -108,24 +145,16 @@ def median_s(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="200,000 particles at 960x540")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median)")
-    args = ap.parse_args()
-    count, width, height = (200_000, 960, 540) if args.quick else (2_000_000, 1920, 1080)
-    backend = available_backends()[0]
+def speed(count: int, width: int, height: int, runs: int) -> dict[str, float]:
+    """Median seconds: ours whole (``ours``), the numpy baseline, 16 tiles binned once and 16
+    separate ``render_rect`` calls, all on the same frame in this process."""
     cam = monster_camera()
     t = time.perf_counter()
     pf = prepare_frame(sea_monster(count))
     print(
         f"scene: {count:,} particles prepared in {time.perf_counter() - t:.2f} s", file=sys.stderr
     )
-    tiles = [
-        PixelRect(x0=width * i // 4, y0=height * j // 4, x1=width * (i + 1) // 4,
-                  y1=height * (j + 1) // 4)
-        for j in range(4) for i in range(4)
-    ]  # fmt: skip
+    tiles = grid_4x4(width, height)
 
     def whole() -> object:
         return render_frame(pf, cam, width=width, height=height)
@@ -137,28 +166,52 @@ def main() -> None:
         return [render_rect(pf, cam, width=width, height=height, rect=r) for r in tiles]
 
     whole()  # warm: load or compile the kernels
-    ours = median_s(whole, args.runs)
-    base = median_s(lambda: numpy_splat(pf, cam, width, height), max(1, args.runs // 2 + 1))
-    tiled_s = median_s(tiled, args.runs)
-    rect_s = median_s(per_rect, max(1, args.runs // 2 + 1))
+    return {
+        "ours": median_s(whole, runs),
+        "base": median_s(lambda: numpy_splat(pf, cam, width, height), max(1, runs // 2 + 1)),
+        "tiled": median_s(tiled, runs),
+        "rect": median_s(per_rect, max(1, runs // 2 + 1)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="200,000 particles at 960x540")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median)")
+    args = ap.parse_args()
+    count, width, height = (200_000, 960, 540) if args.quick else (2_000_000, 1920, 1080)
+    backend = available_backends()[0]
+    s = speed(count, width, height, args.runs)
     print(
-        f"backend {backend}: whole {ours * 1e3:.0f} ms, numpy baseline {base * 1e3:.0f} ms, "
-        f"16 tiles binned once {tiled_s * 1e3:.0f} ms, 16 render_rect {rect_s * 1e3:.0f} ms",
+        f"backend {backend}: whole {s['ours'] * 1e3:.0f} ms, numpy baseline "
+        f"{s['base'] * 1e3:.0f} ms, 16 tiles binned once {s['tiled'] * 1e3:.0f} ms, "
+        f"16 render_rect {s['rect'] * 1e3:.0f} ms",
+        file=sys.stderr,
+    )
+    mem_count, mem_w, mem_h = (300_000, 960, 540) if args.quick else (3_000_000, 1920, 1080)
+    peak_whole, peak_tile = memory(mem_count, mem_w, mem_h)
+    print(
+        f"working memory, {mem_count:,} particles at {mem_w}x{mem_h}: whole {peak_whole:.1f} MB, "
+        f"largest of 16 tiles {peak_tile:.1f} MB",
         file=sys.stderr,
     )
     result = {
         "bench": "render",
-        "ms_per_frame": round(ours * 1e3, 1),
-        "particles_per_s": round(count / ours),
-        "speedup_vs_numpy": round(base / ours, 2),
-        "tiled_ms": round(tiled_s * 1e3, 1),
-        "tiled_overhead": round(tiled_s / ours, 3),
-        "rect_ms": round(rect_s * 1e3, 1),
-        "numpy_ms": round(base * 1e3, 1),
+        "ms_per_frame": round(s["ours"] * 1e3, 1),
+        "particles_per_s": round(count / s["ours"]),
+        "speedup_vs_numpy": round(s["base"] / s["ours"], 2),
+        "tiled_ms": round(s["tiled"] * 1e3, 1),
+        "tiled_overhead": round(s["tiled"] / s["ours"], 3),
+        "rect_ms": round(s["rect"] * 1e3, 1),
+        "peak_tile_mb": round(peak_tile, 1),
+        "peak_whole_mb": round(peak_whole, 1),
+        "numpy_ms": round(s["base"] * 1e3, 1),
         "backend": backend,
         "particles": count,
         "resolution": f"{width}x{height}",
-        "goal": "speedup_vs_numpy >= 4 and tiled_overhead <= 1.15",
+        "memory_particles": mem_count,
+        "memory_resolution": f"{mem_w}x{mem_h}",
+        "goal": "speedup_vs_numpy >= 7, tiled_overhead <= 1.15, peak_tile_mb <= peak_whole_mb / 3",
         "machine": f"{os.cpu_count()} cores, python {sys.version_info[0]}.{sys.version_info[1]}",
     }
     print(json.dumps(result))

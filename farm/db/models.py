@@ -7,7 +7,7 @@ going through ``studio_id`` (see :mod:`farm.db.queries`), never by hiding ids.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -491,7 +491,33 @@ def _lock_studio_events(_mapper: Any, connection: Any, target: Event) -> None:
     lock_studios(connection, [target.studio_id])
 
 
-class Share(Base):
+class _ShareNames:
+    """The names a share or an audit row is read by (its columns hold ids)."""
+
+    if TYPE_CHECKING:
+        grantor_row: Studio
+        grantee_row: Studio
+        show_row: Show
+        asset_row: Asset | None
+
+    @property
+    def grantor(self) -> str:
+        return self.grantor_row.name
+
+    @property
+    def grantee(self) -> str:
+        return self.grantee_row.name
+
+    @property
+    def show(self) -> str:
+        return self.show_row.name
+
+    @property
+    def asset(self) -> str | None:
+        return None if self.asset_row is None else self.asset_row.name
+
+
+class Share(_ShareNames, Base):
     """Studio ``grantor`` lets studio ``grantee`` read a whole show (``asset_id`` None: every
     asset in it, those published later too) or one asset of it (every version), until revoked.
 
@@ -521,27 +547,11 @@ class Share(Base):
     creator: Mapped[User] = relationship(foreign_keys=[created_by])
 
     @property
-    def grantor(self) -> str:
-        return self.grantor_row.name
-
-    @property
-    def grantee(self) -> str:
-        return self.grantee_row.name
-
-    @property
-    def show(self) -> str:
-        return self.show_row.name
-
-    @property
-    def asset(self) -> str | None:
-        return None if self.asset_row is None else self.asset_row.name
-
-    @property
     def granted_by(self) -> str:
         return self.creator.name
 
 
-class ShareAudit(Base):
+class ShareAudit(_ShareNames, Base):
     """One grant or revoke of a :class:`Share`: appended in the same transaction, never changed.
 
     The subject and both studios are copied from the share so that a row reads on its own.
@@ -562,22 +572,6 @@ class ShareAudit(Base):
     show_row: Mapped[Show] = relationship()
     asset_row: Mapped[Asset | None] = relationship()
     user: Mapped[User] = relationship()
-
-    @property
-    def grantor(self) -> str:
-        return self.grantor_row.name
-
-    @property
-    def grantee(self) -> str:
-        return self.grantee_row.name
-
-    @property
-    def show(self) -> str:
-        return self.show_row.name
-
-    @property
-    def asset(self) -> str | None:
-        return None if self.asset_row is None else self.asset_row.name
 
     @property
     def user_name(self) -> str:

@@ -1,7 +1,8 @@
 """Pure-numpy fallback of the splatting renderer, used only when numba cannot import or compile.
 
-It writes the same float expressions in the same order as ``_kernels.py`` (projection in float64,
-per-pixel blending in float32), so images agree with the numba path to within 1e-6 (ids exactly).
+It writes the image model of ``_model.py`` vectorised, with the same float expressions in the same
+order as the numba kernels (projection in float64, per-pixel blending in float32), so images agree
+with the numba path to within 1e-6 (ids exactly).
 Blending is vectorised over pixels: covering (particle, pixel) fragments are expanded per band of
 rows (bounding memory), grouped per pixel in global (depth, id) order, and composited in rounds,
 round ``k`` blending every pixel's ``k``-th fragment at once.
@@ -13,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BIN = 16
-T_MIN = np.float32(1e-4)
-R_MIN_PX = 0.5
-R_MAX_PX = 1048576.0
+from farm.particles import _model
+from farm.particles._model import EXACT_BELOW_PX, LOWPASS_PX2, R_MAX_PX, R_MIN_PX, T_MIN
+
 _FRAGMENT_BUDGET = 2_000_000
 """Fragments expanded at once; a band of rows over budget is split in two."""
 
@@ -27,8 +27,8 @@ class Projected:
 
     sx: np.ndarray
     sy: np.ndarray
-    r2: np.ndarray
-    inv_r2: np.ndarray
+    inv_re2: np.ndarray
+    amp: np.ndarray
     depth: np.ndarray
     colour: np.ndarray
     vx: np.ndarray
@@ -40,7 +40,7 @@ class Projected:
 def _box(
     sx: np.ndarray, sy: np.ndarray, r: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    rb = r.astype(np.float64) * 1.00001 + 0.001
+    rb = r.astype(np.float64) * _model.BOX_PAD_REL + _model.BOX_PAD_PX
     sx64 = sx.astype(np.float64)
     sy64 = sy.astype(np.float64)
     return sx64 - rb - 0.5, sy64 - rb - 0.5, sx64 + rb - 0.5, sy64 + rb - 0.5
@@ -57,7 +57,7 @@ def project(
     params: np.ndarray,
     region: tuple[int, int, int, int],
 ) -> Projected:
-    """Project, cull to the region and sort by (depth, id), as ``_kernels.bin_particles`` does."""
+    """Project, cull to the region and sort by (depth, id), as ``_kernels`` does per bin."""
     rx0, ry0, rx1, ry1 = region
     parts = [np.arange(s, e, dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
     idx = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -77,10 +77,12 @@ def project(
         rp = f * radius[idx].astype(np.float64) * iz
         rp = np.where(rp >= R_MIN_PX, rp, R_MIN_PX)
         rp = np.where(rp > R_MAX_PX, R_MAX_PX, rp)
+        rr2 = rp * rp  # not r2: that name is the camera's right vector here
+        re2 = rr2 + LOWPASS_PX2
         sx32 = s_x.astype(np.float32)
         sy32 = s_y.astype(np.float32)
-        r32 = rp.astype(np.float32)
-        bx0, by0, bx1, by1 = _box(sx32, sy32, r32)
+        re32 = np.sqrt(re2).astype(np.float32)
+        bx0, by0, bx1, by1 = _box(sx32, sy32, re32)
         keep = (colour[idx, 3] > 0) & (zc >= near) & (zc <= far)
         keep &= (bx0 <= rx1 - 1) & (bx1 >= rx0) & (by0 <= ry1 - 1) & (by1 >= ry0)
         ex = dx + vel[:, 0]
@@ -93,18 +95,19 @@ def project(
         ize = 1.0 / ze
         vx = (hw + f * xe * ize - s_x).astype(np.float32)
         vy = (hh - f * ye * ize - s_y).astype(np.float32)
-        r2v = (rp * rp).astype(np.float32)
-        inv = (1.0 / (rp * rp)).astype(np.float32)
+        inv = (1.0 / re2).astype(np.float32)
     k = np.flatnonzero(keep)
+    amp = _amplitude(colour[idx[k], 3], rr2[k], re2[k], sx32[k], sy32[k], re32[k], inv[k])
     depth = zc[k].astype(np.float32)
     pid = ids[idx[k]]
-    order = k[np.lexsort((pid, depth))]
+    rank = np.lexsort((pid, depth))
+    order = k[rank]
     sel = idx[order]
     return Projected(
         sx=sx32[order],
         sy=sy32[order],
-        r2=r2v[order],
-        inv_r2=inv[order],
+        inv_re2=inv[order],
+        amp=amp[rank],
         depth=zc[order].astype(np.float32),
         colour=np.ascontiguousarray(colour[sel], dtype=np.float32),
         vx=vx[order],
@@ -112,6 +115,43 @@ def project(
         id1=(ids[sel].astype(np.uint32) + np.uint32(1)).astype(np.uint32),
         box=(bx0[order], by0[order], bx1[order], by1[order]),
     )
+
+
+def _amplitude(
+    opacity: np.ndarray, r2: np.ndarray, re2: np.ndarray, sx: np.ndarray, sy: np.ndarray,
+    re: np.ndarray, inv: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """``_model.amplitude_wide`` / ``amplitude_narrow`` for arrays."""
+    op = opacity.astype(np.float64)
+    amp = (op * (r2 / re2)).astype(np.float32)
+    narrow = np.flatnonzero(re < EXACT_BELOW_PX)
+    if narrow.size:
+        w = _grid_sums(sx[narrow], sy[narrow], re[narrow], inv[narrow])
+        deposit = op[narrow] * (_model._THIRD_PI * r2[narrow])
+        amp[narrow] = (deposit / w.astype(np.float64)).astype(np.float32)
+    return amp
+
+
+def _grid_sums(sx: np.ndarray, sy: np.ndarray, re: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """``_model.grid_sums``: the same 6 x 6 block, float32 sums in the same order."""
+    bx0, by0, _, _ = _box(sx, sy, re)
+    x0, y0 = np.ceil(bx0), np.ceil(by0)
+    zero = np.float32(0.0)
+
+    def offset2(pixel: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        d = (pixel + 0.5).astype(np.float32) - centre
+        return d * d
+
+    cols = [offset2(x0 + k, sx) for k in range(6)]
+    acc = [np.zeros(sx.size, np.float32) for _ in range(6)]
+    for row in range(6):
+        e = offset2(y0 + row, sy)
+        for k in range(6):
+            t = np.float32(1.0) - (cols[k] + e) * inv
+            t = np.where(t > zero, t, zero)
+            acc[k] += t * t
+    c0, c1, c2, c3, c4, c5 = acc
+    return ((c0 + c1) + (c2 + c3)) + (c4 + c5)
 
 
 def raster(
@@ -174,12 +214,12 @@ def _blend_band(
     pi = part[rep]
     dx = (fx + 0.5).astype(np.float32) - p.sx[pi]
     dy = (fy + 0.5).astype(np.float32) - p.sy[pi]
-    d2 = dx * dx + dy * dy
-    cov = np.flatnonzero(d2 < p.r2[pi])
-    pi, d2 = pi[cov], d2[cov]
+    tk = np.float32(1.0) - (dx * dx + dy * dy) * p.inv_re2[pi]
+    cov = np.flatnonzero(tk > 0)
+    pi, tk = pi[cov], tk[cov]
     pix = (fy[cov] - oy0) * (ox1 - ox0) + (fx[cov] - ox0)
     o = np.argsort(pix, kind="stable")
-    pix, pi, d2 = pix[o], pi[o], d2[o]
+    pix, pi, tk = pix[o], pi[o], tk[o]
     first = np.ones(pix.size, bool)
     first[1:] = pix[1:] != pix[:-1]
     seg_start = np.flatnonzero(first)
@@ -195,8 +235,8 @@ def _blend_band(
         alive = t_now >= T_MIN
         f, px, t_now = f[alive], px[alive], t_now[alive]
         q = pi[f]
-        t = one - d2[f] * p.inv_r2[q]
-        a = p.colour[q, 3] * (t * t)
+        t = tk[f]
+        a = p.amp[q] * (t * t)
         ta = t_now * a
         for c in range(3):
             rgba[c][px] = rgba[c][px] + ta * p.colour[q, c]

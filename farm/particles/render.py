@@ -1,13 +1,18 @@
 """The built-in particle renderer: tile-exact splatting of a :class:`ParticleFrame`.
 
-Image model (see ``docs/renderer.md``):
+Image model (``docs/renderer.md`` derives it; ``_model.py`` holds its arithmetic, once):
 
 * A particle projects through the :class:`Camera` to a centre ``(sx, sy)`` in pixels, a depth
   ``z`` (camera distance along the view axis) and a radius ``r = focal_px * radius / z`` pixels,
-  clamped to ``[0.5, 2**20]`` so even distant particles cover their pixel centre. Particles with
-  depth outside ``[near, far]`` or zero opacity are dropped.
-* Its splat at a pixel centre at distance ``d`` is ``alpha = opacity * (1 - d²/r²)²`` for
-  ``d² < r²`` and nothing otherwise: a polynomial kernel, so no ``exp`` to vary between libms.
+  clamped to ``[0.5, 2**20]``. Particles with depth outside ``[near, far]`` or zero opacity are
+  dropped.
+* Coverage conserves energy at any size: the particle deposits a total alpha of
+  ``opacity * pi r² / 3`` (the integral of ``opacity * (1 - d²/r²)²``), spread by a kernel
+  widened with a pixel-footprint low-pass, ``r_e² = r² + 2/3``: ``alpha = a * (1 - d²/r_e²)²``
+  at a pixel centre at distance ``d < r_e``. The peak ``a`` divides the deposit by the kernel's
+  exact sum over the pixel grid when ``r_e < 2.5`` (any sub-pixel position deposits exactly the
+  same), by its integral ``pi r_e² / 3`` beyond (within 0.8 %). Even a particle of radius 0 covers
+  at least one pixel, and sub-pixel motion never makes one twinkle.
 * Every pixel composites its covering splats front to back with "over", in ONE global order:
   depth, then particle id. RGBA is premultiplied. ``Z`` is the depth of the front-most covering
   particle (+inf where none), ``id`` its id + 1 (0 where none), ``velocity.X/Y`` its screen motion
@@ -17,19 +22,20 @@ Image model (see ``docs/renderer.md``):
 Exactness at any tiling: a pixel's value depends only on its global coordinates and on the ordered
 list of particles covering it. Every rectangle takes every particle whose conservative footprint
 box touches it, all arithmetic is in global pixel coordinates with the same expressions in the
-same order, and numba runs with ``fastmath=False`` (no fused multiply-add), so rectangles of any
-grid assemble bit for bit into the whole frame.
+same order (a particle's amplitude is computed from the particle alone), and numba runs with
+``fastmath=False`` (no fused multiply-add), so rectangles of any grid assemble bit for bit into
+the whole frame.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
 from farm.errors import InvalidSpec
+from farm.particles import _model
 from farm.particles import _numpy_kernels as npk
 from farm.particles.cache import FIELDS, ChunkIndex, ParticleFrame
 from farm.particles.camera import Camera
@@ -155,17 +161,22 @@ def _chunk_ranges(
     """Index ranges of the chunks that may touch ``region`` (all particles without an index).
 
     Conservative: a chunk's centre box grown by its largest radius projects inside the convex hull
-    of its projected corners (when all lie in front of the camera), which contains every splat
-    disc; 3 pixels of margin cover the 0.5 px minimum radius and rounding.
+    of its projected corners (when all lie in front of the camera), which contains every
+    particle's disc of projected radius ``r``. A footprint reaches at most
+    ``FOOTPRINT_PAD_PX`` (1.32 px) past that disc (the 0.5 px floor and the pixel low-pass), its
+    box 0.5 px more plus ``BOX_PAD_REL`` of its radius: the margin adds 2 px for those and for
+    rounding, and ``2 * (BOX_PAD_REL - 1)`` of the chunk's screen extent, which bounds ``r``.
+    The same bound as every other cull, so a tile takes every particle that reaches it.
     """
     n = pf.count
     ch = pf.chunks
     if ch is None or ch.count == 0 or ch.chunk_size <= 0:
         return np.array([0], np.int64), np.array([n], np.int64)
     sx_min, sx_max, sy_min, sy_max, in_depth, unbounded = _chunk_hulls(ch, params)
-    m = 3.0
     rx0, ry0, rx1, ry1 = region
     with np.errstate(all="ignore"):
+        extent = np.maximum(sx_max - sx_min, sy_max - sy_min)
+        m = _model.FOOTPRINT_PAD_PX + 2.0 + 2.0 * (_model.BOX_PAD_REL - 1.0) * extent
         on_screen = (
             (sx_max + m >= rx0)
             & (sx_min - m <= rx1 - 1)
@@ -226,6 +237,13 @@ def _rasterise(
     return out
 
 
+def _records(rows: int, fields: int) -> np.ndarray:
+    """``(rows, fields)`` float32 whose rows start on 64-byte boundaries (one cache line each)."""
+    buf = np.empty((rows + 1) * fields, np.float32)
+    skip = (-buf.ctypes.data % 64) // 4
+    return buf[skip : skip + rows * fields].reshape(rows, fields)
+
+
 def _render_numba(
     arrs: dict[str, np.ndarray],
     ranges: tuple[np.ndarray, np.ndarray],
@@ -234,13 +252,35 @@ def _render_numba(
     rects: Sequence[PixelRect],
     aovs: tuple[AOV, ...],
 ) -> list[dict[str, np.ndarray]]:
+    """Cull, project, bin, order, then raster each rect (``docs/renderer.md``, "Design").
+
+    Each stage is its own kernel and drops what the next does not need, so the working memory
+    is the records of the particles touching the region plus the pixels of one rect at a time.
+    """
     from farm.particles import _kernels as nk
 
-    binned = nk.bin_particles(
-        arrs["position"], arrs["velocity"], arrs["radius"], arrs["colour"], arrs["id"],
-        ranges[0], ranges[1], params, *region,
-    )  # fmt: skip
-    return _rasterise(rects, aovs, lambda rect, bufs: nk.raster(*binned, *rect.as_tuple(), *bufs))
+    pos, vel, rad, col, ids = (arrs[k] for k in ("position", "velocity", "radius", "colour", "id"))
+    gbx0, gby0, nbx, nby = nk._bin_grid(*region)
+    counts = np.zeros(nbx * nby + 1, np.int64)
+    # Find the region's own particles first, so records are made for those alone: a tile's
+    # working memory follows its particles, not every particle of the chunks it touches.
+    # A range of L candidates holds at most ceil(L / 2) runs (a culled particle between two).
+    room = (int((ranges[1] - ranges[0]).sum()) + ranges[0].size) // 2 + 1
+    run_starts, run_ends = np.empty(room, np.int64), np.empty(room, np.int64)
+    runs, m = nk.cull(pos, rad, col, *ranges, params, *region, run_starts, run_ends)
+    run_starts, run_ends = run_starts[:runs].copy(), run_ends[:runs].copy()
+    rec = _records(m, nk.NREC)
+    nk.project(pos, vel, rad, col, ids, run_starts, run_ends, params, *region, rec, counts)
+    del run_starts, run_ends
+    np.cumsum(counts, out=counts)
+    entries = np.empty(int(counts[-1]), np.int32)
+    nk.fill_bins(rec, counts, nbx, entries)
+    nk.sort_bins(rec, entries, counts)
+
+    def raster(rect: PixelRect, bufs: Buffers) -> None:
+        nk.raster(rec, entries, counts, gbx0, gby0, nbx, nby, *rect.as_tuple(), *bufs)
+
+    return _rasterise(rects, aovs, raster)
 
 
 def _render_numpy(
@@ -337,8 +377,9 @@ def render_rect(
     """Render one rectangle (one tile) of a frame; bit for bit the same pixels as the whole frame.
 
     Only chunks of ``pf.chunks`` that may touch the rect are read (all particles without an
-    index), then particles are culled one by one, sorted by (depth, id) and rasterised, so memory
-    grows with the particles touching the rect. Arguments as in :func:`render_tiles`.
+    index), then particles are culled one by one and records are made for those that reach the
+    rect only, so working memory grows with the rect's own particles and pixels. Arguments as
+    in :func:`render_tiles`.
     """
     return render_tiles(
         pf, camera, width=width, height=height, rects=[rect], aovs=aovs, backend=backend
@@ -373,10 +414,11 @@ def cost_preview(
 ) -> np.ndarray:
     """Where on screen the render work of a frame lies, before any tile has been measured.
 
-    Each sampled particle in front of the camera adds ``1 + (2 r)²`` (its fixed cost plus the
-    pixels its splat box tests, ``r`` its radius in pixels) to the cell holding its projected
-    centre. Relative units: only the shape matters, for cutting a layer's first frame into
-    tiles of equal cost (``scheduler.tiles.balanced_plan``) and sending the dear ones first.
+    Each sampled particle in front of the camera adds ``1 + (2 r_e)²`` (its fixed cost plus the
+    pixels its footprint's box tests, ``r_e`` its drawn radius in pixels, see ``_model.py``) to
+    the cell holding its projected centre. Relative units: only the shape matters, for cutting
+    a layer's first frame into tiles of equal cost (``scheduler.tiles.balanced_plan``) and
+    sending the dear ones first.
 
     Returns:
         ``(rows, cols)`` float64 cost per cell of a ``cells = (cols, rows)`` grid over the
@@ -389,16 +431,12 @@ def cost_preview(
     sx, sy, zc = camera.project(pf.position[::step], width=width, height=height).T
     with np.errstate(all="ignore"):
         f = camera.focal_px(width)
-        r = np.clip(f * np.asarray(pf.radius[::step], np.float64) / zc, 0.5, 2.0**20)
+        r = np.clip(f * np.asarray(pf.radius[::step], np.float64) / zc, _model.R_MIN_PX, 2.0**20)
+        re2 = r * r + _model.LOWPASS_PX2
         keep = (zc >= camera.near) & (zc <= camera.far) & (np.asarray(pf.colour[::step, 3]) > 0)
         keep &= (sx >= 0) & (sx < width) & (sy >= 0) & (sy < height)
     cx = np.minimum((sx[keep] * cols / width).astype(np.int64), cols - 1)
     cy = np.minimum((sy[keep] * rows / height).astype(np.int64), rows - 1)
-    work = 1.0 + 4.0 * r[keep] ** 2
+    work = 1.0 + 4.0 * re2[keep]
     grid = np.bincount(cy * cols + cx, weights=work, minlength=rows * cols)
     return grid.reshape(rows, cols) * step
-
-
-def _debug_info() -> dict[str, Any]:
-    """Backend state, for logs and bug reports."""
-    return {"backends": available_backends(), "numba_broken": _numba_broken}

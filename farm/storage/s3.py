@@ -52,6 +52,8 @@ HASH_METADATA = "sha256"
 
 TRANSFER_PART_BYTES = 16 << 20
 """Multipart threshold and part size of uploads and ranged downloads."""
+SMALL_PUT_BYTES = 8 << 20
+"""A blob up to this size given as bytes is stored with a single PUT (:meth:`S3Store.put_bytes`)."""
 
 _ClientKey = tuple[int, str | None, str | None, str | None, str | None, str | None]
 
@@ -307,6 +309,36 @@ class S3Store(BlobStore):
             if tmp_name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
+
+    def put_bytes(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
+        """A small blob in one request: hashed in memory, then one PUT, no HEAD first.
+
+        Content addressing makes the PUT safe whether or not the object exists (the same key
+        always holds the same bytes), and one request instead of two is what makes 10,000
+        small files upload quickly. Blobs over :data:`SMALL_PUT_BYTES` take the streamed,
+        verified path of :meth:`put_stream`. No local copy is kept: the API host reads rarely
+        what it is sent, and a worker caches what it reads.
+        """
+        if len(data) > SMALL_PUT_BYTES:
+            return self.put_stream(iter([data]), expect_hash=expect_hash)
+        if expect_hash is not None:
+            check_hash(expect_hash)
+        content_hash = hashlib.sha256(data).hexdigest()
+        if expect_hash is not None and content_hash != expect_hash:
+            raise Conflict(
+                f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
+                "corrupted or the hash is wrong; nothing was stored, send it again"
+            )
+        key = self.key(content_hash)
+        with self._errors(f"upload blob {content_hash}"):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                Metadata={HASH_METADATA: content_hash},
+                ContentType="application/octet-stream",
+            )
+        return PutResult(content_hash, len(data), key, created=True)
 
     # -- reads ---------------------------------------------------------------------------
 

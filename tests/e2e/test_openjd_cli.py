@@ -4,12 +4,10 @@ real server (issue 22): exit 0 only when the job succeeded."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from farm.settings import Settings
 from scheduler.embedded import EmbeddedFarm
 from studio_client import Client
 from studio_client.cli import main
@@ -17,12 +15,6 @@ from tests.factories import make_studio
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 TEMPLATES = Path(__file__).parent.parent / "openjd"
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[EmbeddedFarm]:
-    with EmbeddedFarm(Settings(home=tmp_path / "home")) as running:
-        yield running
 
 
 def test_submit_a_template_wait_read_its_status_and_logs(

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from farm.exr.io import read_exr
-from farm.settings import Settings
 from scheduler.embedded import EmbeddedFarm
 from studio_client import Client
 from studio_client.cli import main
 from tests.factories import job_spec, make_studio, write_seed
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[EmbeddedFarm]:
-    with EmbeddedFarm(Settings(home=tmp_path / "home")) as running:
-        yield running
 
 
 def test_a_shot_from_upload_to_frames_and_a_cost_report(

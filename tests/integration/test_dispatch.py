@@ -83,17 +83,19 @@ def tick_until(
         assert time.monotonic() < deadline, "condition not reached in time"
 
 
-def tiles_of(db: Database, job_id: int, layer: str, frame: int) -> list[m.Tile]:
+def tiles_of(db: Database, job_id: int, layer: str, frame: int | None = None) -> list[m.Tile]:
+    """The tiles of a layer of a job (of one frame), by frame then index."""
+    query = (
+        select(m.Tile)
+        .join(m.Layer, m.Layer.id == m.Tile.layer_id)
+        .join(m.Frame, m.Frame.id == m.Tile.frame_id)
+        .where(m.Tile.job_id == job_id, m.Layer.name == layer)
+        .order_by(m.Frame.number, m.Tile.index)
+    )
+    if frame is not None:
+        query = query.where(m.Frame.number == frame)
     with db.session() as session:
-        return list(
-            session.scalars(
-                select(m.Tile)
-                .join(m.Layer, m.Layer.id == m.Tile.layer_id)
-                .join(m.Frame, m.Frame.id == m.Tile.frame_id)
-                .where(m.Tile.job_id == job_id, m.Layer.name == layer, m.Frame.number == frame)
-                .order_by(m.Tile.index)
-            )
-        )
+        return list(session.scalars(query))
 
 
 def frame_state(db: Database, job_id: int, layer: str, frame: int) -> str:

@@ -26,7 +26,7 @@ from farm.states import JobAction
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.conftest import Farm
 from tests.factories import StudioUser, make_shot, make_studio
-from tests.integration.test_dispatch import tick_until
+from tests.integration.test_dispatch import tick_until, tiles_of
 from tests.invariants import assert_tiles_accounted
 
 TEMPLATES = Path(__file__).parent.parent / "openjd"
@@ -51,16 +51,7 @@ def submit_as(db: Database, source: schemas.OpenJDSource) -> tuple[int, StudioUs
 
 
 def tiles(db: Database, job_id: int, layer: str) -> list[m.Tile]:
-    with db.session() as session:
-        return list(
-            session.scalars(
-                select(m.Tile)
-                .join(m.Layer, m.Layer.id == m.Tile.layer_id)
-                .join(m.Frame, m.Frame.id == m.Tile.frame_id)
-                .where(m.Tile.job_id == job_id, m.Layer.name == layer)
-                .order_by(m.Frame.number)
-            )
-        )
+    return tiles_of(db, job_id, layer)
 
 
 # ----------------------------------------------------------------------------- expansion

@@ -15,6 +15,7 @@ from farm.errors import InvalidSpec
 from farm.particles import (
     Camera,
     ParticleFrame,
+    _model,
     available_backends,
     monster_camera,
     prepare_frame,
@@ -252,15 +253,182 @@ def test_image_model_single_particle() -> None:
                    width=w, height=h, rgba=np.array([[0.5, 1.0, 0.0, 0.8]]), ids=np.array([41]),
                    velocity=vel)  # fmt: skip
     img = render_frame(pf, CAM, width=w, height=h)
-    assert img["A"][10, 10] == pytest.approx(0.8)
-    assert img["R"][10, 10] == pytest.approx(0.4) and img["G"][10, 10] == pytest.approx(0.8)
+    re2 = 25 + _model.LOWPASS_PX2  # the disc of radius 5 widened by the pixel low-pass
+    peak = 0.8 * 25 / re2  # wide enough for the analytic amplitude: deposit / integral
+    assert img["A"][10, 10] == pytest.approx(peak)
+    assert img["R"][10, 10] == pytest.approx(0.5 * peak) and img["G"][10, 10] == pytest.approx(peak)
     assert img["Z"][10, 10] == pytest.approx(4.0) and img["id"][10, 10] == 42
     f = CAM.focal_px(w)
     assert img["velocity.X"][10, 10] == pytest.approx(f * 0.3 / 4.0, rel=1e-5)
-    # (1 - d²/r²)² falls to zero at the radius: d = 5 is outside, d = 4 inside.
-    assert img["id"][10, 15] == 0 and img["id"][10, 14] == 42
-    assert img["A"][10, 14] == pytest.approx(0.8 * (1 - 16 / 25) ** 2, rel=1e-5)
+    # (1 - d²/r_e²)² falls to zero at r_e = 5.07: d = 5 is just inside, d = 6 outside.
+    assert img["id"][10, 15] == 42 and img["id"][10, 16] == 0
+    assert img["A"][10, 14] == pytest.approx(peak * (1 - 16 / re2) ** 2, rel=1e-5)
     assert np.isinf(img["Z"][0, 0]) and img["A"][0, 0] == 0
+
+
+def deposit(radius_px: float, opacity: float) -> float:
+    """The documented total alpha of one particle: ``opacity * pi r² / 3``, ``r >= 0.5 px``."""
+    r = max(radius_px, _model.R_MIN_PX)
+    return opacity * np.pi * r * r / 3.0
+
+
+def deposit_tolerance(radius_px: float) -> float:
+    """The documented bound on ``|total alpha / deposit - 1|`` (docs/renderer.md): float32
+    rounding where the footprint is normalised by its exact pixel sum, the sampling error of the
+    analytic integral beyond."""
+    re = np.sqrt(max(radius_px, _model.R_MIN_PX) ** 2 + _model.LOWPASS_PX2)
+    return 1e-5 if re < _model.EXACT_BELOW_PX - 1e-4 else _model.SAMPLING_ERROR + 1e-5
+
+
+def splat_one(
+    sx: float, sy: float, radius_px: float, opacity: float, size: int, backend: str = "auto"
+) -> dict[str, np.ndarray]:
+    pf = at_pixels(np.array([sx]), np.array([sy]), np.array([3.0]), np.array([radius_px]),
+                   width=size, height=size, rgba=np.array([[0.6, 0.5, 0.4, opacity]]))  # fmt: skip
+    return render_frame(pf, CAM, width=size, height=size, backend=backend)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    radius_px=st.one_of(st.just(0.0), st.floats(0.0, 1.0), st.floats(1.0, 12.0)),
+    fx=st.floats(0.0, 1.0, exclude_max=True),
+    fy=st.floats(0.0, 1.0, exclude_max=True),
+    opacity=st.floats(0.01, 1.0),
+)
+def test_a_particle_of_any_size_deposits_its_coverage(
+    radius_px: float, fx: float, fy: float, opacity: float
+) -> None:
+    """However small (radius 0 included) and wherever it lands within a pixel, a particle
+    inside the frame deposits its coverage, and no pixel gets more than its opacity."""
+    size = 2 * int(radius_px) + 12
+    centre = size // 2
+    img = splat_one(centre + fx, centre + fy, radius_px, opacity, size)
+    total = float(img["A"].astype(np.float64).sum())
+    assert total == pytest.approx(deposit(radius_px, opacity), rel=deposit_tolerance(radius_px))
+    assert img["A"].max() <= opacity * (1 + 1e-6)
+    assert ((img["id"] > 0) == (img["A"] > 0)).all(), "every pixel it tints names it"
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("radius_px", [0.0, 0.3, 0.8, 1.5, 2.2, 2.3, 2.4, 2.6, 4.0, 7.5])
+def test_a_moving_particle_deposits_the_same_every_frame(radius_px: float, backend: str) -> None:
+    """A particle drifting by sub-pixel steps never twinkles: its total alpha moves by less
+    than the documented bound from one frame to the next (float32 rounding alone for
+    footprints narrower than 2.5 px)."""
+    size = 2 * int(radius_px) + 16
+    steps = np.arange(40) * 0.137
+    totals = np.array([
+        splat_one(6 + s, 6 + 0.61 * s, radius_px, 0.9, size, backend)["A"].astype(np.float64).sum()
+        for s in steps
+    ])  # fmt: skip
+    assert (totals > 0).all()
+    change = np.abs(np.diff(totals)) / totals[:-1]
+    assert change.max() <= 2 * deposit_tolerance(radius_px)
+
+
+def test_a_distant_particle_of_radius_zero_shows() -> None:
+    """The reported case: a 1024 px focal length, radius 0, projected to (20.9, 15.9) in a
+    40x30 frame used to render nothing at all."""
+    cam = Camera(position=(0.0, 0.0, 0.0), look_at=(0.0, 0.0, -1.0), near=0.5, far=1000.0,
+                 focal_length_mm=1024 * 36 / 40, sensor_width_mm=36.0)  # fmt: skip
+    assert cam.focal_px(40) == pytest.approx(1024)
+    depth = 500.0
+    x, y = (20.9 - 20) * depth / 1024, -(15.9 - 15) * depth / 1024
+    pf = ParticleFrame(
+        frame=1,
+        position=np.array([[x, y, -depth]], np.float32),
+        velocity=np.zeros((1, 3), np.float32),
+        radius=np.zeros(1, np.float32),
+        colour=np.array([[1.0, 1.0, 1.0, 1.0]], np.float32),
+        id=np.array([7], np.uint32),
+    )
+    for backend in available_backends():
+        img = render_frame(pf, cam, width=40, height=30, backend=backend)
+        assert img["id"][15, 20] == 8
+        assert img["A"].astype(np.float64).sum() == pytest.approx(np.pi / 12, rel=1e-5)
+
+
+def tiny_frame(seed: int, n: int, width: int, height: int) -> ParticleFrame:
+    """Sub-pixel particles (radius 0 to 1.5 px, a third exactly 0) anywhere in and just
+    outside the frame, on pixel centres, edges and corners, at tied depths."""
+    rng = np.random.default_rng(seed)
+    sx = rng.uniform(-3, width + 3, n)
+    sy = rng.uniform(-3, height + 3, n)
+    snap = rng.random(n) < 0.5
+    sx[snap] = np.round(sx[snap] * 2) / 2
+    sy[snap] = np.round(sy[snap] * 2) / 2
+    radius = np.where(rng.random(n) < 0.35, 0.0, rng.uniform(0, 1.5, n))
+    depth = rng.choice([1.0, 1.5, 1.5, 4.0], n)
+    rgba = rng.random((n, 4))
+    ids = rng.permutation(4 * n + 1)[:n]
+    return at_pixels(sx, sy, depth, radius, width=width, height=height, rgba=rgba, ids=ids,
+                     velocity=rng.normal(0, 0.2, (n, 3)))  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 120),
+    width=st.integers(1, 40),
+    height=st.integers(1, 30),
+    xs=st.lists(st.integers(1, 39), max_size=6),
+    ys=st.lists(st.integers(1, 29), max_size=6),
+    chunk_size=st.sampled_from([0, 1, 5, 32]),
+)
+def test_tiny_and_zero_radius_particles_tile_bit_for_bit(
+    seed: int, n: int, width: int, height: int, xs: list[int], ys: list[int], chunk_size: int
+) -> None:
+    """The widened footprint of sub-pixel particles reaches into neighbouring tiles; each tile
+    (and each chunk cull) must take it, and every channel must still assemble exactly."""
+    pf = tiny_frame(seed, n, width, height)
+    if chunk_size:
+        pf = prepare_frame(pf, chunk_size=chunk_size)
+    check_tiling(pf, CAM, width, height, grid(width, height, xs, ys))
+
+
+def test_tiny_particles_tile_exactly_with_the_numpy_fallback() -> None:
+    pf = prepare_frame(tiny_frame(4, 300, 37, 23), chunk_size=7)
+    check_tiling(pf, CAM, 37, 23, grid(37, 23, [1, 8, 16, 30], [3, 11, 22]), backend="numpy")
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+def test_kernel_cache_follows_the_image_model() -> None:
+    """numba's on-disk cache notices only ``_kernels.py`` changing; the model it compiles in
+    lives in ``_model.py``, whose digest ``_kernels.py`` records (update it with the model)."""
+    import hashlib
+    from pathlib import Path
+
+    from farm.particles import _kernels
+
+    source = Path(_model.__file__).read_bytes()
+    assert hashlib.sha256(source).hexdigest() == _kernels.MODEL_DIGEST, (
+        "farm/particles/_model.py changed: set _kernels.MODEL_DIGEST to its new sha256"
+    )
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+def test_a_tiles_working_memory_follows_its_own_particles() -> None:
+    """Each of 16 tiles peaks at under a third of the whole frame's working memory: records
+    are made for the particles a tile draws, not for every particle of the chunks it touches.
+    (The numpy fallback expands fragments in bands of a fixed budget, so its tiles do not.)"""
+    import tracemalloc
+
+    pf = prepare_frame(sea_monster(120_000, seed=5))
+    cam = monster_camera()
+    w, h = 640, 360
+
+    def peak(rect: PixelRect) -> int:
+        tracemalloc.start()
+        try:
+            render_rect(pf, cam, width=w, height=h, rect=rect)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    render_frame(pf, cam, width=w, height=h)  # compile, and fill the chunk-hull cache
+    whole = peak(PixelRect(x0=0, y0=0, x1=w, y1=h))
+    tiles = [peak(r) for r in even_grid(w, h, 4, 4)]
+    assert max(tiles) <= whole / 3, (max(tiles), whole)
 
 
 def test_channels_follow_the_requested_aovs() -> None:
