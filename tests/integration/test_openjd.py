@@ -4,6 +4,7 @@ when the farm cannot honour them."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -418,3 +419,43 @@ def test_a_running_tasks_log_is_readable_while_it_runs(farm: Farm, tmp_path: Pat
         final = api.get(path, headers=headers)
         assert final.status_code == 200 and "last line" in final.text
         assert "x-log-live" not in final.headers
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.slow
+def test_frame_by_frame_and_previous_frame_order_from_recorded_times(farm: Farm) -> None:
+    """`sim` steps from its previous frame; `render` waits frame by frame for `sim`; `report`
+    waits for all of `render`. Checked from the tiles' recorded start and finish times."""
+    db, store, out = farm
+    who = make_studio(db, "alpha")
+    shot_id = make_shot(db, who)
+    noop = {"kind": "noop", "pool": "cpu", "hold_s": 0.05}
+    spec = schemas.JobSpec.model_validate(
+        {
+            "name": "ordered",
+            "shot_id": shot_id,
+            "frames": {"first": 1, "last": 4},
+            "layers": [
+                {"name": "report", **noop, "depends_on": ["render"], "wait_for": "layer"},
+                {"name": "render", **noop, "depends_on": ["sim"]},
+                {"name": "sim", **noop, "after_previous_frame": True},
+            ],
+        }
+    )
+    with db.session() as session:
+        user = session.get_one(m.User, who.user_id)
+        job_id = queries.submit_job(session, user, spec).id
+    Dispatcher(db, store, out).run_until_done([job_id], timeout_s=120)
+    sim, render, report = (
+        {t.frame_id: t for t in tiles_of(db, job_id, name)} for name in ("sim", "render", "report")
+    )
+    sims, renders, reports = (
+        sorted(x.values(), key=lambda t: t.frame_id) for x in (sim, render, report)
+    )
+    assert all(t.state == "done" for t in [*sims, *renders, *reports])
+    for before, after in itertools.pairwise(sims):  # previous frame first
+        assert after.started_at and before.finished_at and after.started_at >= before.finished_at
+    for s, r in zip(sims, renders, strict=True):  # frame by frame
+        assert r.started_at and s.finished_at and r.started_at >= s.finished_at
+    last_render = max(t.finished_at for t in renders if t.finished_at)
+    assert all(t.started_at and t.started_at >= last_render for t in reports)  # the whole layer
