@@ -123,12 +123,18 @@ def grid_4x4(width: int, height: int) -> list[PixelRect]:
     ]  # fmt: skip
 
 
+CPU = next(b for b in available_backends() if b != "cuda")
+"""The backend measured: one CPU core, as the contract says (``bench/gpu_check.py`` times GPUs)."""
+
+
 def memory(count: int, width: int, height: int) -> tuple[float, float]:
     """``(peak_whole_mb, peak_tile_mb)`` for a ``count``-particle frame and its 4x4 tiles."""
     cam = monster_camera()
     pf = prepare_frame(sea_monster(count))
-    render_frame(pf, cam, width=width, height=height)  # the chunk-hull cache, as a warm worker
-    whole = peak_mb(lambda: render_frame(pf, cam, width=width, height=height))
+    render_frame(
+        pf, cam, width=width, height=height, backend=CPU
+    )  # the chunk-hull cache, as a warm worker
+    whole = peak_mb(lambda: render_frame(pf, cam, width=width, height=height, backend=CPU))
     tile = max(
         peak_mb(functools.partial(render_rect, pf, cam, width=width, height=height, rect=r))
         for r in grid_4x4(width, height)
@@ -157,13 +163,15 @@ def speed(count: int, width: int, height: int, runs: int) -> dict[str, float]:
     tiles = grid_4x4(width, height)
 
     def whole() -> object:
-        return render_frame(pf, cam, width=width, height=height)
+        return render_frame(pf, cam, width=width, height=height, backend=CPU)
 
     def tiled() -> object:
-        return render_tiles(pf, cam, width=width, height=height, rects=tiles)
+        return render_tiles(pf, cam, width=width, height=height, rects=tiles, backend=CPU)
 
     def per_rect() -> object:
-        return [render_rect(pf, cam, width=width, height=height, rect=r) for r in tiles]
+        return [
+            render_rect(pf, cam, width=width, height=height, rect=r, backend=CPU) for r in tiles
+        ]
 
     whole()  # warm: load or compile the kernels
     return {
@@ -180,7 +188,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median)")
     args = ap.parse_args()
     count, width, height = (200_000, 960, 540) if args.quick else (2_000_000, 1920, 1080)
-    backend = available_backends()[0]
+    backend = CPU
     s = speed(count, width, height, args.runs)
     print(
         f"backend {backend}: whole {s['ours'] * 1e3:.0f} ms, numpy baseline "

@@ -29,6 +29,7 @@ the whole frame.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
@@ -43,20 +44,52 @@ from farm.vocab import AOV, AOV_CHANNELS, PixelRect
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "numba", "numpy")
+BACKENDS = ("auto", "cuda", "numba", "numpy")
 _numba_broken: str | None = None
 """Why numba failed to compile in this process, once it has (then "auto" uses numpy)."""
+_cuda_broken: str | None = None
+"""Why the CUDA kernels failed in this process, once they have (then "auto" uses the CPU)."""
+
+
+@functools.cache
+def _cuda_state() -> str | None:
+    """``"device"`` where numba sees a CUDA GPU, ``"simulator"`` under ``NUMBA_ENABLE_CUDASIM=1``
+    (CUDA kernels run on the CPU, for tests), else None. Asked once per process."""
+    try:
+        from numba import cuda
+        from numba.core import config
+    except ImportError:
+        return None
+    if config.ENABLE_CUDASIM:
+        return "simulator"
+    try:
+        return "device" if cuda.is_available() else None
+    except Exception as exc:  # a broken driver must not stop CPU rendering
+        log.warning("CUDA unavailable here (%s); rendering on the CPU", exc)
+        return None
 
 
 def available_backends() -> tuple[str, ...]:
-    """Backends that can run here, fastest first: ``("numba", "numpy")`` or ``("numpy",)``."""
+    """Backends that can run here, fastest first; ``"auto"`` takes the first.
+
+    ``"cuda"`` comes first where a CUDA device exists, last under the CUDA simulator (which
+    runs it, slowly, on the CPU, so tests can check it); then ``"numba"`` where numba
+    imports and compiles, and always ``"numpy"``.
+    """
+    cpu: tuple[str, ...] = ("numpy",)
     if _numba_broken is None:
         try:
             from farm.particles import _kernels  # noqa: F401
         except ImportError:
-            return ("numpy",)
-        return ("numba", "numpy")
-    return ("numpy",)
+            pass
+        else:
+            cpu = ("numba", "numpy")
+    state = _cuda_state() if _cuda_broken is None and "numba" in cpu else None
+    if state == "device":
+        return ("cuda", *cpu)
+    if state == "simulator":
+        return (*cpu, "cuda")
+    return cpu
 
 
 def _resolve_backend(backend: str) -> str:
@@ -64,8 +97,11 @@ def _resolve_backend(backend: str) -> str:
         raise InvalidSpec(f"unknown backend {backend!r}; use one of {BACKENDS}", field="backend")
     if backend == "auto":
         return available_backends()[0]
-    if backend == "numba" and "numba" not in available_backends():
-        raise InvalidSpec("the numba backend is not available here; use 'numpy'", field="backend")
+    if backend != "numpy" and backend not in available_backends():
+        raise InvalidSpec(
+            f"the {backend} backend is not available here; use one of {available_backends()}",
+            field="backend",
+        )
     return backend
 
 
@@ -298,6 +334,29 @@ def _render_numpy(
     return _rasterise(rects, aovs, lambda rect, bufs: npk.raster(proj, rect.as_tuple(), *bufs))
 
 
+def _render_cuda(
+    arrs: dict[str, np.ndarray],
+    ranges: tuple[np.ndarray, np.ndarray],
+    params: np.ndarray,
+    region: tuple[int, int, int, int],
+    rects: Sequence[PixelRect],
+    aovs: tuple[AOV, ...],
+) -> list[dict[str, np.ndarray]]:
+    """Render the region on the GPU once (``_cuda_kernels``), then cut each rect from it."""
+    from farm.particles import _cuda_kernels as ck
+
+    rgba, z, ids, vel = ck.render_region(ck.upload(arrs), ranges[0], ranges[1], params, region)
+    rx0, ry0 = region[0], region[1]
+
+    def raster(rect: PixelRect, bufs: Buffers) -> None:
+        ys = slice(rect.y0 - ry0, rect.y1 - ry0)
+        xs = slice(rect.x0 - rx0, rect.x1 - rx0)
+        for dst, src in zip(bufs, (rgba, z, ids, vel), strict=True):
+            dst[...] = src[..., ys, xs]
+
+    return _rasterise(rects, aovs, raster)
+
+
 def render_tiles(
     pf: ParticleFrame,
     camera: Camera,
@@ -317,7 +376,10 @@ def render_tiles(
         height: frame height in pixels.
         rects: rectangles in global pixel coordinates, inside the frame; may overlap.
         aovs: which AOVs to return.
-        backend: ``"auto"`` (numba when it imports and compiles), ``"numba"`` or ``"numpy"``.
+        backend: ``"auto"`` (the first of :func:`available_backends`: ``"cuda"`` where a CUDA
+            device exists, else numba when it imports and compiles), ``"cuda"``, ``"numba"``
+            or ``"numpy"``. Experimental: ``"cuda"`` matches the CPU within 1e-5 relative,
+            not bit for bit (``docs/renderer.md``, "GPU path").
 
     Returns:
         One dict per rect, EXR channel name -> C-contiguous ``(rect.height, rect.width)`` array:
@@ -326,7 +388,7 @@ def render_tiles(
     Raises:
         InvalidSpec: on an unknown backend, a rect outside the frame or mismatched arrays.
     """
-    global _numba_broken
+    global _numba_broken, _cuda_broken
     if width < 1 or height < 1:
         raise InvalidSpec(f"frame size {width}x{height} must be at least 1x1", field="width")
     aov_t = tuple(AOV(a) for a in aovs)
@@ -345,6 +407,15 @@ def render_tiles(
     )
     params = camera.projection_params(width, height)
     ranges = _chunk_ranges(pf, params, region)
+    if chosen == "cuda":
+        try:
+            return _render_cuda(arrs, ranges, params, region, rects, aov_t)
+        except Exception as exc:
+            if backend != "auto":
+                raise
+            _cuda_broken = repr(exc)
+            log.warning("CUDA rendering failed (%s); rendering on the CPU", exc)
+            chosen = available_backends()[0]
     if chosen == "numba":
         try:
             return _render_numba(arrs, ranges, params, region, rects, aov_t)
