@@ -72,6 +72,11 @@ class BlobStore(ABC):
     def put_bytes(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
         return self.put_stream(iter([data]), expect_hash=expect_hash)
 
+    def put_small(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
+        """A small blob stored the cheapest way the store has (uploads of many small files);
+        by default :meth:`put_bytes`."""
+        return self.put_bytes(data, expect_hash=expect_hash)
+
     @abstractmethod
     def exists(self, content_hash: str) -> bool: ...
 

@@ -310,17 +310,18 @@ class S3Store(BlobStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
 
-    def put_bytes(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
+    def put_small(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
         """A small blob in one request: hashed in memory, then one PUT, no HEAD first.
 
         Content addressing makes the PUT safe whether or not the object exists (the same key
         always holds the same bytes), and one request instead of two is what makes 10,000
-        small files upload quickly. Blobs over :data:`SMALL_PUT_BYTES` take the streamed,
-        verified path of :meth:`put_stream`. No local copy is kept: the API host reads rarely
-        what it is sent, and a worker caches what it reads.
+        small files upload quickly (the upload pack route). Blobs over
+        :data:`SMALL_PUT_BYTES` take :meth:`put_bytes`. No local copy is kept: the API host
+        rarely reads what it is sent, and a worker caches what it reads. ``created`` is True:
+        whether the object was there before is not asked.
         """
         if len(data) > SMALL_PUT_BYTES:
-            return self.put_stream(iter([data]), expect_hash=expect_hash)
+            return self.put_bytes(data, expect_hash=expect_hash)
         if expect_hash is not None:
             check_hash(expect_hash)
         content_hash = hashlib.sha256(data).hexdigest()

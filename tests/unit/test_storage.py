@@ -335,3 +335,16 @@ def test_configuration_picks_the_store(
     monkeypatch.setenv("FARM_S3_ENDPOINT_URL", "minio:9000")
     with pytest.raises(ValidationError, match="FARM_S3_ENDPOINT_URL"):
         Settings()
+
+
+def test_a_small_put_stores_bytes_that_read_back_verified(store: BlobStore, tmp_path: Path) -> None:
+    """``put_small`` (one PUT on S3, the upload pack route) keeps the same contract on read:
+    the bytes come back under their hash, and a wrong hash stores nothing."""
+    data = b"a tiny texture"
+    result = store.put_small(data)
+    assert result.content_hash == hashlib.sha256(data).hexdigest()
+    with store.open(result.content_hash) as handle:
+        assert handle.read() == data
+    with pytest.raises(Conflict):
+        store.put_small(b"other bytes", expect_hash=result.content_hash[::-1])
+    assert not store.exists(result.content_hash[::-1])

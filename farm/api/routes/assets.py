@@ -180,7 +180,7 @@ def _store_pack(
     # of its own. Recording blob by blob as they were stored held SQLite's one write lock
     # through every put: concurrent packs waited past the busy timeout ("database is locked").
     def put(content_hash: str, data: memoryview) -> PutResult:
-        return context.store.put_bytes(bytes(data), expect_hash=content_hash)
+        return context.store.put_small(bytes(data), expect_hash=content_hash)
 
     executor = _pack_executor()
     futures = [executor.submit(put, content_hash, data) for content_hash, data in blobs.items()]
