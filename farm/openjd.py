@@ -56,8 +56,9 @@ def decode_template(document: str | Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidSpec(f"template: {_first_line(exc)}", field="template") from exc
 
 
-def build_job(source: schemas.OpenJDSource) -> Any:
-    """The ``openjd.model`` job (with its symbol tables) that ``source`` describes.
+def build_job(source: schemas.OpenJDSource) -> tuple[list[Any], Any, Any]:
+    """The ``openjd.model`` job (with its symbol tables) that ``source`` describes, with the
+    environment templates and the job parameter values a session of it needs.
 
     Raises:
         InvalidSpec: the template or a parameter value breaks the specification (the reason
@@ -101,7 +102,7 @@ def build_job(source: schemas.OpenJDSource) -> Any:
         )
     except (DecodeValidationError, ValueError) as exc:
         raise InvalidSpec(f"parameters: {_first_line(exc)}", field="parameters") from exc
-    return template, environments, values, built
+    return environments, values, built
 
 
 def to_job_spec(
@@ -119,7 +120,7 @@ def to_job_spec(
     """
     from openjd.model import StepParameterSpaceIterator
 
-    _template, _environments, _values, built = build_job(source)
+    built = build_job(source)[2]
     job = built.job
     layer_names = _layer_names([step.name for step in job.steps])
     layers = []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from farm.errors import Conflict, InvalidSpec
 from studio_client._http import Http
+from studio_client._upload import sha256_path
 
 CHUNK_BYTES = 1 << 20
 Progress = Callable[[int], None]
@@ -37,14 +38,10 @@ class Download:
 
 def file_hash(path: Path) -> str | None:
     """The sha256 of a file, None when there is no such file."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK_BYTES):
-                digest.update(chunk)
+        return sha256_path(path)
     except FileNotFoundError:
         return None
-    return digest.hexdigest()
 
 
 def fetch_file(http: Http, item: Download, progress: Progress | None = None) -> bool:

@@ -49,22 +49,29 @@ def _reset_postgres(url: str) -> None:
     database.dispose()
 
 
-@pytest.fixture(params=DB_PARAMS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, empty database: SQLite in tmp, or PostgreSQL when FARM_TEST_PG_URL is set."""
-    if request.param == "postgresql":
+def migrated_database(kind: str, folder: Path) -> Database:
+    """A migrated, empty database with the default pools: SQLite in ``folder``, or the
+    PostgreSQL of FARM_TEST_PG_URL (emptied first; the test is skipped when it is not set)."""
+    if kind == "postgresql":
         if not PG_URL:
             pytest.skip("FARM_TEST_PG_URL is not set: PostgreSQL tests skipped")
         _reset_postgres(PG_URL)
         url = PG_URL
     else:
-        url = f"sqlite:///{tmp_path / 'farm.db'}"
+        url = f"sqlite:///{folder / 'farm.db'}"
     database = Database(url)
     database.migrate()
     from farm.db.queries import ensure_default_pools
 
     with database.session() as session:
         ensure_default_pools(session)
+    return database
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database: SQLite in tmp, or PostgreSQL when FARM_TEST_PG_URL is set."""
+    database = migrated_database(request.param, tmp_path)
     yield database
     database.dispose()
 

@@ -112,7 +112,7 @@ def run_command(task: TileTask, store: BlobStore) -> ExecutorOutput:
 
     assert task.openjd is not None, "a command tile carries its job's template"
     source = schemas.OpenJDSource.model_validate(task.openjd)
-    _template, environments, values, built = build_job(source)
+    environments, values, built = build_job(source)
     step_name = task.layer_spec["openjd_step"]
     step = next(s for s in built.job.steps if s.name == step_name)
     space = StepParameterSpaceIterator(space=step.parameterSpace)

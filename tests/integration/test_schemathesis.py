@@ -37,7 +37,7 @@ from farm.db import queries, tokens
 from farm.db.session import Database
 from farm.storage import DiskStore
 from farm.vocab import Role
-from tests.conftest import DB_PARAMS, PG_URL, _reset_postgres
+from tests.conftest import DB_PARAMS, migrated_database
 from tests.factories import StudioUser, job_spec, make_studio
 from tests.integration.test_api import seed_version, shot_and_show
 
@@ -114,17 +114,7 @@ def seeded_farm(
     of each role, a show, a shot, a seed asset version, a submitted job and a share of the show
     with studio ``beta`` (each id 1, where generated ids often land)."""
     tmp_path = tmp_path_factory.mktemp("schemathesis")
-    if request.param == "postgresql":
-        if not PG_URL:
-            pytest.skip("FARM_TEST_PG_URL is not set: PostgreSQL tests skipped")
-        _reset_postgres(PG_URL)
-        url = PG_URL
-    else:
-        url = f"sqlite:///{tmp_path / 'farm.db'}"
-    db = Database(url)
-    db.migrate()
-    with db.session() as session:
-        queries.ensure_default_pools(session)
+    db = migrated_database(request.param, tmp_path)
     APP.state.farm = FarmContext(db=db, store=DiskStore(tmp_path / "blobs"), output_root=tmp_path)
     td = make_studio(db, "alpha", Role.TD)
     users = {Role.TD: td}
