@@ -124,6 +124,11 @@ class LayerBook:
     last_frame: int = 0
     node_failures: Counter[str] = field(default_factory=Counter)
     """Failed attempts per Ray node id: a node that fails several is kept off the layer."""
+    in_flight: int = 0
+    """Its attempts sent to Ray (or about to be) and not yet collected."""
+    tile_s: float = 0.0
+    """Moving mean of its successful attempts' wall time (0 until one ends): short tiles go to
+    Ray in batches (``scheduler.dispatch.batches``)."""
 
     @property
     def first_frame(self) -> FrameBook:

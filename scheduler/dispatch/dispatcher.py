@@ -43,7 +43,7 @@ from farm.states import (
 )
 from farm.storage import BlobStore
 from farm.vocab import LayerKind
-from scheduler.dispatch import control, gates
+from scheduler.dispatch import batches, control, gates
 from scheduler.dispatch.activate import Activator, create_frames
 from scheduler.dispatch.book import (
     Changes,
@@ -67,7 +67,7 @@ from scheduler.dispatch.terms import (
     save_usage,
 )
 from scheduler.executors import livelog
-from scheduler.executors.base import TileResult, TileTask, run_tile
+from scheduler.executors.base import TileResult, TileTask, run_tile, run_tiles
 from scheduler.executors.session import warm_worker
 from scheduler.plan import (
     Decision,
@@ -139,7 +139,15 @@ class Dispatcher:
         self.policy = policy or Policy()
         self.queue_s = queue_s
         self._remote = ray.remote(run_tile)
+        self._batch_remote = ray.remote(run_tiles)
         self._remotes: dict[tuple[int, str], Any] = {}
+        self._batch_remotes: dict[tuple[int, str, int], Any] = {}
+        self._siblings: dict[Any, tuple[Any, ...]] = {}
+        """The other tiles' refs of a batch (``batches``): stopping one stops them all."""
+        self._batch_of: dict[str, int] = {}
+        """Per pool, the size of its last batch (its Ray queue is kept in tasks, not tiles)."""
+        self.batched_tiles = 0
+        """Tiles sent in batches of two or more so far (reports, tests)."""
         self._store_ref = ray.put(store)
         self._in_flight: dict[Any, InFlight] = {}
         self._by_tile: dict[int, Any] = {}
@@ -354,8 +362,7 @@ class Dispatcher:
         # results are forgotten only once written (a failed commit applies them again).
         for ref, flight in gathered:
             self._forget(ref, flight)
-        for flight, task in submissions:
-            self._submit(flight, task)
+        self._submit_all(submissions)
         self._finish(changes)
         return bool(gathered or moved or submissions or commands)
 
@@ -408,6 +415,7 @@ class Dispatcher:
         self._node_memory = view.memory_gb
         self._shared = tuple(pools for pools, _ in view.shared)
         self._remotes.clear()
+        self._batch_remotes.clear()
 
     @property
     def _virtual(self) -> set[str]:
@@ -568,20 +576,22 @@ class Dispatcher:
                 draw_contact_sheets(self.db, self.store, job.id)
 
     # ------------------------------------------------------------------ dispatch
-    def _target(self, pool: str) -> int:
+    def _target(self, pool: str, *, batched: bool = True) -> int:
         """Slots to keep in flight on ``pool``: its capacity plus a queue so workers never wait.
 
         The queue covers ``queue_s`` of the pool's work (about a dispatcher round trip), at
         least half the capacity and at most twice the capacity plus 64: trivial tiles keep dozens
         queued, tiles of seconds keep a few, so fair share is decided close to when a tile
-        really starts.
+        really starts. Batched tiles (``batches``) keep as many batches queued as single tiles
+        would be (``batched=False``: the queue for tiles sent one task each).
         """
         capacity = int(self._capacity.get(pool, 0))
         if capacity <= 0:
             return 0
         mean_s = self._tile_s.get(pool, 1.0)
         queue = math.ceil(capacity * self.queue_s / max(mean_s, 1e-4))
-        return capacity + min(max(queue, math.ceil(capacity / 2)), 2 * capacity + 64)
+        most = (2 * capacity + 64) * (self._batch_of.get(pool, 1) if batched else 1)
+        return capacity + min(max(queue, math.ceil(capacity / 2)), most)
 
     def _pool_states(self) -> dict[str, PoolState]:
         in_flight: Counter[str] = Counter()
@@ -638,6 +648,27 @@ class Dispatcher:
             else:
                 counter[0] = 0  # nothing later jumps ahead of a bigger tile that waits
         return [d for i, d in enumerate(decisions) if i in kept]
+
+    def _probe_first(self, decisions: list[Decision]) -> list[Decision]:
+        """A layer whose tile time is still unknown gets the queue of unbatched tiles only, until
+        one of its tiles ends and says whether they are short enough to batch (``batches``).
+        Without this a fresh layer's first tick filled a queue sized for batches with a
+        thousand noop tiles sent one task each, before the first of them could tell."""
+        kept = []
+        room: dict[tuple[int, str], int] = {}
+        for decision in decisions:
+            layer = self._layers[decision.layer_id]
+            if layer.tile_s > 0 or layer.kind is LayerKind.COMMAND:
+                kept.append(decision)
+                continue
+            key = (layer.id, decision.pool)
+            if key not in room:
+                most = self._target(decision.pool, batched=False) // slots(layer.requirements)
+                room[key] = max(1, most) - layer.in_flight
+            if room[key] > 0:
+                room[key] -= 1
+                kept.append(decision)
+        return kept
 
     def _depth_key(self, decision: Decision) -> tuple[int, int]:
         layer = self._layers[decision.layer_id]
@@ -738,7 +769,7 @@ class Dispatcher:
             self._reasons_at = now
             self._write_reasons(session, result.waiting)
         submissions: list[tuple[InFlight, TileTask]] = []
-        for decision in self._within_shared_cores(list(result.decisions)):
+        for decision in self._probe_first(self._within_shared_cores(list(result.decisions))):
             layer = self._layers[decision.layer_id]
             (key,) = layer.ready.take(1)
             tile = self._tiles[key[3]]
@@ -772,12 +803,65 @@ class Dispatcher:
             submissions.append((flight, task))
         return submissions
 
-    def _submit(self, flight: InFlight, task: TileTask) -> None:
-        ref = self._send(flight, task)
+    def _submit_all(self, submissions: list[tuple[InFlight, TileTask]]) -> None:
+        """Send the committed picks: short tiles of one layer and pool in batches, the rest
+        one task each (``batches``)."""
+        groups: dict[tuple[int, str], list[tuple[InFlight, TileTask]]] = defaultdict(list)
+        for flight, task in submissions:
+            layer = flight.tile.frame.layer
+            if layer.tile_s > 0 and self._batchable(flight):
+                groups[(layer.id, flight.pool)].append((flight, task))
+            else:
+                self._submit(flight, self._send(flight, task))
+        for (layer_id, pool), group in groups.items():
+            slots_ = max(1, int(self._capacity.get(pool, 1)) // group[0][0].slots)
+            size = batches.batch_size(self._layers[layer_id].tile_s, len(group), slots_)
+            self._batch_of[pool] = size
+            for chunk in batches.chunks(group, size):
+                if len(chunk) == 1:
+                    self._submit(chunk[0][0], self._send(*chunk[0]))
+                    continue
+                refs = self._send_batch([f for f, _ in chunk], tuple(t for _, t in chunk))
+                for (flight, _), ref in zip(chunk, refs, strict=True):
+                    self._submit(flight, ref)
+                    self._siblings[ref] = refs
+                self.batched_tiles += len(chunk)
+
+    def _batchable(self, flight: InFlight) -> bool:
+        """Stateless tiles sent with their layer's usual options: not a command (its cancel
+        is polite, per task), not a render session, not an attempt moved off nodes or given
+        more memory, and measured short."""
+        layer = flight.tile.frame.layer
+        return (
+            layer.kind is not LayerKind.COMMAND
+            and layer.spec.execution != "session"
+            and not flight.tile.memory_gb
+            and not self._avoid(flight)
+            and layer.tile_s * 2 <= batches.BATCH_S
+        )
+
+    def _submit(self, flight: InFlight, ref: Any) -> None:
         self._in_flight[ref] = flight
         self._by_tile[flight.tile.id] = ref
         if flight.backfill:
             self._backfill[ref] = flight
+
+    def _send_batch(self, flights: list[InFlight], tasks: tuple[TileTask, ...]) -> tuple[Any, ...]:
+        """One Ray task for several tiles of one layer and pool; one object ref per tile."""
+        layer = flights[0].tile.frame.layer
+        pool = flights[0].pool
+        key = (layer.id, pool, len(tasks))
+        remote = self._batch_remotes.get(key)
+        if remote is None:
+            shape = self._terms.pools[pool]
+            options = ray_options(layer.requirements, shape, virtual=pool in self._virtual)
+            remote = self._batch_remotes[key] = self._batch_remote.options(
+                max_retries=0, num_returns=len(tasks), **options
+            )
+        try:
+            return tuple(remote.remote(tasks, self._store_ref))
+        except Exception as exc:  # Ray refused it: attempts that failed at once
+            return tuple(_Refused(exc) for _ in tasks)
 
     def _send(self, flight: InFlight, task: TileTask) -> Any:
         """Hand the attempt to Ray with its pool's resources; returns its object ref."""
@@ -845,12 +929,14 @@ class Dispatcher:
     def _hold(self, flight: InFlight) -> None:
         """Count the attempt's slots and licence seats from the moment it is decided."""
         self._running[(flight.studio_id, flight.pool)] += flight.slots
+        flight.tile.frame.layer.in_flight += 1
         for name in flight.licences:
             use = self._licence_use[name]
             use[flight.studio_id] = use.get(flight.studio_id, 0) + 1
 
     def _release(self, flight: InFlight) -> None:
         self._running[(flight.studio_id, flight.pool)] -= flight.slots
+        flight.tile.frame.layer.in_flight -= 1
         for name in flight.licences:
             self._licence_use[name][flight.studio_id] -= 1
 
@@ -889,6 +975,11 @@ class Dispatcher:
                 if flight is not None and not (flight.cancelled or flight.preempted):
                     flight.preempted = "its render session was stopped"
         elif not isinstance(ref, _Refused):
+            for other in self._siblings.get(ref, ()):
+                # Its batch stops with it: the others never failed, they run again uncounted.
+                flight = self._in_flight.get(other)
+                if other is not ref and flight and not (flight.cancelled or flight.preempted):
+                    flight.preempted = "stopped with another tile of its batch"
             flight = self._in_flight.get(ref)
             command = flight is not None and flight.tile.frame.layer.kind is LayerKind.COMMAND
             ray.cancel(ref, force=not command)
@@ -948,6 +1039,9 @@ class Dispatcher:
             self._tile_s[flight.pool] = (
                 0.8 * self._tile_s.get(flight.pool, result.wall_seconds) + 0.2 * result.wall_seconds
             )
+            if result.ok:
+                layer = flight.tile.frame.layer
+                layer.tile_s = batches.measured(layer.tile_s, result.wall_seconds)
             row = apply_result(
                 flight,
                 result,
@@ -987,6 +1081,7 @@ class Dispatcher:
     def _forget(self, ref: Any, flight: InFlight) -> None:
         self._in_flight.pop(ref, None)
         self._backfill.pop(ref, None)
+        self._siblings.pop(ref, None)
         if self._by_tile.get(flight.tile.id) is ref:
             del self._by_tile[flight.tile.id]
 

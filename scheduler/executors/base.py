@@ -202,6 +202,15 @@ def run_tile(task: TileTask, store: BlobStore) -> TileResult:
         )
 
 
+def run_tiles(tasks: tuple[TileTask, ...], store: BlobStore) -> tuple[TileResult, ...]:
+    """A batch of short tiles of one layer, one after another in one Ray task; never raises.
+
+    Each tile keeps its own attempt and result (the dispatcher asks Ray for one return object
+    per tile), so a batch is only a cheaper way to send them (``scheduler.dispatch.batches``).
+    """
+    return tuple(run_tile(task, store) for task in tasks)
+
+
 def _one_line(exc: Exception) -> str:
     """Why an attempt failed, in one line: a failed task's own words, else the exception's."""
     from scheduler.executors.command import TaskFailed

@@ -41,8 +41,8 @@ class GatedDispatcher(Dispatcher):
 
     gated: set[str] = set()  # noqa: RUF012
 
-    def _target(self, pool: str) -> int:
-        return 0 if pool in self.gated else super()._target(pool)
+    def _target(self, pool: str, *, batched: bool = True) -> int:
+        return 0 if pool in self.gated else super()._target(pool, batched=batched)
 
 
 def submit(

@@ -26,7 +26,6 @@ from farm.db import queries, shares
 from farm.db.session import Database
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.results import InFlight
-from scheduler.executors.base import TileTask
 from studio_client import Client
 from studio_client.cli import main
 from tests.conftest import Farm
@@ -42,9 +41,9 @@ class RecordingDispatcher(Dispatcher):
         self.sent: list[int] = []
         super().__init__(*args, **kwargs)
 
-    def _submit(self, flight: InFlight, task: TileTask) -> None:
+    def _submit(self, flight: InFlight, ref: Any) -> None:
         self.sent.append(flight.studio_id)
-        super()._submit(flight, task)
+        super()._submit(flight, ref)
 
 
 def noop_job(
@@ -158,8 +157,8 @@ def test_weight_three_to_one_gets_about_three_times_the_starts_under_contention(
     jobs = [noop_job(db, who, cols=36, hold_s=0.1) for who in (heavy, light)]
 
     class FourInFlight(RecordingDispatcher):
-        def _target(self, pool: str) -> int:
-            return 4 if pool == "cpu" else super()._target(pool)
+        def _target(self, pool: str, *, batched: bool = True) -> int:
+            return 4 if pool == "cpu" else super()._target(pool, batched=batched)
 
     dispatcher = FourInFlight(db, store, out, queue_s=0)
     dispatcher.run_until_done(jobs, timeout_s=60)

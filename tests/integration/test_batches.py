@@ -1,0 +1,90 @@
+"""Short tiles go to Ray in batches, each tile still its own attempt (``dispatch.batches``).
+
+Through the real dispatcher on local Ray and the database: what a batch must never change is what
+the farm records per tile (state, attempts, usage, events), nor what stopping one tile does to the
+others.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from farm.db import models as m
+from farm.db.session import Database
+from scheduler.dispatch.dispatcher import Dispatcher
+from tests.conftest import Farm
+from tests.factories import make_studio
+from tests.integration.test_fair_share_farm import job_tiles, noop_job, tick_until
+
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
+
+
+def per_tile_records(db: Database, job_id: int) -> tuple[Counter[int], Counter[int]]:
+    """Usage rows and ``done`` events per tile of ``job_id``."""
+    with db.session() as session:
+        usage = Counter(
+            session.scalars(select(m.UsageRecord.tile_id).where(m.UsageRecord.job_id == job_id))
+        )
+        done = Counter(
+            tile_id
+            for payload in session.scalars(
+                select(m.Event.payload).where(m.Event.kind == "tiles", m.Event.job_id == job_id)
+            )
+            for tile_id, state, _ in payload["tiles"]
+            if state == "done"
+        )
+    return usage, done
+
+
+def test_short_tiles_run_in_batches_and_each_keeps_its_own_attempt(farm: Farm) -> None:
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "tiny"), cols=30, rows=10, hold_s=0.0)
+    dispatcher = Dispatcher(db, store, out)
+    dispatcher.run_until_done([job_id], timeout_s=60)
+
+    tiles = job_tiles(db, job_id)
+    assert len(tiles) == 300
+    assert dispatcher.batched_tiles > 0, "no tile went in a batch"
+    assert all(t.state == "done" and t.attempts == 1 for t in tiles)
+    assert all(t.node for t in tiles)
+    usage, done = per_tile_records(db, job_id)
+    ids = {t.id: 1 for t in tiles}
+    assert usage == ids  # one usage record per attempt, batched or not
+    assert done == ids  # one done event per tile
+
+
+def test_long_tiles_are_never_batched(farm: Farm) -> None:
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "slow"), cols=6, rows=1, hold_s=0.05)
+    dispatcher = Dispatcher(db, store, out)
+    dispatcher.run_until_done([job_id], timeout_s=60)
+    assert dispatcher.batched_tiles == 0
+    assert all(t.state == "done" for t in job_tiles(db, job_id))
+
+
+def test_stopping_one_tile_of_a_batch_brings_the_others_back_uncounted(farm: Farm) -> None:
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "stopped"), cols=40, rows=10, hold_s=0.004)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
+    # The batch sent last still waits in Ray's queue behind the others: stop one of its tiles
+    # as a rush preemption does.
+    batch = list(dispatcher._siblings.values())[-1]
+    stopped = dispatcher._in_flight[batch[0]]
+    stopped.preempted = "a rush job needed the slot"
+    dispatcher._cancel(batch[0])
+    siblings = {dispatcher._in_flight[ref].tile.id for ref in batch[1:]}
+    assert siblings and all(dispatcher._in_flight[ref].preempted for ref in batch)
+    dispatcher.run_until_done([job_id], timeout_s=60)
+
+    tiles = {t.id: t for t in job_tiles(db, job_id)}
+    assert all(t.state == "done" and t.attempts == 1 for t in tiles.values())
+    for tile_id in siblings | {stopped.tile.id}:
+        assert tiles[tile_id].preemptions == 1, tiles[tile_id]
+    usage, done = per_tile_records(db, job_id)
+    assert done == {tile_id: 1 for tile_id in tiles}
+    # A preempted attempt is never an attempt: one usage record per tile, its successful one.
+    assert usage == {tile_id: 1 for tile_id in tiles}
