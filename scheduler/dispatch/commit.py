@@ -8,7 +8,7 @@ and no ORM object is loaded or tracked to change a column.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
@@ -116,7 +116,7 @@ def _params(
     params: list[tuple[Any, ...]] = [pick(row) for row in rows]
     if connection.dialect.name != "sqlite":
         return params
-    times = [i for i, c in enumerate(names) if isinstance(table.c[c].type, DateTime)]
+    times = [i for i, c in enumerate(names) if _is_time(table.c[c].type)]
     if not times:
         return params
     formatted: dict[datetime, str] = {}
@@ -127,11 +127,22 @@ def _params(
             value = values[i]
             if isinstance(value, datetime):
                 text = formatted.get(value)
-                if text is None:  # SQLAlchemy's SQLite DATETIME form
-                    text = formatted[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+                if text is None:  # SQLAlchemy's SQLite DATETIME form, in UTC (UTCDateTime)
+                    utc = value.astimezone(UTC) if value.tzinfo else value
+                    text = formatted[value] = utc.strftime("%Y-%m-%d %H:%M:%S.%f")
                 values[i] = text
         out.append(tuple(values))
     return out
+
+
+def _is_time(column_type: Any) -> bool:
+    """A DateTime column, or one decorating it (``farm.db.types.UTCDateTime``).
+
+    The decorated kind was missed once: its values then went to sqlite3's own adapter, 11,000
+    ``isoformat`` calls a tick at farm scale, stored as ``...+00:00`` beside the rest."""
+    return isinstance(column_type, DateTime) or isinstance(
+        getattr(column_type, "impl", None), DateTime
+    )
 
 
 def _events(changes: Changes) -> list[tuple[int, int, str, dict[str, Any]]]:

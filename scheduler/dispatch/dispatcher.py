@@ -53,7 +53,8 @@ from scheduler.dispatch.book import (
     load_jobs,
     move,
 )
-from scheduler.dispatch.commit import write
+from scheduler.dispatch.collector import Collector
+from scheduler.dispatch.commit import JOBS, LAYERS, update_rows, write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
 from scheduler.dispatch.sessions import SessionKey, SessionPool
 from scheduler.dispatch.sheets import draw_contact_sheets
@@ -147,6 +148,7 @@ class Dispatcher:
         self._batch_of: dict[str, int] = {}
         """Per pool, the size of its last batch (its Ray queue is kept in tasks, not tiles)."""
         self.batched_tiles = 0
+        self._collector = Collector()
         """Tiles sent in batches of two or more so far (reports, tests)."""
         self._store_ref = ray.put(store)
         self._in_flight: dict[Any, InFlight] = {}
@@ -267,6 +269,7 @@ class Dispatcher:
                 return  # still inside a tick: its sessions die with the Ray job
         if self._sessions is not None:
             self._sessions.close()
+        self._collector.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -364,6 +367,7 @@ class Dispatcher:
             self._forget(ref, flight)
         self._submit_all(submissions)
         self._finish(changes)
+        self._collector.after_tick(len(self._tiles))
         return bool(gathered or moved or submissions or commands)
 
     def _refresh(self, now: float) -> None:
@@ -454,6 +458,7 @@ class Dispatcher:
                 for frame in layer.frames.values():
                     for tile in frame.tiles:
                         self._tiles[tile.id] = tile
+                    self._collector.added(len(frame.tiles))
             self._activator.offer_job(job)
 
     def _fit(self, layer: LayerBook) -> None:
@@ -560,6 +565,7 @@ class Dispatcher:
                 self._activator.offer_downstream(frame)
             self._activator.activate(session, changes)
         self._tiles.update((tile.id, tile) for tile in changes.new_tiles)
+        self._collector.added(len(changes.new_tiles))
 
     def _finish(self, changes: Changes) -> None:
         """Forget jobs that ended (after their batch is committed) and draw contact sheets."""
@@ -573,6 +579,7 @@ class Dispatcher:
                     for frame in layer.frames.values():
                         for tile in frame.tiles:
                             self._tiles.pop(tile.id, None)
+                        self._collector.forgotten(len(frame.tiles))
                 draw_contact_sheets(self.db, self.store, job.id)
 
     # ------------------------------------------------------------------ dispatch
@@ -799,7 +806,7 @@ class Dispatcher:
                 node_memory_gb=node_gb,
             )
             self._hold(flight)
-            task = replace(self._tasks.build(session, tile), memory_gb=flight.memory_gb)
+            task = self._tasks.build(session, tile, memory_gb=flight.memory_gb)
             submissions.append((flight, task))
         return submissions
 
@@ -999,15 +1006,17 @@ class Dispatcher:
         if not changes:
             return
         jobs = {self._layers[i].job.id: self._layers[i].job for i in changes}
-        for layer_id, reason in changes.items():
-            session.execute(update(m.Layer).where(m.Layer.id == layer_id).values(reason=reason))
+        connection = session.connection()  # bulk: at farm scale thousands change each second
+        update_rows(connection, LAYERS, ({"id": i, "reason": r} for i, r in changes.items()))
+        messages = []
         for job in jobs.values():
             message = "; ".join(
                 f"{layer.name}: {layer.reason}" for layer in job.layers.values() if layer.reason
             )
             if message != job.message:
                 job.message = message
-                session.execute(update(m.Job).where(m.Job.id == job.id).values(message=message))
+                messages.append({"id": job.id, "message": message})
+        update_rows(connection, JOBS, messages)
 
     # ------------------------------------------------------------------ collecting results
     def _gather(self, *, timeout_s: float) -> list[tuple[Any, InFlight]]:

@@ -52,8 +52,9 @@ class TaskBuilder:
         for layer in job.layers.values():
             self._layers.pop(layer.id, None)
 
-    def build(self, session: Session, tile: TileBook) -> TileTask:
-        """Everything one attempt of ``tile`` needs (its attempt number already counted)."""
+    def build(self, session: Session, tile: TileBook, *, memory_gb: float = 0.0) -> TileTask:
+        """Everything one attempt of ``tile`` needs (its attempt number already counted), with
+        the memory granted to it."""
         frame = tile.frame
         layer = frame.layer
         job = layer.job
@@ -86,6 +87,7 @@ class TaskBuilder:
             render_rect=tile.render_pixels,
             layer_spec=context.layer_spec,
             camera=context.camera,
+            memory_gb=memory_gb,
             **extra,
         )
 
