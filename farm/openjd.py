@@ -112,7 +112,8 @@ def to_job_spec(
     name: str | None = None,
     priority: int = 50,
 ) -> schemas.JobSpec:
-    """The farm's job for a template and its parameter values: one command layer per step.
+    """The farm's job for a template and its parameter values: one command layer per step,
+    or the farm's own layers where the steps are (:mod:`farm.openjd_layers`).
 
     Raises:
         InvalidSpec: the template is not valid OpenJD, a value is missing or out of its
@@ -120,8 +121,19 @@ def to_job_spec(
     """
     from openjd.model import StepParameterSpaceIterator
 
-    built = build_job(source)[2]
+    from farm.openjd_layers import from_template, is_native_step
+
+    _, values, built = build_job(source)
     job = built.job
+    if any(is_native_step(step) for step in source.template.get("steps", [])):
+        return from_template(
+            source,
+            job,
+            values,
+            shot_id=shot_id,
+            name=name or _slug(job.name, "job"),
+            priority=priority,
+        )
     layer_names = _layer_names([step.name for step in job.steps])
     layers = []
     for step in job.steps:

@@ -26,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(jobs.submit)
+app.command()(jobs.template)
 app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.log)

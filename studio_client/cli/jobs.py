@@ -167,6 +167,38 @@ def submit(
         _exit_for(finished)
 
 
+def template(
+    spec: Annotated[Path, typer.Argument(help="a job spec (JSON) of the farm's own layers")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write it here instead of printing it")
+    ] = None,
+) -> None:
+    """Write a job spec as an Open Job Description template: its layers as steps, frames and
+    tiles as task parameters, resolution and camera as job parameters. `farm submit` takes it
+    back (`-p Frames=1-8` and the rest change it at submit); nothing is sent to the farm."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from farm.openjd_layers import template_yaml
+
+    text = template_yaml(load_spec(spec))
+    if out is None:
+        print(text, end="")
+        return
+    # Never a half-written file: a temporary file beside it, renamed over it when complete.
+    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or Path("."))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    console.print(f"wrote {out}: {len(yaml.safe_load(text)['steps'])} steps")
+
+
 def status(
     job_id: Annotated[int, typer.Argument(help="job id")],
     follow: Annotated[bool, typer.Option("--watch", "-w", help="follow until done")] = False,
