@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import TypedDict
 
 SERVER_ONLY = (
@@ -54,6 +55,7 @@ CLIENT_COMMANDS = {
     "fetch",
     "watch",
     "log",
+    "template",
 }
 HOST_COMMANDS = {"server", "worker", "admin", "demo", "simulate"}
 
@@ -165,3 +167,26 @@ def test_the_probe_sees_an_import_of_the_server() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "sqlalchemy" in server_modules_in(done.stdout.split())
+
+
+def test_farm_template_runs_on_a_client_only_install(tmp_path: Path) -> None:
+    """`farm template` writes a template from a spec on a workstation without the server's
+    dependencies (a TD converts a spec before submitting it)."""
+    from tests.factories import job_spec
+
+    spec = tmp_path / "job.json"
+    spec.write_text(job_spec(1, 7, grid=(2, 2)).model_dump_json())
+    out = tmp_path / "job.yaml"
+    code = (
+        f"import sys\nfor name in {list(SERVER_ONLY)!r}:\n    sys.modules[name] = None\n"
+        "import studio_client.cli\n"
+        f"rc = studio_client.cli.main(['template', {str(spec)!r}, '-o', {str(out)!r}])\n"
+        "loaded = [n for n, m in sys.modules.items() if m is not None]\n"
+        "import json; print(json.dumps({'rc': rc, 'loaded': loaded}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["rc"] == 0
+    assert server_modules_in(result["loaded"]) == []
+    assert "command: delta-layer" in out.read_text()
