@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +76,15 @@ class BlobStore(ABC):
         """A small blob stored the cheapest way the store has (uploads of many small files);
         by default :meth:`put_bytes`."""
         return self.put_bytes(data, expect_hash=expect_hash)
+
+    packs_natively = False
+    """Whether :meth:`put_pack` stores many blobs in a few requests (the S3 store's packs)."""
+
+    def put_pack(self, blobs: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        """Many small blobs, each ``(expected hash, bytes)``; by default one :meth:`put_small`
+        each. Raises Conflict, storing nothing more, at the first blob whose bytes do not
+        match its hash (callers check every hash first)."""
+        return [self.put_small(data, expect_hash=content_hash) for content_hash, data in blobs]
 
     @abstractmethod
     def exists(self, content_hash: str) -> bool: ...

@@ -40,12 +40,20 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from farm.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from farm.storage.base import CHUNK_BYTES, BlobStore, PutResult, check_hash, sha256_file
+from farm.storage.packs import (
+    PACK_MAX_BLOB_BYTES,
+    Location,
+    PackIndex,
+    encode_index,
+    now_ns,
+    pack_name,
+)
 
 HASH_METADATA = "sha256"
 """User metadata (``x-amz-meta-sha256``): an object this store wrote after hashing it."""
@@ -61,6 +69,8 @@ _lock = threading.Lock()
 _clients: dict[_ClientKey, Any] = {}
 _checked: set[tuple[_ClientKey, str]] = set()
 """Buckets already found reachable by this process, per client."""
+_pack_indexes: dict[tuple[str | None, str, str], PackIndex] = {}
+"""This process's index of each store's packs (``farm.storage.packs``)."""
 
 
 def _restore(config: dict[str, Any]) -> S3Store:
@@ -341,15 +351,90 @@ class S3Store(BlobStore):
             )
         return PutResult(content_hash, len(data), key, created=True)
 
+    packs_natively = True
+
+    def put_pack(self, blobs: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        """Small blobs in two requests: their bytes end to end in one pack object, then its
+        index (``farm.storage.packs``); bigger ones (over ``PACK_MAX_BLOB_BYTES``) one object
+        each. Every hash is checked before anything is stored."""
+        for content_hash, data in blobs:
+            check_hash(content_hash)
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != content_hash:
+                raise Conflict(
+                    f"uploaded bytes hash to {actual}, not {content_hash}: the upload was "
+                    "corrupted or the hash is wrong; nothing was stored, send it again"
+                )
+        small = {h: d for h, d in blobs if len(d) <= PACK_MAX_BLOB_BYTES}
+        results = {h: self.put_small(d, expect_hash=h) for h, d in blobs if h not in small}
+        if small:
+            body = b"".join(small.values())
+            name = pack_name(now_ns(), hashlib.sha256(body).hexdigest())
+            pack_key, index_key = f"{self._packs}{name}.pack", f"{self._packs}{name}.index"
+            entries, offset = [], 0
+            for content_hash, data in small.items():
+                entries.append((content_hash, offset, len(data)))
+                offset += len(data)
+            with self._errors(f"upload a pack of {len(small)} blobs"):
+                self.client.put_object(Bucket=self.bucket, Key=pack_key, Body=body)
+                # Last: an index names only a pack that is whole.
+                self.client.put_object(
+                    Bucket=self.bucket, Key=index_key, Body=encode_index(pack_key, entries)
+                )
+            self._pack_index.add(index_key, {h: Location(pack_key, o, n) for h, o, n in entries})
+            for content_hash, o, n in entries:
+                results[content_hash] = PutResult(
+                    content_hash, n, f"{pack_key}#{o}+{n}", created=True
+                )
+        return [results[content_hash] for content_hash, _ in blobs]
+
+    @property
+    def _packs(self) -> str:
+        return f"{self.prefix}packs/"
+
+    @property
+    def _pack_index(self) -> PackIndex:
+        key = (self.endpoint_url, self.bucket, self.prefix)
+        with _lock:
+            index = _pack_indexes.get(key)
+            if index is None:
+                index = _pack_indexes[key] = PackIndex()
+        return index
+
+    def _locate(self, content_hash: str) -> Location | None:
+        """Where a packed blob is (None when no pack holds it)."""
+        client = self.client
+
+        def list_after(start: str) -> list[str]:
+            keys: list[str] = []
+            options = {"Bucket": self.bucket, "Prefix": self._packs}
+            if start:
+                options["StartAfter"] = start
+            for page in client.get_paginator("list_objects_v2").paginate(**options):
+                keys.extend(item["Key"] for item in page.get("Contents", ()))
+            return keys
+
+        def read(key: str) -> bytes:
+            data: bytes = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return data
+
+        with self._errors(f"look up blob {content_hash} in the packs"):
+            return self._pack_index.find(
+                content_hash, list_after=list_after, read=read, prefix=self._packs
+            )
+
     # -- reads ---------------------------------------------------------------------------
 
     def exists(self, content_hash: str) -> bool:
-        return self._head(content_hash) is not None
+        return self._head(content_hash) is not None or self._locate(content_hash) is not None
 
     def size(self, content_hash: str) -> int:
         head = self._head(content_hash)
         if head is None:
-            raise NotFound(f"blob {content_hash} is not in the store")
+            packed = self._locate(content_hash)
+            if packed is None:
+                raise NotFound(f"blob {content_hash} is not in the store")
+            return packed.length
         return int(head["ContentLength"])
 
     def open(self, content_hash: str) -> BinaryIO:
@@ -414,9 +499,9 @@ class S3Store(BlobStore):
                         ),
                     )
                 except ClientError as exc:
-                    if _status(exc) == 404:
-                        raise NotFound(f"blob {content_hash} is not in the store") from exc
-                    raise
+                    if _status(exc) != 404:
+                        raise
+                    self._download_packed(content_hash, tmp_name)
             actual = sha256_file(tmp_name)
             if actual != content_hash:
                 raise InvalidSpec(
@@ -434,6 +519,22 @@ class S3Store(BlobStore):
             if tmp_name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
+
+    def _download_packed(self, content_hash: str, tmp_name: str) -> None:
+        """A packed blob's bytes into ``tmp_name`` (one ranged GET); NotFound when no pack
+        holds it. The caller verifies the hash, as for any download."""
+        packed = self._locate(content_hash)
+        if packed is None:
+            raise NotFound(f"blob {content_hash} is not in the store")
+        data = b""
+        if packed.length:
+            end = packed.offset + packed.length - 1
+            answer = self.client.get_object(
+                Bucket=self.bucket, Key=packed.key, Range=f"bytes={packed.offset}-{end}"
+            )
+            data = answer["Body"].read()
+        with open(tmp_name, "wb") as handle:
+            handle.write(data)
 
 
 def _status(exc: Any) -> int | None:

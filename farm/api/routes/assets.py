@@ -182,14 +182,17 @@ def _store_pack(
     def put(content_hash: str, data: memoryview) -> PutResult:
         return context.store.put_small(bytes(data), expect_hash=content_hash)
 
-    executor = _pack_executor()
-    futures = [executor.submit(put, content_hash, data) for content_hash, data in blobs.items()]
-    try:
-        results = [future.result() for future in futures]
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
+    if context.store.packs_natively:  # S3: the pack is one object and its index
+        results = context.store.put_pack([(h, bytes(data)) for h, data in blobs.items()])
+    else:
+        executor = _pack_executor()
+        futures = [executor.submit(put, h, data) for h, data in blobs.items()]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     for attempt in range(3):
         try:
             with context.db.session() as session:
