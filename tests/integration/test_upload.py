@@ -24,11 +24,13 @@ from farm.db.session import Database
 from farm.errors import Conflict, InvalidSpec, TooLarge
 from farm.pool_config import Limits, StudioLimits
 from farm.storage import DiskStore
+from farm.storage.s3 import S3Store
 from studio_client import Client
 from studio_client.cli import main
 from studio_client.cli import upload as upload_cli
 from studio_client.upload import HashCache, Uploader
 from tests.factories import StudioUser, make_shot, make_studio
+from tests.s3_server import S3Endpoint
 
 GiB = 1 << 30
 
@@ -445,3 +447,40 @@ def test_ctrl_c_leaves_a_resumable_upload_and_exits_130(
     assert main(["upload", str(tree)]) == 0
     assert "3,001 files" in capsys.readouterr().out
     assert cli.calls("POST", "/blobs/pack") >= 1  # what the interruption left out
+
+
+def test_small_files_go_to_s3_as_packs_and_come_back_whole(
+    db: Database, s3_store: S3Store, s3_endpoint: S3Endpoint, who: StudioUser, tmp_path: Path
+) -> None:
+    """With the S3 store, the pack route writes a pack object and its index per pack, not an
+    object per file; a published folder downloads back byte for byte, read from the packs by a
+    process that never saw them written."""
+    from farm.storage import s3 as s3_module
+
+    tree = make_tree(tmp_path / "tree", 300, size=200, big=2 << 20)
+    make_shot(db, who)
+    context = FarmContext(db=db, store=s3_store, output_root=tmp_path / "out")
+    with TestClient(create_app(context)) as api:
+        client, counting = client_for(api, who)
+        version = client.publish(client.show("show").id, tree, asset="plates", kind="texture")
+        assert counting.calls("POST", "/blobs/pack") >= 1
+        keys = [
+            item["Key"]
+            for page in s3_endpoint.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=s3_endpoint.bucket, Prefix=s3_store.prefix)
+            for item in page.get("Contents", ())
+        ]
+        packs = [k for k in keys if k.endswith(".pack")]
+        # 300 small files: packs and their indexes, the big file and the manifest on their own.
+        assert 1 <= len(packs) <= 4
+        assert len(keys) == 2 * len(packs) + 2
+        s3_module._pack_indexes.clear()  # as if another API host served the download
+        for path in s3_store.cache_dir.rglob("*"):
+            if path.is_file() and path.parent.name != "locks":
+                path.chmod(0o644)
+                path.unlink()
+        out = tmp_path / "fetched"
+        client.fetch_asset_version(version.id, out)
+    fetched = {p.relative_to(out): p.read_bytes() for p in files(out)}
+    assert fetched == {p.relative_to(tree): p.read_bytes() for p in files(tree)}
