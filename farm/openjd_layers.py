@@ -19,7 +19,6 @@ command steps only in a later version: it is refused, saying so.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -45,19 +44,6 @@ def is_native_step(step: Mapping[str, Any]) -> bool:
     """Whether a template step (as decoded) is one of the farm's own layers."""
     actions = (step.get("script") or {}).get("actions") or {}
     return (actions.get("onRun") or {}).get("command") == DELTA_COMMAND
-
-
-def tiles_per_frame(tiles: schemas.TilingSpec | None, resolution: schemas.Resolution) -> int:
-    """How many tiles the farm cuts each frame into at first (its ``Tile`` values)."""
-    if tiles is None:
-        return 1
-    if tiles.balanced is not None:
-        return tiles.balanced
-    if tiles.cols is not None and tiles.rows is not None:
-        return tiles.cols * tiles.rows
-    assert tiles.tile_width is not None and tiles.tile_height is not None
-    across = math.ceil(resolution.width / tiles.tile_width)
-    return across * math.ceil(resolution.height / tiles.tile_height)
 
 
 def to_template(spec: schemas.JobSpec) -> dict[str, Any]:
@@ -87,7 +73,7 @@ def to_template(spec: schemas.JobSpec) -> dict[str, Any]:
         )
     steps = []
     for layer in spec.layers:
-        count = tiles_per_frame(layer.tiles, spec.resolution) if spec.resolution else 1
+        count = schemas.tiles_per_frame(layer, spec.resolution) if spec.resolution else 1
         space: dict[str, Any] = {
             "taskParameterDefinitions": [
                 {"name": FRAME, "type": "INT", "range": "{{Param.Frames}}"}
@@ -283,7 +269,7 @@ def _frames_and_tiles(
         )
     count = 1
     if layer.tiles is not None:
-        count = tiles_per_frame(layer.tiles, resolution) if resolution else 0
+        count = schemas.tiles_per_frame(layer, resolution) if resolution else 0
         tiles = sorted({int(task[TILE].value) for task in tasks})
         if tiles != list(range(count)):
             raise InvalidSpec(
