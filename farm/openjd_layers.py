@@ -164,8 +164,16 @@ def from_template(
     for step in job.steps:
         raw = raw_steps[step.name]
         layer = _layer(step.name, raw, values)
-        tasks = list(StepParameterSpaceIterator(space=step.parameterSpace))
-        frames[step.name] = _frames_and_tiles(step.name, layer, tasks, resolution)
+        space = StepParameterSpaceIterator(space=step.parameterSpace)
+        most = schemas.MAX_FRAMES_PER_JOB * (schemas.MAX_TILES_PER_FRAME if layer.tiles else 1)
+        if len(space) > most:  # counted without expanding: 10^10 tasks must not be listed
+            raise InvalidSpec(
+                f"step {step.name!r}: {len(space):,} tasks; a layer has at most "
+                f"{schemas.MAX_FRAMES_PER_JOB:,} frames"
+                + (f" of at most {schemas.MAX_TILES_PER_FRAME:,} tiles" if layer.tiles else ""),
+                field="template",
+            )
+        frames[step.name] = _frames_and_tiles(step.name, layer, list(space), resolution)
         layers[step.name] = layer
     first = next(iter(frames.values()))
     for step_name, numbers in frames.items():
@@ -261,7 +269,7 @@ def _frames_and_tiles(
             f"{', '.join(sorted(names)) or 'none'}",
             field="template",
         )
-    frames = sorted({int(task[FRAME].value) for task in tasks})
+    frames = sorted(_ints(step, FRAME, tasks))
     if frames != list(range(frames[0], frames[-1] + 1)):
         raise InvalidSpec(
             f"step {step!r}: Frame values must be one range without gaps, e.g. 1001-1100",
@@ -270,7 +278,7 @@ def _frames_and_tiles(
     count = 1
     if layer.tiles is not None:
         count = schemas.tiles_per_frame(layer, resolution) if resolution else 0
-        tiles = sorted({int(task[TILE].value) for task in tasks})
+        tiles = sorted(_ints(step, TILE, tasks))
         if tiles != list(range(count)):
             raise InvalidSpec(
                 f"step {step!r}: Tile must run 0-{count - 1}: its tiles make {count} a frame",
@@ -282,6 +290,16 @@ def _frames_and_tiles(
             field="template",
         )
     return frames
+
+
+def _ints(step: str, name: str, tasks: list[Any]) -> set[int]:
+    try:
+        return {int(task[name].value) for task in tasks}
+    except (TypeError, ValueError) as exc:
+        raise InvalidSpec(
+            f"step {step!r}: task parameter {name} must be INT (whole numbers)",
+            field="template",
+        ) from exc
 
 
 def _resolution(values: Mapping[str, Any]) -> schemas.Resolution | None:

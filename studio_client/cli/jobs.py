@@ -187,11 +187,17 @@ def template(
     if out is None:
         print(text, end="")
         return
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise InvalidSpec(f"--out {out}: no folder {folder}; create it first", field="out")
     # Never a half-written file: a temporary file beside it, renamed over it when complete.
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or Path("."))
+    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=folder)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as a plain new file, not mkstemp's 0600
         os.replace(temporary, out)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -149,3 +149,45 @@ def test_a_spec_that_waits_for_other_jobs_is_not_written_as_a_template() -> None
     spec = job_spec(1, 7).model_copy(update={"after_jobs": (4,)})
     with pytest.raises(InvalidSpec, match="--after"):
         to_template(spec)
+
+
+def test_a_step_of_ten_billion_tasks_is_refused_without_listing_them() -> None:
+    def change(steps: dict[str, Any], template: dict[str, Any]) -> None:
+        steps["render"]["parameterSpace"]["taskParameterDefinitions"] = [
+            {"name": "Frame", "type": "INT", "range": "0-99999"},
+            {"name": "Tile", "type": "INT", "range": "0-99999"},
+        ]
+
+    with pytest.raises(InvalidSpec, match="10,000,000,000 tasks"):
+        read_back(broken(change), Seed="3")
+
+
+def test_a_frame_parameter_that_is_not_whole_numbers_is_refused() -> None:
+    def change(steps: dict[str, Any], template: dict[str, Any]) -> None:
+        for step in steps.values():
+            step["parameterSpace"]["taskParameterDefinitions"][0] = {
+                "name": "Frame",
+                "type": "STRING",
+                "range": ["a", "b"],
+            }
+
+    with pytest.raises(InvalidSpec, match="Frame must be INT"):
+        read_back(broken(change), Seed="3")
+
+
+def test_farm_template_writes_a_readable_file_and_refuses_a_missing_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from studio_client.cli import main
+
+    spec = tmp_path / "job.json"
+    spec.write_text(job_spec(1, 7).model_dump_json())
+    out = tmp_path / "job.yaml"
+    assert main(["template", str(spec), "-o", str(out)]) == 0
+    assert out.stat().st_mode & 0o044  # others may read it, as any new file
+    assert read_back(yaml.safe_load(out.read_text())) == job_spec(1, 7)
+    capsys.readouterr()
+    assert main(["template", str(spec), "-o", str(tmp_path / "nowhere" / "job.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "no folder" in err and "Traceback" not in err
+    assert not (tmp_path / "nowhere").exists()
