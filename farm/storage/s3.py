@@ -415,7 +415,16 @@ class S3Store(BlobStore):
             return keys
 
         def read(key: str) -> bytes:
+            # Indexes never change: the node's copy serves every later process on it.
+            cached = self.cache_dir / "pack-indexes" / key.rsplit("/", 1)[-1]
+            if cached.is_file():
+                return cached.read_bytes()
             data: bytes = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=cached.parent, prefix=".index-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp_name, cached)
             return data
 
         with self._errors(f"look up blob {content_hash} in the packs"):

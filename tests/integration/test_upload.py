@@ -475,6 +475,18 @@ def test_small_files_go_to_s3_as_packs_and_come_back_whole(
         # 300 small files: packs and their indexes, the big file and the manifest on their own.
         assert 1 <= len(packs) <= 4
         assert len(keys) == 2 * len(packs) + 2
+        # The same bytes sent again (a retried pack, another studio's copy) add no object.
+        again = [(hashlib.sha256(p.read_bytes()).hexdigest(), p.read_bytes()) for p in files(tree)]
+        small = [(h, data) for h, data in again if len(data) < 1000]
+        answers = client.put_blob_pack(small)
+        assert {a.content_hash for a in answers} == {h for h, _ in small}
+        rival = make_studio(db, "rival")
+        rival_client, _ = client_for(api, rival)
+        assert all(a.created for a in rival_client.put_blob_pack(small))  # new to the rival
+        listed = s3_endpoint.client().list_objects_v2(
+            Bucket=s3_endpoint.bucket, Prefix=s3_store.prefix
+        )
+        assert listed["KeyCount"] == len(keys)
         s3_module._pack_indexes.clear()  # as if another API host served the download
         for path in s3_store.cache_dir.rglob("*"):
             if path.is_file() and path.parent.name != "locks":

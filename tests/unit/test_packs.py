@@ -136,3 +136,57 @@ def test_a_damaged_pack_is_refused_on_read(
     with pytest.raises(InvalidSpec, match="corrupt"), reader.local_path(result.content_hash):
         pass
     assert not reader.cache_path(result.content_hash).exists()
+
+
+class Bucket:
+    """Index objects by key, as S3 lists them (in key order)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def list_after(self, start: str) -> list[str]:
+        return sorted(k for k in self.objects if k > start)
+
+    def write(self, stamp: int, blob: bytes) -> None:
+        name = pack_name(stamp, sha(blob))
+        self.objects[f"p/{name}.index"] = encode_index(
+            f"p/{name}.pack", [(sha(blob), 0, len(blob))]
+        )
+
+    def find(self, index: PackIndex, blob: bytes) -> object:
+        return index.find(
+            sha(blob), list_after=self.list_after, read=self.objects.__getitem__, prefix="p/"
+        )
+
+
+def test_a_damaged_index_is_skipped_and_the_ones_after_it_still_found() -> None:
+    import time
+
+    bucket = Bucket()
+    now = time.time_ns()
+    bucket.objects[f"p/{now - 10:020d}-bad.index"] = b"{not json"
+    bucket.write(now, b"after")
+    index = PackIndex()
+    assert bucket.find(index, b"after") is not None
+    assert f"p/{now - 10:020d}-bad.index" in index.seen  # not read again on every lookup
+
+
+def test_an_index_from_a_clock_far_ahead_does_not_hide_later_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from farm.storage import packs
+
+    bucket = Bucket()
+    now = time.time_ns()
+    bucket.write(now + 86_400 * 10**9, b"from the future")
+    index = PackIndex()
+    assert bucket.find(index, b"from the future") is not None
+    bucket.write(now, b"written next, by a host with the right time")
+    assert bucket.find(index, b"written next, by a host with the right time") is not None
+    # A host whose clock is far behind: its index sorts before every listing start; a miss
+    # lists everything again (at most every FULL_LIST_EVERY_S).
+    bucket.write(now - 86_400 * 10**9, b"from the past")
+    monkeypatch.setattr(packs, "FULL_LIST_EVERY_S", 0.0)
+    assert bucket.find(index, b"from the past") is not None

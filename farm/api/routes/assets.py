@@ -182,17 +182,27 @@ def _store_pack(
     def put(content_hash: str, data: memoryview) -> PutResult:
         return context.store.put_small(bytes(data), expect_hash=content_hash)
 
+    # Bytes the farm holds already (another studio's, an earlier pack) are not stored again:
+    # re-sending a pack must not grow the bucket outside every studio's quota.
+    with context.db.session() as session:
+        known = _known(session, list(blobs))
+    stored = {h: PutResult(h, len(d), "", created=False) for h, d in blobs.items() if h in known}
+    fresh = {h: d for h, d in blobs.items() if h not in known}
     if context.store.packs_natively:  # S3: the pack is one object and its index
-        results = context.store.put_pack([(h, bytes(data)) for h, data in blobs.items()])
+        stored.update(
+            (r.content_hash, r)
+            for r in context.store.put_pack([(h, bytes(data)) for h, data in fresh.items()])
+        )
     else:
         executor = _pack_executor()
-        futures = [executor.submit(put, h, data) for h, data in blobs.items()]
+        futures = [executor.submit(put, h, data) for h, data in fresh.items()]
         try:
-            results = [future.result() for future in futures]
+            stored.update((r.content_hash, r) for r in (future.result() for future in futures))
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+    results = [stored[h] for h in blobs]
     for attempt in range(3):
         try:
             with context.db.session() as session:
@@ -219,19 +229,27 @@ def _pack_executor() -> ThreadPoolExecutor:
         return executor
 
 
+def _known(session: Session, hashes: list[str]) -> set[str]:
+    """Which of ``hashes`` the farm has stored (for any studio)."""
+    known: set[str] = set()
+    for start in range(0, len(hashes), queries.MANIFEST_CHECK_BATCH):
+        some = hashes[start : start + queries.MANIFEST_CHECK_BATCH]
+        known.update(
+            session.scalars(select(m.Blob.content_hash).where(m.Blob.content_hash.in_(some)))
+        )
+    return known
+
+
 def _record_pack(
     session: Session, studio_id: int, results: list[PutResult]
 ) -> list[schemas.BlobOut]:
     """Record a pack's stored blobs and the studio's grants (as :func:`queries.record_blob`
     does for one blob, in a few statements for all)."""
     hashes = [result.content_hash for result in results]
-    known: set[str] = set()
+    known = _known(session, hashes)
     granted: set[str] = set()
     for start in range(0, len(hashes), queries.MANIFEST_CHECK_BATCH):
         some = hashes[start : start + queries.MANIFEST_CHECK_BATCH]
-        known.update(
-            session.scalars(select(m.Blob.content_hash).where(m.Blob.content_hash.in_(some)))
-        )
         granted.update(
             session.scalars(
                 select(m.BlobGrant.content_hash).where(
