@@ -126,6 +126,8 @@ class LayerBook:
     """Failed attempts per Ray node id: a node that fails several is kept off the layer."""
     in_flight: int = 0
     """Its attempts sent to Ray (or about to be) and not yet collected."""
+    batch_lost: bool = False
+    """A batch of its tiles lost its worker: its tiles go one task each from then on."""
     tile_s: float = 0.0
     """Moving mean of its successful attempts' wall time (0 until one ends): short tiles go to
     Ray in batches (``scheduler.dispatch.batches``)."""

@@ -10,10 +10,12 @@ frozen.
 So once the book is big, what survives a tick is *frozen* at its end (``gc.freeze``: moved,
 in constant time, where collections no longer look), so a collection only ever scans the
 objects of the tick in progress; and the whole heap is *swept* (unfrozen, collected, frozen
-again) only when the book changed by about its own size, or every ``SWEEP_EVERY_S``. Ended
-jobs are unlinked when the dispatcher forgets them, so reference counting frees most of them
-at once, frozen or not; a sweep frees what cycles are left. Small farms (tests, a studio's
-laptop) keep Python's default behaviour.
+again) only when the book changed by about its own size, or every ``SWEEP_EVERY_S``. The
+objects of ended jobs (tiles and frames point at each other, so only the cyclic collector frees
+them) wait for that sweep: the book may take up to about twice its size meanwhile. A sweep is
+one full collection, about a second at farm scale, during which the API served by the same
+process waits too: at most every ten minutes, where Python's own collector ran one every few
+ticks. Small farms (tests, a studio's laptop) keep Python's default behaviour.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class Collector:
         if due or shrank or not self.frozen or now - self.swept_at >= self.every_s:
             self.sweep(book_tiles, now)
             return True
-        gc.freeze()  # this tick's survivors: constant time
+        gc.collect(1)  # this tick's young garbage first (it would stay frozen until a sweep)
+        gc.freeze()  # then its survivors: constant time
         return False
 
     def sweep(self, book_tiles: int, now: float | None = None) -> None:

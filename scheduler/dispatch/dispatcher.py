@@ -162,6 +162,9 @@ class Dispatcher:
         self._tasks = TaskBuilder(self.output_root)
         self._terms = Terms()
         self._running: Counter[StudioPool] = Counter()
+        self._busy: defaultdict[StudioPool, float] = defaultdict(float)
+        """Slots in use, for usage: ``_running`` but a batch of k tiles counts its slots once
+        (``_running`` counts tiles, the unit of the pools' capacity and queue)."""
         self._licence_use: dict[str, dict[int, int]] = defaultdict(dict)
         self._usage: dict[StudioPool, float] = {}
         self._owed: dict[StudioPool, float] = {}
@@ -294,13 +297,17 @@ class Dispatcher:
         self._tiles.clear()
         self._activator = Activator()
         self._last_job_id = 0
+        # Now, not when the jobs are next due: an empty book would drop every attempt in flight
+        # below, leaving their tiles RUNNING with nobody to collect them (a stalled job).
+        self._at["jobs"] = self._at["terms"] = -math.inf
         self._refresh(time.monotonic())
         self._running.clear()
+        self._busy.clear()
         self._licence_use.clear()
         for ref, flight in list(self._in_flight.items()):
             tile = self._tiles.get(flight.tile.id)
             if tile is None:
-                del self._in_flight[ref]
+                self._forget(ref, flight)
                 if self._sessions is not None:
                     self._sessions.forget(ref)
                 continue
@@ -375,10 +382,10 @@ class Dispatcher:
         dt = now - self._at["usage"]
         self._at["usage"] = now
         half_life_s = self.policy.half_life_s
-        for key in set(self._usage) | set(self._running):
+        for key in set(self._usage) | set(self._busy):
             usage = self._usage.get(key, 0.0)
-            running = self._running.get(key, 0)
-            self._usage[key] = decayed_usage(usage, running, dt, half_life_s)
+            busy = self._busy.get(key, 0.0)
+            self._usage[key] = decayed_usage(usage, busy, dt, half_life_s)
         for key in set(self._owed) | set(self._entitled):
             owed = self._owed.get(key, 0.0)
             self._owed[key] = decayed_usage(owed, self._entitled.get(key, 0.0), dt, half_life_s)
@@ -583,6 +590,19 @@ class Dispatcher:
                 draw_contact_sheets(self.db, self.store, job.id)
 
     # ------------------------------------------------------------------ dispatch
+    def _layer_target(self, layer: LayerBook, pool: str) -> int:
+        """Tiles of a layer sent one task each to keep in flight on ``pool``: as
+        :meth:`_target` but from the layer's own tile time (1 s while unknown), so a layer of
+        long tiles never inherits the deep queue of a pool's short ones."""
+        return self._queued(int(self._capacity.get(pool, 0)), layer.tile_s or 1.0, 1)
+
+    def _queued(self, capacity: int, mean_s: float, batch: int) -> int:
+        if capacity <= 0:
+            return 0
+        queue = math.ceil(capacity * self.queue_s / max(mean_s, 1e-4))
+        most = (2 * capacity + 64) * batch
+        return capacity + min(max(queue, math.ceil(capacity / 2)), most)
+
     def _target(self, pool: str, *, batched: bool = True) -> int:
         """Slots to keep in flight on ``pool``: its capacity plus a queue so workers never wait.
 
@@ -592,13 +612,8 @@ class Dispatcher:
         really starts. Batched tiles (``batches``) keep as many batches queued as single tiles
         would be (``batched=False``: the queue for tiles sent one task each).
         """
-        capacity = int(self._capacity.get(pool, 0))
-        if capacity <= 0:
-            return 0
-        mean_s = self._tile_s.get(pool, 1.0)
-        queue = math.ceil(capacity * self.queue_s / max(mean_s, 1e-4))
-        most = (2 * capacity + 64) * (self._batch_of.get(pool, 1) if batched else 1)
-        return capacity + min(max(queue, math.ceil(capacity / 2)), most)
+        batch = self._batch_of.get(pool, 1) if batched else 1
+        return self._queued(int(self._capacity.get(pool, 0)), self._tile_s.get(pool, 1.0), batch)
 
     def _pool_states(self) -> dict[str, PoolState]:
         in_flight: Counter[str] = Counter()
@@ -656,21 +671,25 @@ class Dispatcher:
                 counter[0] = 0  # nothing later jumps ahead of a bigger tile that waits
         return [d for i, d in enumerate(decisions) if i in kept]
 
-    def _probe_first(self, decisions: list[Decision]) -> list[Decision]:
-        """A layer whose tile time is still unknown gets the queue of unbatched tiles only, until
-        one of its tiles ends and says whether they are short enough to batch (``batches``).
-        Without this a fresh layer's first tick filled a queue sized for batches with a
-        thousand noop tiles sent one task each, before the first of them could tell."""
+    def _within_layer_queues(self, decisions: list[Decision]) -> list[Decision]:
+        """Only layers whose tiles go in batches get a pool's queue sized for batches; any
+        other layer keeps the queue its own tile time asks for (:meth:`_layer_target`).
+
+        A layer whose tile time is unknown waits so until one of its tiles ends and says
+        whether they are short enough to batch: without this a fresh layer's first tick filled
+        a queue sized for batches with a thousand noop tiles sent one task each, before the
+        first of them could tell; and a render layer beside a batched one had thousands of
+        tiles committed to Ray's queue, fair share decided long before they started."""
         kept = []
         room: dict[tuple[int, str], int] = {}
         for decision in decisions:
             layer = self._layers[decision.layer_id]
-            if layer.tile_s > 0 or layer.kind is LayerKind.COMMAND:
+            if self._short(layer):
                 kept.append(decision)
                 continue
             key = (layer.id, decision.pool)
             if key not in room:
-                most = self._target(decision.pool, batched=False) // slots(layer.requirements)
+                most = self._layer_target(layer, decision.pool) // slots(layer.requirements)
                 room[key] = max(1, most) - layer.in_flight
             if room[key] > 0:
                 room[key] -= 1
@@ -776,7 +795,9 @@ class Dispatcher:
             self._reasons_at = now
             self._write_reasons(session, result.waiting)
         submissions: list[tuple[InFlight, TileTask]] = []
-        for decision in self._probe_first(self._within_shared_cores(list(result.decisions))):
+        for decision in self._within_layer_queues(
+            self._within_shared_cores(list(result.decisions))
+        ):
             layer = self._layers[decision.layer_id]
             (key,) = layer.ready.take(1)
             tile = self._tiles[key[3]]
@@ -830,21 +851,33 @@ class Dispatcher:
                     continue
                 refs = self._send_batch([f for f, _ in chunk], tuple(t for _, t in chunk))
                 for (flight, _), ref in zip(chunk, refs, strict=True):
+                    self._reweigh(flight, 1 / len(chunk))
                     self._submit(flight, ref)
                     self._siblings[ref] = refs
                 self.batched_tiles += len(chunk)
+
+    def _reweigh(self, flight: InFlight, share: float) -> None:
+        """A batched tile holds ``share`` of its batch's slots (for usage, not capacity)."""
+        key = (flight.studio_id, flight.pool)
+        self._busy[key] += flight.slots * (share - flight.share)
+        flight.share = share
 
     def _batchable(self, flight: InFlight) -> bool:
         """Stateless tiles sent with their layer's usual options: not a command (its cancel
         is polite, per task), not a render session, not an attempt moved off nodes or given
         more memory, and measured short."""
         layer = flight.tile.frame.layer
+        return self._short(layer) and not flight.tile.memory_gb and not self._avoid(flight)
+
+    @staticmethod
+    def _short(layer: LayerBook) -> bool:
+        """A layer whose tiles go in batches: measured short, stateless, never a batch lost."""
         return (
-            layer.kind is not LayerKind.COMMAND
-            and layer.spec.execution != "session"
-            and not flight.tile.memory_gb
-            and not self._avoid(flight)
+            layer.tile_s > 0
             and layer.tile_s * 2 <= batches.BATCH_S
+            and layer.kind is not LayerKind.COMMAND
+            and layer.spec.execution != "session"
+            and not layer.batch_lost
         )
 
     def _submit(self, flight: InFlight, ref: Any) -> None:
@@ -936,6 +969,7 @@ class Dispatcher:
     def _hold(self, flight: InFlight) -> None:
         """Count the attempt's slots and licence seats from the moment it is decided."""
         self._running[(flight.studio_id, flight.pool)] += flight.slots
+        self._busy[(flight.studio_id, flight.pool)] += flight.slots * flight.share
         flight.tile.frame.layer.in_flight += 1
         for name in flight.licences:
             use = self._licence_use[name]
@@ -943,6 +977,7 @@ class Dispatcher:
 
     def _release(self, flight: InFlight) -> None:
         self._running[(flight.studio_id, flight.pool)] -= flight.slots
+        self._busy[(flight.studio_id, flight.pool)] -= flight.slots * flight.share
         flight.tile.frame.layer.in_flight -= 1
         for name in flight.licences:
             self._licence_use[name][flight.studio_id] -= 1
@@ -1076,6 +1111,12 @@ class Dispatcher:
         try:
             result: TileResult = ray.get(ref)
         except Exception as exc:
+            if ref in self._siblings and not (flight.cancelled or flight.preempted):
+                # Its batch's worker (or node) was lost: which tile caused it is unknown, so
+                # none is counted; the layer's tiles go one task each from now on, where a
+                # tile that crashes its worker is counted alone.
+                flight.preempted = "its batch's worker was lost"
+                flight.tile.frame.layer.batch_lost = True
             if sessions is None:
                 return lost(flight, exc)
             running, node_id = sessions.lost(ref)

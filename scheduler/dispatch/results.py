@@ -57,6 +57,8 @@ class InFlight:
     """Memory granted to this attempt, GiB (what an out-of-memory retry doubles)."""
     node_memory_gb: float = 0.0
     """Memory of one node of its pool, GiB: the most a retry can ask for."""
+    share: float = 1.0
+    """Its part of the slots it holds: 1/k for a tile in a batch of k (usage counts that)."""
 
 
 def lost(flight: InFlight, exc: BaseException) -> TileResult:

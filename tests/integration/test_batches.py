@@ -111,3 +111,69 @@ def test_times_written_in_bulk_are_stored_as_the_orm_stores_them(farm: Farm) -> 
         assert tile.started_at is not None and tile.finished_at is not None
         assert tile.started_at.tzinfo is not None
         assert submitted <= tile.started_at <= tile.finished_at
+
+
+def settled(dispatcher: Dispatcher) -> None:
+    """Nothing left held: slots, usage weights, batches."""
+    assert not dispatcher._in_flight and not dispatcher._siblings and not dispatcher._by_tile
+    assert all(n == 0 for n in dispatcher._running.values())
+    assert all(abs(v) < 1e-9 for v in dispatcher._busy.values())
+
+
+def test_a_lost_batch_costs_no_attempt_and_its_layer_stops_batching(farm: Farm) -> None:
+    import ray
+
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "crashy"), cols=40, rows=10, hold_s=0.004)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
+    batch = list(dispatcher._siblings.values())[-1]
+    ray.cancel(batch[0], force=True)  # as if its worker died: the farm did not stop it
+    layer = dispatcher._in_flight[batch[0]].tile.frame.layer
+    lost_ids = {dispatcher._in_flight[ref].tile.id for ref in batch}
+    tick_until(dispatcher, lambda: layer.batch_lost, timeout_s=30)
+    batched = dispatcher.batched_tiles
+    dispatcher.run_until_done([job_id], timeout_s=60)
+
+    tiles = {t.id: t for t in job_tiles(db, job_id)}
+    assert all(t.state == "done" and t.attempts == 1 for t in tiles.values())
+    assert all(tiles[i].preemptions == 1 for i in lost_ids)
+    assert dispatcher.batched_tiles == batched  # one task a tile from then on
+    settled(dispatcher)
+
+
+def test_a_reload_with_batches_in_flight_loses_nothing(farm: Farm) -> None:
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "reload"), cols=40, rows=10, hold_s=0.002)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
+    dispatcher._resync()  # as after a failed commit
+    dispatcher.run_until_done([job_id], timeout_s=60)
+    assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
+    settled(dispatcher)
+
+
+def test_a_layer_of_long_tiles_keeps_its_own_short_queue_beside_batches(farm: Farm) -> None:
+    db, store, out = farm
+    short = noop_job(db, make_studio(db, "short"), cols=50, rows=20, hold_s=0.0)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: dispatcher.batched_tiles > 0, timeout_s=30)
+    long = noop_job(db, make_studio(db, "long"), cols=12, rows=1, hold_s=0.05)
+    seen: list[tuple[int, int]] = []  # (its tiles in flight, the pool's queue)
+
+    def sample() -> None:
+        for lb in dispatcher._layers.values():
+            if lb.job.id == long:
+                seen.append((lb.in_flight, dispatcher._target("cpu")))
+
+    tick_until(
+        dispatcher,
+        lambda: [t.state for t in job_tiles(db, long)] == ["done"] * 12,
+        timeout_s=60,
+        each=sample,
+    )
+    assert any(pool > 50 for _, pool in seen)  # the pool's queue was a batched one meanwhile
+    # 2 slots + the queue of 50 ms tiles, about 2: never the pool's queue of short tiles.
+    assert max(in_flight for in_flight, _ in seen) <= 5, seen
+    dispatcher.run_until_done([short, long], timeout_s=60)
+    settled(dispatcher)
