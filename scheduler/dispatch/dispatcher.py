@@ -1111,18 +1111,25 @@ class Dispatcher:
         try:
             result: TileResult = ray.get(ref)
         except Exception as exc:
-            if ref in self._siblings and not (flight.cancelled or flight.preempted):
-                # Its batch's worker (or node) was lost: which tile caused it is unknown, so
-                # none is counted; the layer's tiles go one task each from now on, where a
-                # tile that crashes its worker is counted alone.
-                flight.preempted = "its batch's worker was lost"
-                flight.tile.frame.layer.batch_lost = True
+            if ref in self._siblings:
+                if not (flight.cancelled or flight.preempted):
+                    # Its batch's worker (or node) was lost: which tile caused it is unknown,
+                    # so none is counted; the layer's tiles go one task each from now on,
+                    # where a tile that crashes its worker is counted alone.
+                    flight.preempted = "its batch's worker was lost"
+                    flight.tile.frame.layer.batch_lost = True
+                died = lost(flight, exc)  # the batch's time is shared by its tiles
+                return replace(died, wall_seconds=died.wall_seconds * flight.share)
             if sessions is None:
                 return lost(flight, exc)
             running, node_id = sessions.lost(ref)
-            if not running and not (flight.cancelled or flight.preempted):
-                flight.preempted = "its render session died before it started"
             died = lost(flight, exc)
+            if not running:
+                # Queued behind another tile on the session: it never ran, so it costs nothing
+                # (a cancelled job's queued attempts were billed their time in the queue).
+                died = replace(died, wall_seconds=0.0)
+                if not (flight.cancelled or flight.preempted):
+                    flight.preempted = "its render session died before it started"
             return died if died.node_id or not node_id else replace(died, node_id=node_id)
         if sessions is not None:
             sessions.finished(ref, result.node_id)

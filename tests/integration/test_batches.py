@@ -177,3 +177,28 @@ def test_a_layer_of_long_tiles_keeps_its_own_short_queue_beside_batches(farm: Fa
     assert max(in_flight for in_flight, _ in seen) <= 5, seen
     dispatcher.run_until_done([short, long], timeout_s=60)
     settled(dispatcher)
+
+
+def test_a_batch_that_never_came_back_charges_each_tile_its_share_of_the_time(
+    farm: Farm,
+) -> None:
+    import time
+
+    import ray
+
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "shares"), cols=40, rows=10, hold_s=0.004)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
+    batch = list(dispatcher._siblings.values())[-1]
+    flights = [dispatcher._in_flight[ref] for ref in batch]
+    assert all(f.share == 1 / len(batch) for f in flights)
+    ray.cancel(batch[0], force=True)
+    results = [dispatcher._result(ref, f) for ref, f in zip(batch, flights, strict=True)]
+    now = time.monotonic()
+    for flight, result in zip(flights, results, strict=True):
+        assert not result.ok
+        # Its share of the batch's time, not the whole of it once per tile.
+        assert 0 <= result.wall_seconds <= (now - flight.started) * flight.share + 1e-6
+    dispatcher.run_until_done([job_id], timeout_s=60)
+    assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from farm.db import models as m
 from scheduler.dispatch import sessions as session_pool
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.conftest import Farm
@@ -88,6 +90,11 @@ def test_cancel_stops_the_sessions_running_a_job(farm: Farm) -> None:
     assert job_row(db, job_id).state == "cancelled"
     assert {t.state for t in job_tiles(db, job_id)} == {"cancelled"}
     assert_tiles_accounted(db, job_id)
+    with db.session() as session:
+        walls = list(session.scalars(select(m.UsageRecord.wall_seconds)))
+    # Two tiles ran on the two slots; the ones queued behind them on their sessions never
+    # started, and cost nothing (they were billed their time in the queue).
+    assert sum(w > 0 for w in walls) <= 2 < len(walls), walls
     deadline = time.monotonic() + 30
     while session_processes(running=True):  # stopped at once, not after the 2 s tile
         dispatcher.tick()
