@@ -70,6 +70,9 @@ def update_rows(connection: Connection, table: Table, rows: Iterable[dict[str, A
         groups.setdefault(tuple(sorted(row)), []).append(row)
     for columns, group in groups.items():
         names = [c for c in columns if c != "id"]
+        if len(group) >= COPY_MIN_ROWS and _copies(connection) and _plain(table, names):
+            _update_by_copy(connection, table, names, group)
+            continue
         if _plain(table, names):
             mark = _mark(connection)
             sql = (
@@ -90,9 +93,54 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     if not _plain(table, names):
         connection.execute(table.insert(), rows)
         return
+    if len(rows) >= COPY_MIN_ROWS and _copies(connection):
+        quoted = ", ".join(f'"{name}"' for name in names)
+        driver = connection.connection.driver_connection
+        with (
+            driver.cursor() as cursor,  # type: ignore[union-attr]
+            cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy,
+        ):
+            for row in rows:
+                copy.write_row([row[name] for name in names])
+        return
     mark = _mark(connection)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(mark for _ in names)})"
     connection.exec_driver_sql(sql, _params(connection, table, names, rows))
+
+
+COPY_MIN_ROWS = 200
+"""On PostgreSQL, groups of at least this many rows go through ``COPY``: a farm-scale tick's
+8,000 single-row UPDATEs and 3,800 INSERTs were the server's time (730-1,079 ms a tick)."""
+
+
+def _copies(connection: Connection) -> bool:
+    """Whether bulk rows may go through PostgreSQL's COPY (psycopg 3)."""
+    return connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg"
+
+
+def _update_by_copy(
+    connection: Connection, table: Table, names: list[str], rows: list[dict[str, Any]]
+) -> None:
+    """UPDATE by id from rows COPYed into a temporary table of the same column types: one
+    COPY and one joined UPDATE instead of a statement per row. The temporary table lives with
+    the connection and is emptied after each use (two groups in one transaction never mix)."""
+    columns = ", ".join(f'"{c}"' for c in ["id", *names])
+    temp = f"_bulk_{table.name}_{'_'.join(sorted(names))}"[:63]
+    assignments = ", ".join(f'"{name}" = s."{name}"' for name in names)
+    driver = connection.connection.driver_connection
+    with driver.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(
+            f'CREATE TEMP TABLE IF NOT EXISTS "{temp}" ON COMMIT DELETE ROWS AS '
+            f'SELECT {columns} FROM "{table.name}" WITH NO DATA'
+        )
+        with cursor.copy(f'COPY "{temp}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row["id"], *(row[name] for name in names)])
+        cursor.execute(f'ANALYZE "{temp}"')  # else a guess of its size may scan the table
+        cursor.execute(
+            f'UPDATE "{table.name}" AS t SET {assignments} FROM "{temp}" AS s WHERE t.id = s.id'
+        )
+        cursor.execute(f'DELETE FROM "{temp}"')
 
 
 # Plain columns (numbers, strings, times) skip SQLAlchemy's per-value processing, which cost
