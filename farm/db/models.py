@@ -15,7 +15,6 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
@@ -428,10 +427,9 @@ class Tile(Base):
     wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    __table_args__ = (
-        UniqueConstraint("frame_id", "index"),
-        Index("ix_tiles_job_state", "job_id", "state"),
-    )
+    # No index on state: the dispatcher changes thousands of states a tick, and an indexed
+    # column makes each change rewrite the index (migration 0011).
+    __table_args__ = (UniqueConstraint("frame_id", "index"),)
 
     @property
     def rect(self) -> PixelRect:
