@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -40,6 +41,18 @@ def per_tile_records(db: Database, job_id: int) -> tuple[Counter[int], Counter[i
     return usage, done
 
 
+def a_queued_batch(
+    farm: Farm, studio: str, hold_s: float = 0.004
+) -> tuple[Database, int, Dispatcher, tuple[Any, ...]]:
+    """A job of 400 short tiles on a dispatcher ticked until batches are in flight, and the
+    batch sent last (it still waits in Ray's queue behind the others)."""
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, studio), cols=40, rows=10, hold_s=hold_s)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
+    return db, job_id, dispatcher, list(dispatcher._siblings.values())[-1]
+
+
 def test_short_tiles_run_in_batches_and_each_keeps_its_own_attempt(farm: Farm) -> None:
     db, store, out = farm
     job_id = noop_job(db, make_studio(db, "tiny"), cols=30, rows=10, hold_s=0.0)
@@ -67,13 +80,8 @@ def test_long_tiles_are_never_batched(farm: Farm) -> None:
 
 
 def test_stopping_one_tile_of_a_batch_brings_the_others_back_uncounted(farm: Farm) -> None:
-    db, store, out = farm
-    job_id = noop_job(db, make_studio(db, "stopped"), cols=40, rows=10, hold_s=0.004)
-    dispatcher = Dispatcher(db, store, out)
-    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
-    # The batch sent last still waits in Ray's queue behind the others: stop one of its tiles
-    # as a rush preemption does.
-    batch = list(dispatcher._siblings.values())[-1]
+    db, job_id, dispatcher, batch = a_queued_batch(farm, "stopped")
+    # Stop one of the batch's tiles as a rush preemption does.
     stopped = dispatcher._in_flight[batch[0]]
     stopped.preempted = "a rush job needed the slot"
     dispatcher._cancel(batch[0])
@@ -123,11 +131,7 @@ def settled(dispatcher: Dispatcher) -> None:
 def test_a_lost_batch_costs_no_attempt_and_its_layer_stops_batching(farm: Farm) -> None:
     import ray
 
-    db, store, out = farm
-    job_id = noop_job(db, make_studio(db, "crashy"), cols=40, rows=10, hold_s=0.004)
-    dispatcher = Dispatcher(db, store, out)
-    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
-    batch = list(dispatcher._siblings.values())[-1]
+    db, job_id, dispatcher, batch = a_queued_batch(farm, "crashy")
     ray.cancel(batch[0], force=True)  # as if its worker died: the farm did not stop it
     layer = dispatcher._in_flight[batch[0]].tile.frame.layer
     lost_ids = {dispatcher._in_flight[ref].tile.id for ref in batch}
@@ -143,10 +147,7 @@ def test_a_lost_batch_costs_no_attempt_and_its_layer_stops_batching(farm: Farm) 
 
 
 def test_a_reload_with_batches_in_flight_loses_nothing(farm: Farm) -> None:
-    db, store, out = farm
-    job_id = noop_job(db, make_studio(db, "reload"), cols=40, rows=10, hold_s=0.002)
-    dispatcher = Dispatcher(db, store, out)
-    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
+    db, job_id, dispatcher, _ = a_queued_batch(farm, "reload", hold_s=0.002)
     dispatcher._resync()  # as after a failed commit
     dispatcher.run_until_done([job_id], timeout_s=60)
     assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
@@ -186,11 +187,7 @@ def test_a_batch_that_never_came_back_charges_each_tile_its_share_of_the_time(
 
     import ray
 
-    db, store, out = farm
-    job_id = noop_job(db, make_studio(db, "shares"), cols=40, rows=10, hold_s=0.004)
-    dispatcher = Dispatcher(db, store, out)
-    tick_until(dispatcher, lambda: bool(dispatcher._siblings), timeout_s=30)
-    batch = list(dispatcher._siblings.values())[-1]
+    db, job_id, dispatcher, batch = a_queued_batch(farm, "shares")
     flights = [dispatcher._in_flight[ref] for ref in batch]
     assert all(f.share == 1 / len(batch) for f in flights)
     ray.cancel(batch[0], force=True)
