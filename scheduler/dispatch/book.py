@@ -46,6 +46,9 @@ class TileBook:
     preemptions: int = 0
     forgiven: int = 0
     """Attempts that do not count against the budget (node lost, bad input, a user's retry)."""
+    node_losses: int = 0
+    """Its attempts lost with their node (or render session) since this dispatcher loaded it:
+    forgiven up to ``results.NODE_LOSSES_FORGIVEN``, counted after that."""
     avoid: tuple[str, ...] = ()
     """Ray node ids this tile failed on: its next attempts go to other nodes of the pool."""
     memory_gb: float | None = None

@@ -32,6 +32,10 @@ from scheduler.executors.base import TileResult
 
 Prices = Mapping[str, tuple[float, int, str]]
 """Pool -> (price per node-hour, cores per node, currency)."""
+NODE_LOSSES_FORGIVEN = 3
+"""Attempts of one tile lost with their node that are forgiven; later ones count. A tile whose
+every attempt takes its node or session down (Ray says ``ActorUnavailableError``, as for a dying
+node) would otherwise run again for ever."""
 NODE_FAILURES_TO_AVOID = 3
 """Failed attempts of one layer on one node after which that node is kept off the layer."""
 _NODE_ID = re.compile(r"\b[0-9a-f]{56}\b")
@@ -143,7 +147,8 @@ def apply_result(
     layer = tile.frame.layer
     if result.ok:
         _succeeded(tile, result, changes, values)
-    elif result.node_lost:
+    elif result.node_lost and tile.node_losses < NODE_LOSSES_FORGIVEN:
+        tile.node_losses += 1
         change = on_node_lost(tile.state, node=result.node_id[:12])  # forgiven: not its fault
         move(tile, change, changes, where=result.node_id[:12], **values)
         layer.ready.add([tile.key])
@@ -176,11 +181,12 @@ def apply_result(
             layer.ready.add([tile.key])
     else:
         _failed_on(tile, result.node_id, changes)
+        error = result.error or "unknown error"
+        if result.node_lost:
+            error = f"{error} (lost with its node {tile.node_losses + 1} times: counted now)"
+            tile.node_losses += 1
         change = on_attempt_failed(
-            tile.state,
-            attempts=tile.counted,
-            max_attempts=max_attempts,
-            error=result.error or "unknown error",
+            tile.state, attempts=tile.counted, max_attempts=max_attempts, error=error
         )
         move(tile, change, changes, where=result.node, **values)
         if change.after == TileState.PENDING:
