@@ -199,3 +199,54 @@ def test_a_batch_that_never_came_back_charges_each_tile_its_share_of_the_time(
         assert 0 <= result.wall_seconds <= (now - flight.started) * flight.share + 1e-6
     dispatcher.run_until_done([job_id], timeout_s=60)
     assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
+
+
+def test_a_job_cancelled_while_its_tiles_run_in_batches_ends_cancelled_losing_nothing(
+    farm: Farm,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from farm.api.app import create_app
+    from farm.api.context import FarmContext
+
+    db, store, out = farm
+    who = make_studio(db, "canceller")
+    job_id = noop_job(db, who, cols=40, rows=10, hold_s=0.004)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: len(dispatcher._siblings) > 10, timeout_s=30)
+    with TestClient(create_app(FarmContext(db=db, store=store, output_root=out))) as api:
+        assert api.post(f"/jobs/{job_id}/cancel", headers=who.headers).status_code == 202
+    dispatcher.run_until_done([job_id], timeout_s=60)
+
+    tiles = job_tiles(db, job_id)
+    states = {t.state for t in tiles}
+    assert states <= {"done", "cancelled"} and "cancelled" in states
+    assert all(t.attempts <= 1 for t in tiles)  # a stopped batch counted nothing
+    usage, _ = per_tile_records(db, job_id)
+    assert all(usage[t.id] == 1 for t in tiles if t.state == "done")
+    settled(dispatcher)
+
+
+class Refusing:
+    """Stands for Ray refusing a batch's task (a submission that raises)."""
+
+    def options(self, **_: object) -> Refusing:
+        return self
+
+    def remote(self, *_: object) -> object:
+        raise RuntimeError("Ray refused the task")
+
+
+def test_a_batch_ray_refuses_is_a_failed_attempt_for_each_tile(farm: Farm) -> None:
+    db, store, out = farm
+    job_id = noop_job(db, make_studio(db, "refused"), cols=40, rows=10, hold_s=0.0)
+    dispatcher = Dispatcher(db, store, out, max_attempts=2)
+    dispatcher._batch_remote = Refusing()
+    dispatcher.run_until_done([job_id], timeout_s=60)
+
+    tiles = job_tiles(db, job_id)
+    failed = [t for t in tiles if t.state == "failed"]
+    assert failed, "no tile went in a batch"
+    assert all(t.attempts == 2 and "refused" in (t.reason or "") for t in failed)
+    assert {t.state for t in tiles} == {"done", "failed"}  # tiles sent alone ran
+    settled(dispatcher)
