@@ -113,9 +113,9 @@ def to_template(spec: schemas.JobSpec) -> dict[str, Any]:
     }
 
 
-def template_yaml(spec: schemas.JobSpec) -> str:
-    """:func:`to_template` as YAML a person reads: keys in the template's order, each layer's
-    options as a literal block."""
+def template_yaml(template: Mapping[str, Any]) -> str:
+    """A template (:func:`to_template`) as YAML a person reads: keys in the template's order,
+    each layer's options as a literal block."""
 
     class Dumper(yaml.SafeDumper):
         pass
@@ -125,7 +125,7 @@ def template_yaml(spec: schemas.JobSpec) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, text)
-    return yaml.dump(to_template(spec), Dumper=Dumper, sort_keys=False, width=100)
+    return yaml.dump(dict(template), Dumper=Dumper, sort_keys=False, width=100)
 
 
 def from_template(

@@ -39,7 +39,6 @@ import queue
 import re
 import stat
 import sys
-import tempfile
 import threading
 import time
 import unicodedata
@@ -53,6 +52,7 @@ from pydantic import ValidationError
 
 from farm import schemas
 from farm.errors import FarmError, InvalidSpec
+from studio_client._files import write_text_atomically
 
 if TYPE_CHECKING:
     from studio_client.client import Client
@@ -301,15 +301,7 @@ class HashCache:
             self._dirty = False
         text = json.dumps({"format": STATE_FORMAT, "root": str(self.root), "files": files})
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_text_atomically(self.path, text)
 
 
 # ----------------------------------------------------------------------------- progress

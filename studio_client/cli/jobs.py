@@ -176,33 +176,19 @@ def template(
     """Write a job spec as an Open Job Description template: its layers as steps, frames and
     tiles as task parameters, resolution and camera as job parameters. `farm submit` takes it
     back (`-p Frames=1-8` and the rest change it at submit); nothing is sent to the farm."""
-    import os
-    import tempfile
+    from farm.openjd_layers import template_yaml, to_template
+    from studio_client._files import write_text_atomically
 
-    import yaml
-
-    from farm.openjd_layers import template_yaml
-
-    text = template_yaml(load_spec(spec))
+    template_doc = to_template(load_spec(spec))
+    text = template_yaml(template_doc)
     if out is None:
         print(text, end="")
         return
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise InvalidSpec(f"--out {out}: no folder {folder}; create it first", field="out")
-    # Never a half-written file: a temporary file beside it, renamed over it when complete.
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as a plain new file, not mkstemp's 0600
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    console.print(f"wrote {out}: {len(yaml.safe_load(text)['steps'])} steps")
+    write_text_atomically(out, text, private=False)  # never a half-written file
+    console.print(f"wrote {out}: {len(template_doc['steps'])} steps")
 
 
 def status(

@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +22,7 @@ from rich.table import Table
 from farm import schemas
 from farm.errors import InvalidSpec
 from studio_client import Client
+from studio_client._files import write_text_atomically
 from studio_client.cli._common import (
     DEFAULT_URL,
     Token,
@@ -90,16 +90,7 @@ def write_credentials(url: str, token: str) -> Path:
         "# Written by `farm login`; `farm logout` removes it.\n"
         f"url = {url_text}\ntoken = {token_text}\n"
     )
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".credentials-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:  # mkstemp creates it 0600
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text, private=True, durable=True)
     return path
 
 
