@@ -39,6 +39,17 @@ worker instead of going back to the OS.
 """
 
 
+KEEP_WARM_WORKERS: dict[str, int] = {"idle_worker_killing_time_threshold_ms": 10 * 60 * 1000}
+"""Ray settings of a node the farm starts: an idle worker is kept 10 minutes, not 1 second.
+
+Ray kills idle workers above its soft limit (one per CPU) after a second. A render session is
+an actor, and its process counts towards that limit, so while sessions ran Ray killed the warm
+idle task workers; the next stateless tiles then paid a cold worker each (imports and numba's
+kernels: 0.9 s of CPU per worker here) -- a 1-frame job took 1.4-1.7 s instead of 0.6-0.9 s
+after a session job (``bench/tiling_speedup.py``). A cluster's head takes the same setting as
+``ray start --head --system-config`` (docs/deploy.md)."""
+
+
 def pool_resource(pool: str) -> str:
     """The Ray custom resource that marks a node as part of ``pool``."""
     return f"pool:{pool}"
@@ -163,6 +174,7 @@ def start_ray(
         object_store_memory=object_store_memory,
         runtime_env={"env_vars": WORKER_ENV},
         _node_ip_address="127.0.0.1",
+        _system_config=dict(KEEP_WARM_WORKERS),
     )
     return RayRuntime(address="local", started_locally=True, virtual_pools=virtual, notes=notes)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from farm.errors import InvalidSpec
 from farm.pool_config import FarmConfig, PoolSpec
 from farm.vocab import accelerator_vendor
-from scheduler.runtime import GIB, accelerator_resource, pool_resource
+from scheduler.runtime import GIB, KEEP_WARM_WORKERS, accelerator_resource, pool_resource
 
 POOL_LABEL = "farm-pool"
 """Ray node label naming the node's pool (``ray.nodes()[i]["Labels"]``)."""
@@ -197,6 +197,10 @@ def ray_start_env(token_file: Path | None) -> dict[str, str]:
     goes on the command line, where ``ps`` would show it.
     """
     env = dict(os.environ)
+    # Keep idle workers warm as the embedded farm does (runtime.KEEP_WARM_WORKERS): a raylet
+    # reads its own settings from RAY_<name>; the operator's value, when set, wins.
+    for name, value in KEEP_WARM_WORKERS.items():
+        env.setdefault(f"RAY_{name}", str(value))
     if token_file is not None:
         if not token_file.is_file():
             raise InvalidSpec(f"--token-file {token_file}: no such file", field="token_file")

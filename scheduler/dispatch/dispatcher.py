@@ -99,6 +99,9 @@ DISPATCH_PER_TICK = 10_000
 """Tiles sent to one pool per tick at most: a fresh farm of 272,000 slots fills over a few
 short ticks instead of one long transaction."""
 JOBS_EVERY_S = 0.1
+SHARED_QUEUE_TILE_S = 0.25
+"""Tiles measured at most this long may queue on cores shared by pools (the embedded farm's
+virtual pools; :meth:`Dispatcher._within_shared_cores`)."""
 WARM_WORKERS_MAX = 64
 """Workers warmed at start at most (a big cluster warms the rest with its first tiles)."""
 """New jobs are looked for this often: submitting answers at once, the farm starts within it."""
@@ -278,7 +281,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 if not self.tick():
-                    self._stop.wait(self.poll_s)
+                    self._idle()
             except Exception:
                 log.exception("dispatcher tick failed; reloading from the database")
                 self._stop.wait(1.0)
@@ -286,6 +289,20 @@ class Dispatcher:
                     self._resync()
                 except Exception:  # the database is still away: try again next round
                     log.exception("reloading from the database failed; retrying")
+
+    def _idle(self) -> None:
+        """Wait for the next thing to do after a tick that moved nothing: up to ``poll_s``, but
+        no longer than the first attempt in flight takes to end. Sleeping ``poll_s`` outright
+        left each finished tile uncollected for half of it on average, with its core idle
+        when nothing else was queued (on the embedded farm's shared cores, where no long tile
+        queues, a 4x4 frame of 40 ms tiles ran at half speed)."""
+        refs = [ref for ref in self._in_flight if not isinstance(ref, _Refused)]
+        if not refs or len(refs) != len(self._in_flight):
+            self._stop.wait(self.poll_s)
+            return
+        import ray
+
+        ray.wait(refs, num_returns=1, timeout=self.poll_s)
 
     def _resync(self) -> None:
         """After a failed commit the book may be ahead of the database: reload it.
@@ -633,23 +650,40 @@ class Dispatcher:
 
     def _within_shared_cores(self, decisions: list[Decision]) -> list[Decision]:
         """Pools on the same cores (the embedded farm's virtual pools): what waits in Ray's
-        queue for one waits behind the others' too (Ray runs what it was given first), so while
-        two or more of a group's pools are at work the group keeps no queue at all: the
+        queue for one waits behind the others' too (Ray runs what it was given first). The
         planner's picks, each one feasible under fair share, ceilings and licences, are kept
         earliest frame and deepest layer first (a frame's render and assembly before the next
-        frames' sims) up to the free cores; the rest stay ready for the next tick."""
+        frames' sims) up to the free cores; the rest stay ready for the next tick.
+
+        While only one pool of the group has work at all, its own target and queue apply (a
+        session's next tile waits on its actor). Otherwise only short tiles queue (a layer
+        measured at most :data:`SHARED_QUEUE_TILE_S` a tile): while one pool of the group is at
+        work, as its own target allows (thousands of noop tiles in batches); while two or more
+        are, ``queue_s`` of their work, at most one per core, so a core does not idle through
+        a dispatcher round trip between two 40 ms render tiles (a demo frame's 16 tiles took
+        1 s for 0.35 s of work). A long tile, or one not measured yet, never queues: a sim sent
+        to Ray's queue while only the sims were at work took the core that frame 1's render
+        tiles needed next (the first frame came later)."""
         if not self._shared or not decisions:
             return decisions
         in_flight: Counter[str] = Counter()
         for (_, pool), n in self._running.items():
             in_flight[pool] += n
         room: dict[str, list[int]] = {}
+        """Pool -> [free cores, tiles queued beyond them, cores, pools at work], per group."""
         picked = {d.pool for d in decisions}
+        coming = {  # pools that unfinished layers run on first, their waiting frames included
+            layer.pools[0]
+            for layer in self._layers.values()
+            if layer.pools and layer.state not in TERMINAL
+        }
         for pools in self._shared:
-            if len({p for p in pools if in_flight[p] > 0} | (picked & pools)) <= 1:
-                continue  # one pool at work: its own target and queue apply
+            if len({p for p in pools if in_flight[p] > 0} | ((picked | coming) & pools)) <= 1:
+                continue  # one pool has work at all: its own target and queue apply
             target = max((int(self._capacity.get(p, 0)) for p in pools), default=0)
-            left = [max(0, target - sum(in_flight[p] for p in pools))]
+            busy = sum(in_flight[p] for p in pools)
+            working = len({p for p in pools if in_flight[p] > 0} | (picked & pools))
+            left = [max(0, target - busy), max(0, busy - target), target, working]
             for pool in pools:
                 room[pool] = left  # one counter shared by the group's pools
         order = sorted(
@@ -657,19 +691,34 @@ class Dispatcher:
             key=lambda i: self._depth_key(decisions[i]),
         )
         kept: set[int] = set()
+        stopped: set[int] = set()
         for i in order:
             decision = decisions[i]
             counter = room.get(decision.pool)
             if counter is None:
                 kept.add(i)
                 continue
-            need = slots(self._layers[decision.layer_id].requirements)
+            if id(counter) in stopped:
+                continue  # nothing later jumps ahead of a bigger tile that waits
+            layer = self._layers[decision.layer_id]
+            need = slots(layer.requirements)
+            queue = self._shared_queue(layer, counter[2])
             if counter[0] >= need:
                 counter[0] -= need
                 kept.add(i)
+            elif counter[0] == 0 and queue and (counter[3] <= 1 or counter[1] < queue):
+                counter[1] += 1  # a short tile waits in Ray's queue for the next free core
+                kept.add(i)
             else:
-                counter[0] = 0  # nothing later jumps ahead of a bigger tile that waits
+                stopped.add(id(counter))
         return [d for i, d in enumerate(decisions) if i in kept]
+
+    def _shared_queue(self, layer: LayerBook, cores: int) -> int:
+        """Tiles of ``layer`` that may wait in Ray's queue of cores shared by pools: ``queue_s``
+        of its work, at most one per core; none for a layer not measured short."""
+        if not 0 < layer.tile_s <= SHARED_QUEUE_TILE_S or self.queue_s <= 0:
+            return 0
+        return min(cores, math.ceil(cores * self.queue_s / layer.tile_s))
 
     def _within_layer_queues(self, decisions: list[Decision]) -> list[Decision]:
         """Only layers whose tiles go in batches get a pool's queue sized for batches; any

@@ -70,6 +70,8 @@ def test_the_token_goes_in_the_environment_never_on_the_command_line(tmp_path: P
     token = tmp_path / "token"
     token.write_text("s3cret")
     env = ray_start_env(token)
+    # Idle workers stay warm (imports and kernels loaded) instead of dying after 1 s.
+    assert env["RAY_idle_worker_killing_time_threshold_ms"] == "600000"
     assert env["RAY_AUTH_TOKEN_PATH"] == str(token.resolve())
     assert env["RAY_AUTH_MODE"] == "token"  # else a joining node sends no token at all
     node = node_resources(CPU, Hardware(cpus=4, memory_gb=8))
