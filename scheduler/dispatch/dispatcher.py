@@ -57,6 +57,7 @@ from scheduler.dispatch.collector import Collector
 from scheduler.dispatch.commit import JOBS, LAYERS, update_rows, write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
 from scheduler.dispatch.sessions import SessionKey, SessionPool
+from scheduler.dispatch.shared import LayerShape, within_shared_cores
 from scheduler.dispatch.sheets import draw_contact_sheets
 from scheduler.dispatch.tasks import TaskBuilder
 from scheduler.dispatch.terms import (
@@ -99,9 +100,6 @@ DISPATCH_PER_TICK = 10_000
 """Tiles sent to one pool per tick at most: a fresh farm of 272,000 slots fills over a few
 short ticks instead of one long transaction."""
 JOBS_EVERY_S = 0.1
-SHARED_QUEUE_TILE_S = 0.25
-"""Tiles measured at most this long may queue on cores shared by pools (the embedded farm's
-virtual pools; :meth:`Dispatcher._within_shared_cores`)."""
 WARM_WORKERS_MAX = 64
 """Workers warmed at start at most (a big cluster warms the rest with its first tiles)."""
 """New jobs are looked for this often: submitting answers at once, the farm starts within it."""
@@ -180,9 +178,12 @@ class Dispatcher:
         """Alive Ray node ids per pool: where a tile that failed on one node may go instead."""
         self._device_pools: set[str] = set()
         self._node_memory: dict[str, float] = {}
+        """Per pool, the most memory one of its Ray nodes offers (GiB)."""
         self._shared: tuple[frozenset[str], ...] = ()
         """Groups of pools that share nodes (the embedded farm's virtual pools)."""
-        """Per pool, the most memory one of its Ray nodes offers (GiB)."""
+        self._held_back = False
+        """The last plan's picks were all held back by the queue limits (:meth:`_within_queues`):
+        nothing changes that until an attempt ends, a command, new work or new terms come."""
         self._last_job_id = 0
         self._commands: list[control.Command] = []
         self._warming: list[Any] = []
@@ -417,7 +418,10 @@ class Dispatcher:
         with self.db.session() as session:
             if terms_due:
                 self._at["terms"] = now
-                self._terms = read_terms(session)
+                terms = read_terms(session)
+                if terms != self._terms:
+                    self._terms = terms
+                    self._held_back = False  # pools or quotas changed: plan again
                 self._read_job_terms(session)
             if jobs_due:
                 self._at["jobs"] = now
@@ -430,13 +434,17 @@ class Dispatcher:
                 )
                 if new:
                     self._load(session, new)
+                    self._held_back = False
                 self._commands = control.read_commands(session)
             if usage_due:
                 self._saved_usage_at = now
                 save_usage(session, self._usage, self._owed, datetime.now(UTC))
 
     def _read_capacity(self) -> None:
-        self._capacity = pool_capacity()
+        capacity = pool_capacity()
+        if capacity != self._capacity:
+            self._held_back = False  # nodes came or went: plan again
+        self._capacity = capacity
         view = pool_view()
         self._nodes = view.nodes
         self._device_pools = set(view.devices)
@@ -648,77 +656,45 @@ class Dispatcher:
             )
         return states
 
-    def _within_shared_cores(self, decisions: list[Decision]) -> list[Decision]:
-        """Pools on the same cores (the embedded farm's virtual pools): what waits in Ray's
-        queue for one waits behind the others' too (Ray runs what it was given first). The
-        planner's picks, each one feasible under fair share, ceilings and licences, are kept
-        earliest frame and deepest layer first (a frame's render and assembly before the next
-        frames' sims) up to the free cores; the rest stay ready for the next tick.
+    def _within_queues(self, decisions: list[Decision]) -> list[Decision]:
+        """The planner's picks that fit the queues kept in Ray: shared cores, then each layer's.
 
-        While only one pool of the group has work at all, its own target and queue apply (a
-        session's next tile waits on its actor). Otherwise only short tiles queue (a layer
-        measured at most :data:`SHARED_QUEUE_TILE_S` a tile): while one pool of the group is at
-        work, as its own target allows (thousands of noop tiles in batches); while two or more
-        are, ``queue_s`` of their work, at most one per core, so a core does not idle through
-        a dispatcher round trip between two 40 ms render tiles (a demo frame's 16 tiles took
-        1 s for 0.35 s of work). A long tile, or one not measured yet, never queues: a sim sent
-        to Ray's queue while only the sims were at work took the core that frame 1's render
-        tiles needed next (the first frame came later)."""
+        When none does, :meth:`_has_room` says so until the next tick with a result, command or
+        new work: a tick that plans and sends nothing every ``poll_s`` cost the embedded farm's
+        2 cores a database transaction and a plan each time."""
+        return self._within_layer_queues(self._within_shared_cores(decisions))
+
+    def _within_shared_cores(self, decisions: list[Decision]) -> list[Decision]:
+        """Pools on the same cores (the embedded farm's virtual pools) share one short queue in
+        Ray, given to the earliest frame's deepest layer first (``dispatch.shared``)."""
         if not self._shared or not decisions:
             return decisions
         in_flight: Counter[str] = Counter()
         for (_, pool), n in self._running.items():
             in_flight[pool] += n
-        room: dict[str, list[int]] = {}
-        """Pool -> [free cores, tiles queued beyond them, cores, pools at work], per group."""
-        picked = {d.pool for d in decisions}
-        coming = {  # pools that unfinished layers run on first, their waiting frames included
+        coming = {
             layer.pools[0]
             for layer in self._layers.values()
             if layer.pools and layer.state not in TERMINAL
         }
-        for pools in self._shared:
-            if len({p for p in pools if in_flight[p] > 0} | ((picked | coming) & pools)) <= 1:
-                continue  # one pool has work at all: its own target and queue apply
-            target = max((int(self._capacity.get(p, 0)) for p in pools), default=0)
-            busy = sum(in_flight[p] for p in pools)
-            working = len({p for p in pools if in_flight[p] > 0} | (picked & pools))
-            left = [max(0, target - busy), max(0, busy - target), target, working]
-            for pool in pools:
-                room[pool] = left  # one counter shared by the group's pools
-        order = sorted(
-            range(len(decisions)),
-            key=lambda i: self._depth_key(decisions[i]),
-        )
-        kept: set[int] = set()
-        stopped: set[int] = set()
-        for i in order:
-            decision = decisions[i]
-            counter = room.get(decision.pool)
-            if counter is None:
-                kept.add(i)
-                continue
-            if id(counter) in stopped:
-                continue  # nothing later jumps ahead of a bigger tile that waits
-            layer = self._layers[decision.layer_id]
-            need = slots(layer.requirements)
-            queue = self._shared_queue(layer, counter[2])
-            if counter[0] >= need:
-                counter[0] -= need
-                kept.add(i)
-            elif counter[0] == 0 and queue and (counter[3] <= 1 or counter[1] < queue):
-                counter[1] += 1  # a short tile waits in Ray's queue for the next free core
-                kept.add(i)
-            else:
-                stopped.add(id(counter))
-        return [d for i, d in enumerate(decisions) if i in kept]
 
-    def _shared_queue(self, layer: LayerBook, cores: int) -> int:
-        """Tiles of ``layer`` that may wait in Ray's queue of cores shared by pools: ``queue_s``
-        of its work, at most one per core; none for a layer not measured short."""
-        if not 0 < layer.tile_s <= SHARED_QUEUE_TILE_S or self.queue_s <= 0:
-            return 0
-        return min(cores, math.ceil(cores * self.queue_s / layer.tile_s))
+        def layer_of(decision: Decision) -> LayerShape:
+            layer = self._layers[decision.layer_id]
+            return LayerShape(
+                slots=slots(layer.requirements),
+                tile_s=layer.tile_s,
+                depth=self._depth_key(decision),
+            )
+
+        return within_shared_cores(
+            decisions,
+            groups=self._shared,
+            cores=self._capacity,
+            in_flight=in_flight,
+            coming=coming,
+            layer_of=layer_of,
+            queue_s=self.queue_s,
+        )
 
     def _within_layer_queues(self, decisions: list[Decision]) -> list[Decision]:
         """Only layers whose tiles go in batches get a pool's queue sized for batches; any
@@ -810,6 +786,8 @@ class Dispatcher:
     def _has_room(self) -> bool:
         """Is there ready work and a free slot on a pool it fits? (Preemption is planned at the
         latest with the once-a-second reasons, so a rush job waits at most that long.)"""
+        if self._held_back:
+            return False  # the next tick comes with a result (or the reasons' second)
         free = {name for name, pool in self._pool_states().items() if pool.free > 0}
         return any(
             layer.ready and not layer.job.paused and not free.isdisjoint(layer.pools)
@@ -826,6 +804,7 @@ class Dispatcher:
         works = self._works()
         now = time.monotonic()
         reasons_due = self._reasons_due(now)
+        self._held_back = False
         if not works:  # everyone runs all they asked for: each is owed what it runs
             self._entitled = {key: float(n) for key, n in self._running.items() if n > 0}
             if reasons_due:
@@ -844,9 +823,9 @@ class Dispatcher:
             self._reasons_at = now
             self._write_reasons(session, result.waiting)
         submissions: list[tuple[InFlight, TileTask]] = []
-        for decision in self._within_layer_queues(
-            self._within_shared_cores(list(result.decisions))
-        ):
+        decisions = self._within_queues(list(result.decisions))
+        self._held_back = bool(result.decisions) and not decisions
+        for decision in decisions:
             layer = self._layers[decision.layer_id]
             (key,) = layer.ready.take(1)
             tile = self._tiles[key[3]]

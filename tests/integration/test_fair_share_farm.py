@@ -370,3 +370,42 @@ def test_a_two_core_tile_runs_where_pools_share_cores(farm: Farm) -> None:
     other = noop_job(db, who, cols=6, hold_s=0.05, pool="h100")
     Dispatcher(db, store, out).run_until_done([job_id, other], timeout_s=60)
     assert job_row(db, job_id).state == "done" and job_row(db, other).state == "done"
+
+
+def test_picks_held_back_on_shared_cores_do_not_replan_every_poll(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While long tiles hold the shared cores, another pool's ready tiles are picked and held
+    back; the dispatcher then plans again when an attempt ends (or once a second), not every
+    ``poll_s``: each empty round was a database transaction and a plan on the 2 cores the tiles
+    run on. The held-back tiles still run once the cores free up."""
+    import scheduler.dispatch.dispatcher as dispatcher_module
+
+    db, store, out = farm
+    who = make_studio(db, "nimble")
+    dispatcher = Dispatcher(db, store, out)
+    holding = noop_job(db, who, cols=2, hold_s=3.0)
+    tick_until(dispatcher, lambda: running_count(db, holding) == 2)
+    waiting = noop_job(db, who, cols=4, hold_s=0.01, pool="h100")
+    tick_until(dispatcher, lambda: dispatcher._held_back, timeout_s=10)
+    assert running_count(db, waiting) == 0
+
+    plans = 0
+    real_plan = dispatcher_module.plan
+
+    def counting_plan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal plans
+        plans += 1
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "plan", counting_plan)
+    rounds = 0
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until and running_count(db, holding) == 2:
+        if not dispatcher.tick():
+            time.sleep(dispatcher.poll_s)
+        rounds += 1
+    assert rounds >= 5, rounds  # the loop went round while the cores were held
+    assert plans <= 2, f"planned {plans} times in {rounds} rounds with nothing to send"
+    dispatcher.run_until_done([holding, waiting], timeout_s=60)
+    assert job_row(db, holding).state == "done" and job_row(db, waiting).state == "done"
