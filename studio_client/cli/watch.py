@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -52,6 +53,11 @@ class LiveJob:
                 frame.state = TileState.WAITING
                 frame.tiles = []
                 self._frames[layer.name, frame.number] = frame
+        needed = {name for layer in self.job.layers for name in layer.depends_on}
+        self._outputs = {layer.name for layer in self.job.layers} - needed
+        """The layers nothing depends on: their frames are what the studio waits for."""
+        self.first_frame_at: datetime | None = None
+        """When the first frame of an output layer was done (its event's time)."""
         self.recount()
 
     def apply(self, event: schemas.EventOut) -> None:
@@ -68,6 +74,8 @@ class LiveJob:
             for _frame_id, layer, number, state in payload["frames"]:
                 if layer in self._layers:
                     self._frame(layer, number).state = TileState(state)
+                    if state == TileState.DONE and layer in self._outputs:
+                        self.first_frame_at = self.first_frame_at or event.created_at
         elif event.kind == "layers":
             for _layer_id, layer, state in payload["layers"]:
                 if layer in self._layers:
@@ -80,6 +88,16 @@ class LiveJob:
             self.job.priority = int(payload["priority"])
         elif event.kind == "job_rush":
             self.job.rush = bool(payload["rush"])
+
+    def timing(self, finished: schemas.JobOut) -> str | None:
+        """When the first frame and the whole job were done, counted from the submit: an
+        artist looks at the first frame long before the job ends."""
+        if self.first_frame_at is None or finished.finished_at is None:
+            return None
+        first = (self.first_frame_at - finished.created_at).total_seconds()
+        whole = (finished.finished_at - finished.created_at).total_seconds()
+        share = f" ({first / whole:.0%} of it)" if whole > 0 else ""
+        return f"first frame done {first:.1f} s after the submit{share}; the job {whole:.1f} s"
 
     def recount(self) -> None:
         """Each frame's and layer's tile counts from its tiles (the views show them)."""
@@ -153,6 +171,8 @@ def follow_job(client: Client, job_id: int) -> schemas.JobOut:
         live.update(live_job.view())
     if not console.is_terminal:  # Live ends its last picture with a newline on terminals only
         console.line()
+    if finished.state == TileState.DONE and (timing := live_job.timing(finished)):
+        console.print(timing)
     return finished
 
 

@@ -223,6 +223,19 @@ def test_every_change_arrives_once_in_order_across_a_reconnect(
             assert [(t.index, t.rect, t.state) for t in ours.tiles] == [
                 (t.index, t.rect, t.state) for t in theirs.tiles
             ]
+    # The first frame of a layer nothing depends on, as the events tell it.
+    needed = {name for layer in detail.layers for name in layer.depends_on}
+    outputs = {layer.name for layer in detail.layers} - needed
+    assert outputs and outputs != {"a", "b"}  # one layer waits on the other
+    first = next(
+        e.created_at
+        for e in whole
+        if e.kind == "frames"
+        and any(layer in outputs and state == "done" for _, layer, _, state in e.payload["frames"])
+    )
+    assert live.first_frame_at == first
+    timing = live.timing(detail)
+    assert timing is not None and timing.startswith("first frame done ")
 
 
 @pytest.mark.slow
@@ -252,6 +265,7 @@ def test_farm_watch_draws_the_grid_and_exits_0_when_done_1_when_cancelled(
     assert "tiles of a (live)" in printed and "tiles of b (live)" in printed
     assert printed.count("■") >= 8  # every tile of the last frame drawn
     assert "4/4" in printed  # tiles done of each layer
+    assert "first frame done " in printed and "s after the submit" in printed
 
     assert main(["watch", str(cancelled)]) == 1
     assert f"job {cancelled} cancelled" in capsys.readouterr().out
