@@ -232,7 +232,8 @@ def _centre(
     xc = dx * params[3] + dy * params[4] + dz * params[5]
     yc = dx * params[6] + dy * params[7] + dz * params[8]
     f = params[12]
-    iz = 1.0 / zc
+    # A particle on the camera's plane (depth 0) is culled (depth < near); it must not raise.
+    iz = 1.0 / zc if zc != 0.0 else 0.0
     return dx, dy, dz, zc, params[13] + f * xc * iz, params[14] - f * yc * iz, f * radius[i] * iz
 
 

@@ -450,6 +450,28 @@ def test_near_and_far_planes_drop_particles() -> None:
     assert img["id"][4, 4] == 2 and img["Z"][4, 4] == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_a_particle_on_the_cameras_plane_is_culled_not_a_crash(backend: str) -> None:
+    """Depth exactly 0 (a sim's particle passing through the camera) once raised
+    ZeroDivisionError in the compiled kernels, failing the tile with a stack trace."""
+    kept = at_pixels(np.array([4.5]), np.array([4.5]), np.array([3.0]), np.array([2.0]),
+                     width=9, height=9)  # fmt: skip
+    on_plane = np.array([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0]], np.float32)  # at and beside it
+    pf = dataclasses.replace(
+        kept,
+        position=np.concatenate([kept.position, on_plane]),
+        velocity=np.zeros((3, 3), np.float32),
+        radius=np.full(3, kept.radius[0], np.float32),
+        colour=np.repeat(kept.colour, 3, axis=0),
+        id=np.arange(3, dtype=np.uint32),
+    )
+    img = render_frame(pf, CAM, width=9, height=9, backend=backend)
+    assert_same(img, render_frame(kept, CAM, width=9, height=9, backend=backend))
+    rects = even_grid(9, 9, 3, 3)
+    tiles = render_tiles(pf, CAM, width=9, height=9, rects=rects, backend=backend)
+    assert_same(assemble(tiles, rects, 9, 9), img)
+
+
 def test_bad_input_raises_invalid_spec_and_never_crashes() -> None:
     pf = random_frame(1, 10, 8, 8)
     short = ParticleFrame(1, pf.position[:5], pf.velocity, pf.radius, pf.colour, pf.id)
