@@ -161,6 +161,9 @@ def _validate_ids(pf: ParticleFrame) -> None:
         raise _bad(pf, "id", f"id[{i}] is 0xFFFFFFFF, which is reserved; ids must be < 2**32 - 1")
     if pf.count < 2:
         return
+    # Ids are usually 0..N-1 (any order): counting them is O(N), a sort is not.
+    if int(pf.id.max()) < 4 * pf.count + 1024 and int(np.bincount(pf.id).max()) <= 1:
+        return
     order = np.argsort(pf.id, kind="stable")
     dup = pf.id[order[1:]] == pf.id[order[:-1]]
     if dup.any():
@@ -180,16 +183,31 @@ def _validate_chunks(pf: ParticleFrame) -> None:
 
 
 def _morton_codes(position: np.ndarray) -> np.ndarray:
-    """30-bit Morton (Z-order) codes of positions quantised to 1024 steps per axis."""
+    """30-bit Morton (Z-order) codes of positions quantised to 1024 steps per axis (uint32)."""
     pos = np.nan_to_num(position.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo = pos.min(axis=0)
     span = np.maximum(pos.max(axis=0) - lo, 1e-30)
-    q = np.clip(((pos - lo) / span * 1023.0).astype(np.int64), 0, 1023).astype(np.uint64)
-    code = np.zeros(pos.shape[0], dtype=np.uint64)
-    for bit in range(10):
-        for axis in range(3):
-            code |= ((q[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
-    return code
+    q = np.clip(((pos - lo) / span * 1023.0).astype(np.int64), 0, 1023)
+    return _spread3(q[:, 0]) | (_spread3(q[:, 1]) << 1) | (_spread3(q[:, 2]) << 2)
+
+
+def _spread3(v: np.ndarray) -> np.ndarray:
+    """10-bit values with two zero bits after each bit (``b9..b0`` -> ``b9 0 0 ... b0``): four
+    shift-and-mask steps instead of a loop over the 30 bits (a frame's codes 0.55 -> 0.32 s)."""
+    v = v.astype(np.uint32)
+    v = (v | (v << 16)) & np.uint32(0x030000FF)
+    v = (v | (v << 8)) & np.uint32(0x0300F00F)
+    v = (v | (v << 4)) & np.uint32(0x030C30C3)
+    return (v | (v << 2)) & np.uint32(0x09249249)
+
+
+def _stable_order(code: np.ndarray) -> np.ndarray:
+    """``np.argsort(code, kind="stable")`` of 30-bit codes, as two 15-bit radix passes: NumPy
+    sorts 16-bit keys by radix, and a stable pass on the high half after one on the low half
+    gives the same order as one stable sort of the whole key (2M codes: 0.25 -> 0.09 s)."""
+    first = np.argsort((code & np.uint32(0x7FFF)).astype(np.uint16), kind="stable")
+    second = np.argsort((code[first] >> 15).astype(np.uint16), kind="stable")
+    return first[second]
 
 
 def chunk_index(position: np.ndarray, radius: np.ndarray, chunk_size: int) -> ChunkIndex:
@@ -223,18 +241,25 @@ def prepare_frame(pf: ParticleFrame, chunk_size: int = 4096) -> ParticleFrame:
         raise InvalidSpec(f"chunk_size must be > 0, got {chunk_size}", field="chunk_size")
     if pf.count == 0:
         return replace(pf, chunks=chunk_index(pf.position, pf.radius, chunk_size))
-    order = np.argsort(_morton_codes(pf.position), kind="stable")
-    position = np.ascontiguousarray(pf.position[order])
-    radius = np.ascontiguousarray(pf.radius[order])
+    order = _stable_order(_morton_codes(pf.position))
+    position = _gather(pf.position, order)
+    radius = _gather(pf.radius, order)
     return replace(
         pf,
         position=position,
-        velocity=np.ascontiguousarray(pf.velocity[order]),
+        velocity=_gather(pf.velocity, order),
         radius=radius,
-        colour=np.ascontiguousarray(pf.colour[order]),
-        id=np.ascontiguousarray(pf.id[order]),
+        colour=_gather(pf.colour, order),
+        id=_gather(pf.id, order),
         chunks=chunk_index(position, radius, chunk_size),
     )
+
+
+def _gather(arr: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``arr[order]`` as a plain array: ``np.take`` along rows, since fancy indexing of an
+    (N, 3) array gathered 3-6x slower; ``asarray`` so a memory-mapped input does not make a
+    ``np.memmap`` without a file."""
+    return np.take(np.asarray(arr), order, axis=0)
 
 
 def _pad(f: BinaryIO) -> int:

@@ -153,6 +153,67 @@ def test_prepare_frame_keeps_particles_and_bounds_chunks() -> None:
         assert pp.radius[sl].max() == pp.chunks.max_radius[c]
 
 
+def _morton_reference(position: np.ndarray) -> np.ndarray:
+    """The codes bit by bit, as prepare_frame first computed them (30 shifts per particle)."""
+    pos = np.nan_to_num(position.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo = pos.min(axis=0)
+    span = np.maximum(pos.max(axis=0) - lo, 1e-30)
+    q = np.clip(((pos - lo) / span * 1023.0).astype(np.int64), 0, 1023).astype(np.uint64)
+    code = np.zeros(pos.shape[0], dtype=np.uint64)
+    for bit in range(10):
+        for axis in range(3):
+            code |= ((q[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
+    return code
+
+
+def test_prepare_frame_orders_along_the_morton_curve_stably() -> None:
+    """The fast codes and the two-pass radix order give exactly the bit-by-bit codes' stable
+    sort: ties (particles in one cell) keep their input order."""
+    from farm.particles.cache import _morton_codes, _stable_order
+
+    rng = np.random.default_rng(11)
+    position = rng.normal(0, 5, (20_000, 3)).astype(np.float32)
+    position[::7] = position[3]  # many particles in one cell
+    position[5, 0] = np.nan  # tolerated here (validation names it elsewhere)
+    position[6, 1] = -np.inf
+    reference = _morton_reference(position)
+    assert np.array_equal(_morton_codes(position), reference)
+    assert np.array_equal(
+        _stable_order(_morton_codes(position)), np.argsort(reference, kind="stable")
+    )
+    pf = replace(small(20_000), position=np.nan_to_num(position, nan=0.0, neginf=0.0))
+    order = np.argsort(_morton_reference(pf.position), kind="stable")
+    prepared = prepare_frame(pf)
+    for name in ("position", "velocity", "radius", "colour", "id"):
+        got = getattr(prepared, name)
+        assert type(got) is np.ndarray and got.flags.c_contiguous, name
+        assert np.array_equal(got, getattr(pf, name)[order]), name
+
+
+@pytest.mark.parametrize("biggest", [10, 2**31])
+def test_a_repeated_id_is_found_whatever_the_ids_range(biggest: int) -> None:
+    """Ids up to a few times the count are counted, larger ones sorted: both name the later
+    of the two rows."""
+    pf = small(1000)
+    ids = pf.id.copy()
+    ids[0] = biggest + 1000
+    ids[700] = ids[0]
+    with pytest.raises(InvalidSpec, match=r"id\[700\] = .* repeats an earlier id"):
+        validate_frame(replace(pf, id=ids))
+    ids[700] = biggest + 1001
+    validate_frame(replace(pf, id=ids))
+
+
+def test_prepare_frame_of_a_memory_mapped_frame_gives_plain_arrays(tmp_path: Path) -> None:
+    write_cache(tmp_path / "a.dpc", [small(500)])
+    mapped = read_cache(tmp_path / "a.dpc").frame(3)
+    prepared = prepare_frame(mapped)
+    assert all(
+        type(getattr(prepared, name)) is np.ndarray
+        for name in ("position", "velocity", "radius", "colour", "id")
+    )
+
+
 def test_sea_monster_is_valid_and_simulation_is_closed_form() -> None:
     seed = sea_monster(20_000, seed=1)
     validate_frame(seed)
