@@ -79,9 +79,10 @@ def within_shared_cores(
         return decisions
     picked = {d.pool for d in decisions}
     at_work = {pool for pool, n in in_flight.items() if n > 0}
+    with_work = at_work | picked | set(coming)
     group_of: dict[str, _Group] = {}
     for pools in groups:
-        if len((at_work | picked | set(coming)) & pools) <= 1:
+        if len(with_work & pools) <= 1:
             continue
         total = max((int(cores.get(p, 0)) for p in pools), default=0)
         busy = sum(in_flight.get(p, 0) for p in pools)
@@ -102,17 +103,16 @@ def within_shared_cores(
             continue
         if shared.stopped:
             continue
-        group = shared
         shape = shapes[i]
-        queue = shared_queue(shape.tile_s, group.cores, queue_s)
-        if group.free >= shape.slots:
-            group.free -= shape.slots
+        queue = shared_queue(shape.tile_s, shared.cores, queue_s)
+        if shared.free >= shape.slots:
+            shared.free -= shape.slots
             kept.add(i)
-        elif group.free == 0 and queue and (group.working <= 1 or group.queued < queue):
-            group.queued += 1  # a short tile waits in Ray's queue for the next free core
+        elif shared.free == 0 and queue and (shared.working <= 1 or shared.queued < queue):
+            shared.queued += 1  # a short tile waits in Ray's queue for the next free core
             kept.add(i)
         else:
-            group.stopped = True
+            shared.stopped = True
     return [d for i, d in enumerate(decisions) if i in kept]
 
 
