@@ -131,13 +131,18 @@ def test_a_node_lost_mid_job_costs_no_attempt_and_loses_nothing(
     doomed = farm_cluster.add("cpu")
     farm_cluster.cluster.wait_for_nodes()
     doomed_id = doomed.node_id
-    job_id = noop_job(db, who, cols=8, hold_s=1.0, execution=execution)
+    # Tiles of 3 s: the one seen running on the doomed node must not end before the node
+    # dies (a worker outlives its raylet a little and replies straight to the driver: with
+    # 1 s tiles on a loaded CI machine a tile once finished there first).
+    job_id = noop_job(db, who, cols=6, hold_s=3.0, execution=execution)
     dispatcher = Dispatcher(db, store, out, max_attempts=1)
-
-    raylet = doomed.all_processes["raylet"][0].process.pid
-    tick_until(dispatcher, lambda: bool(_tile_workers(parent=raylet)), timeout_s=60)
-    farm_cluster.cluster.remove_node(doomed, allow_graceful=False)
-    dispatcher.run_until_done([job_id], timeout_s=180)
+    try:
+        raylet = doomed.all_processes["raylet"][0].process.pid
+        tick_until(dispatcher, lambda: bool(_tile_workers(parent=raylet)), timeout_s=60)
+        farm_cluster.cluster.remove_node(doomed, allow_graceful=False)
+        dispatcher.run_until_done([job_id], timeout_s=180)
+    finally:
+        dispatcher.stop()  # its sessions hand their slots back even when the test fails
 
     assert job_row(db, job_id).state == "done", [t.reason for t in job_tiles(db, job_id)]
     tiles = job_tiles(db, job_id)
