@@ -297,8 +297,8 @@ class Dispatcher:
         left each finished tile uncollected for half of it on average, with its core idle
         when nothing else was queued (on the embedded farm's shared cores, where no long tile
         queues, a 4x4 frame of 40 ms tiles ran at half speed)."""
-        refs = [ref for ref in self._in_flight if not isinstance(ref, _Refused)]
-        if not refs or len(refs) != len(self._in_flight):
+        refused, refs = self._split_in_flight()
+        if refused or not refs:  # refused attempts are applied at once by the next tick
             self._stop.wait(self.poll_s)
             return
         import ray
@@ -1082,14 +1082,25 @@ class Dispatcher:
         update_rows(connection, JOBS, messages)
 
     # ------------------------------------------------------------------ collecting results
+    def _split_in_flight(self) -> tuple[list[tuple[Any, InFlight]], list[Any]]:
+        """The attempts Ray refused when they were sent (each with its flight), and the refs
+        of those Ray holds, which it can be asked to wait on."""
+        refused: list[tuple[Any, InFlight]] = []
+        refs: list[Any] = []
+        for ref, flight in self._in_flight.items():
+            if isinstance(ref, _Refused):
+                refused.append((ref, flight))
+            else:
+                refs.append(ref)
+        return refused, refs
+
     def _gather(self, *, timeout_s: float) -> list[tuple[Any, InFlight]]:
         """The attempts that finished (waiting up to ``timeout_s`` for the first one)."""
         if not self._in_flight:
             return []
         import ray
 
-        refused = [(ref, f) for ref, f in self._in_flight.items() if isinstance(ref, _Refused)]
-        refs = [ref for ref in self._in_flight if not isinstance(ref, _Refused)]
+        refused, refs = self._split_in_flight()
         if not refs:
             return refused
         # Wait for a third of what is in flight (or the timeout): results then come in
