@@ -120,7 +120,7 @@ def main() -> None:
     arrs = _arrays(pf)
     params = cam.projection_params(width, height)
     region = (0, 0, width, height)
-    starts, ends = _chunk_ranges(pf, params, region)
+    starts, ends, _ = _chunk_ranges(pf, params, region)
     t = time.perf_counter()
     dev = _cuda_kernels.upload(arrs)
     cuda.synchronize()

@@ -33,8 +33,8 @@ ROW = BIN + 8
 """Floats from one row of a bin's raster buffer to the next (see :func:`raster`)."""
 NREC = 16
 """Record fields (float32 unless said): sx, sy, r_e, 1/r_e², depth, R, G, B, amplitude,
-velocity x, velocity y, id + 1 (uint32), then the record's bins x0, y0, x1, y1 (int32, relative
-to the region's first bin): 64 bytes, one cache line per record (``render._records`` aligns
+velocity x, velocity y, id + 1 (uint32), then the footprint's pixels in the region, x0, y0,
+x1, y1 (int32, inclusive, global): 64 bytes, one cache line per record (``render._records`` aligns
 them)."""
 MODEL_DIGEST = "d75fe0bd667af314a3950aaceabc8b5c69ee8ae6242c59b84da9c5fe21bdf719"
 """SHA-256 of ``_model.py``. numba's on-disk cache notices changes to this file only, not to the
@@ -257,6 +257,7 @@ def cull(
     colour: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
+    inside: np.ndarray,
     params: np.ndarray,
     rx0: int,
     ry0: int,
@@ -268,11 +269,25 @@ def cull(
     """The particles of ranges ``[starts[c], ends[c])`` drawn in the region (:func:`_drawn`),
     as runs of consecutive indices written to ``run_starts`` / ``run_ends`` (room for
     ``ceil(L / 2)`` runs per range of ``L``: a culled particle separates two runs). Returns
-    ``(runs, particles)``, so a tile makes records for its own particles only."""
+    ``(runs, particles)``, so a tile makes records for its own particles only. A range flagged
+    ``inside`` (``render._chunk_ranges``: every footprint surely touches the region, every
+    depth is in range) is culled by opacity alone, without projecting its particles."""
     runs = 0
     m = 0
     for c in range(starts.size):
         open_run = False
+        if inside[c]:
+            for i in range(starts[c], ends[c]):
+                if colour[i, 3] > 0:
+                    if not open_run:
+                        run_starts[runs] = i
+                        runs += 1
+                        open_run = True
+                    run_ends[runs - 1] = i + 1
+                    m += 1
+                else:
+                    open_run = False
+            continue
         for i in range(starts[c], ends[c]):
             _, _, _, zc, s_x, s_y, rp = _centre(position, radius, i, params)
             _, re2 = _model.footprint(rp)
@@ -396,10 +411,10 @@ def project(
             by_lo = ly // BIN - gby0
             bx_hi = hx // BIN - gbx0
             by_hi = hy // BIN - gby0
-            ints[k, 12] = bx_lo
-            ints[k, 13] = by_lo
-            ints[k, 14] = bx_hi
-            ints[k, 15] = by_hi
+            ints[k, 12] = lx
+            ints[k, 13] = ly
+            ints[k, 14] = hx
+            ints[k, 15] = hy
             for by in range(by_lo, by_hi + 1):
                 for bx in range(bx_lo, bx_hi + 1):
                     counts[by * nbx + bx + 1] += 1
@@ -408,44 +423,56 @@ def project(
 
 
 @njit(cache=True, fastmath=False)
-def fill_bins(rec: np.ndarray, offsets: np.ndarray, nbx: int, entries: np.ndarray) -> None:
+def fill_bins(
+    rec: np.ndarray,
+    offsets: np.ndarray,
+    gbx0: int,
+    gby0: int,
+    nbx: int,
+    entries: np.ndarray,
+    keys: np.ndarray,
+) -> None:
     """Bin once: append each record's number to every bin its box touches, reading the records
     in memory (Morton) order. Bin ``b`` (row-major, ``nbx`` a row) owns
     ``entries[offsets[b]:offsets[b + 1]]`` (``offsets``: the prefix sum of :func:`project`'s
-    counts), in record order until :func:`sort_bins` orders them.
+    counts), in record order until :func:`sort_bins` orders them; ``keys`` (uint32, the same
+    length) gets each entry's depth bits beside it.
 
     Bins hold record numbers, not copies: 4 bytes written per (record, bin) instead of 64, and a
     bin's records come from a few runs of the Morton-ordered records, so the raster's reads
-    through them stay in cache.
+    through them stay in cache. The depth keys are copied here, while the record is in cache,
+    so the sort reads them in sequence instead of one record's cache line per entry.
     """
     fill = offsets[:-1].copy()
     ints = rec.view(np.int32)
+    bits = rec.view(np.uint32)
     for s in range(rec.shape[0]):
-        bx_lo = ints[s, 12]
-        bx_hi = ints[s, 14]
-        for by in range(ints[s, 13], ints[s, 15] + 1):
+        bx_lo = ints[s, 12] // BIN - gbx0
+        bx_hi = ints[s, 14] // BIN - gbx0
+        key = bits[s, 4]
+        for by in range(ints[s, 13] // BIN - gby0, ints[s, 15] // BIN - gby0 + 1):
             for bx in range(bx_lo, bx_hi + 1):
                 b = by * nbx + bx
                 entries[fill[b]] = s
+                keys[fill[b]] = key
                 fill[b] += 1
 
 
 @njit(cache=True, fastmath=False)
-def sort_bins(rec: np.ndarray, entries: np.ndarray, offsets: np.ndarray) -> None:
+def sort_bins(rec: np.ndarray, entries: np.ndarray, keys: np.ndarray, offsets: np.ndarray) -> None:
     """Order every bin's records by (depth, particle id): the one global blending order, kept
     per bin, since a pixel only ever sees its own bin.
 
     Per bin, an LSD radix sort on the float32 depth bits (positive floats sort like their bit
-    patterns), 8 bits a pass, skipping a pass whose digit is the same for the whole bin (the
-    high bits, for a bin's particles lie at similar depths), then an insertion sort by id inside
-    each run of equal depth (ties are rare). A bin's keys and slots fit in L1/L2; the records
-    behind them are visited in Morton order.
+    patterns; ``keys``, from :func:`fill_bins`), 8 bits a pass, skipping a pass whose digit is
+    the same for the whole bin (the high bits, for a bin's particles lie at similar depths),
+    then an insertion sort by id inside each run of equal depth (ties are rare). A bin's keys
+    and slots fit in L1/L2. ``keys`` is left in an unspecified order.
     """
     bits = rec.view(np.uint32)
     most = 0
     for b in range(offsets.size - 1):
         most = max(most, offsets[b + 1] - offsets[b])
-    ka = np.empty(most, np.uint32)
     kb = np.empty(most, np.uint32)
     sb = np.empty(most, np.int32)
     hist = np.zeros((4, 256), np.int64)
@@ -455,17 +482,17 @@ def sort_bins(rec: np.ndarray, entries: np.ndarray, offsets: np.ndarray) -> None
         if n < 2:
             continue
         sa = entries[o0 : o0 + n]
+        ka = keys[o0 : o0 + n]
         for q in range(4):
             for d in range(256):
                 hist[q, d] = 0
         for i in range(n):
-            k = bits[sa[i], 4]
-            ka[i] = k
+            k = ka[i]
             hist[0, k & 255] += 1
             hist[1, (k >> 8) & 255] += 1
             hist[2, (k >> 16) & 255] += 1
             hist[3, k >> 24] += 1
-        src_k, dst_k, src_s, dst_s = ka, kb, sa, sb
+        src_k, dst_k, src_s, dst_s = ka, kb[:n], sa, sb[:n]
         moved = 0
         for q in range(4):
             shift = 8 * q
@@ -487,7 +514,7 @@ def sort_bins(rec: np.ndarray, entries: np.ndarray, offsets: np.ndarray) -> None
             src_s, dst_s = dst_s, src_s
             moved += 1
         if moved % 2:
-            sa[:] = src_s[:n]
+            sa[:] = src_s
         i = 0
         while i < n:
             e = i + 1
@@ -536,6 +563,7 @@ def raster(
     acc = np.empty((5, BIN * ROW), np.float32)
     first = np.empty(BIN * ROW, np.int32)
     rec_id = rec.view(np.uint32)
+    ints = rec.view(np.int32)
     for by in range(max(oy0 // BIN, gby0), min((oy1 - 1) // BIN, gby0 + nby - 1) + 1):
         wy0 = max(by * BIN, oy0)
         wy1 = min(by * BIN + BIN, oy1)
@@ -561,7 +589,11 @@ def raster(
                 j = entries[e]
                 sx = rec[j, 0]
                 sy = rec[j, 1]
-                lx, ly, hx, hy = _bin_range(sx, sy, rec[j, 2], wx0, wy0, wx1, wy1)
+                # The footprint's pixels in the region (from :func:`project`), in the window.
+                lx = max(ints[j, 12], wx0)
+                ly = max(ints[j, 13], wy0)
+                hx = min(ints[j, 14], wx1 - 1)
+                hy = min(ints[j, 15], wy1 - 1)
                 inv = rec[j, 3]
                 cr = rec[j, 5]
                 cg = rec[j, 6]

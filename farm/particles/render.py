@@ -132,7 +132,9 @@ def _check_rect(rect: PixelRect, width: int, height: int) -> None:
         )
 
 
-ChunkHulls = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+ChunkHulls = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
 _HULLS: dict[bytes, ChunkHulls] = {}
 _HULLS_KEPT = 4
 """Frames whose chunk hulls a process keeps: the tiles of one frame, sent to the same worker
@@ -145,10 +147,12 @@ def _chunk_hulls(ch: ChunkIndex, params: np.ndarray) -> ChunkHulls:
     ``params`` (:meth:`Camera.projection_params`) holds the whole view: position, basis, focal
     length, image centre and clip range, so it is the cache key with the chunk bounds.
 
-    Returns ``(sx_min, sx_max, sy_min, sy_max, in_depth, unbounded)`` per chunk: the box of the
-    projected corners of the chunk's centre box grown by its largest radius, whether the chunk
-    may lie within ``[near, far]``, and whether its projection is unbounded (a corner behind or
-    near the camera, or not finite), which no screen box can describe.
+    Returns ``(sx_min, sx_max, sy_min, sy_max, in_depth, unbounded, within_depth)`` per chunk:
+    the box of the projected corners of the chunk's centre box grown by its largest radius,
+    whether the chunk may lie within ``[near, far]``, whether its projection is unbounded (a
+    corner behind or near the camera, or not finite), which no screen box can describe, and
+    whether every centre surely lies within ``[near, far]`` (with a relative slack of 1e-6, far
+    above float64 rounding) and the box is bounded.
     """
     key = b"".join(
         np.ascontiguousarray(a).tobytes()
@@ -177,6 +181,7 @@ def _chunk_hulls(ch: ChunkIndex, params: np.ndarray) -> ChunkHulls:
         sy = hh - f * (grown @ up) / gz
         unbounded = ~(gz.min(axis=1) > 0.5 * near) | ~np.isfinite(sx).all(axis=1)
         unbounded |= ~np.isfinite(sy).all(axis=1)
+        within_depth = (zc.min(axis=1) >= near + slack) & (zc.max(axis=1) <= far - slack)
         hulls = (
             sx.min(axis=1),
             sx.max(axis=1),
@@ -184,6 +189,7 @@ def _chunk_hulls(ch: ChunkIndex, params: np.ndarray) -> ChunkHulls:
             sy.max(axis=1),
             in_depth,
             unbounded,
+            within_depth & ~unbounded,
         )
     if len(_HULLS) >= _HULLS_KEPT:
         _HULLS.pop(next(iter(_HULLS)))
@@ -193,7 +199,7 @@ def _chunk_hulls(ch: ChunkIndex, params: np.ndarray) -> ChunkHulls:
 
 def _chunk_ranges(
     pf: ParticleFrame, params: np.ndarray, region: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index ranges of the chunks that may touch ``region`` (all particles without an index).
 
     Conservative: a chunk's centre box grown by its largest radius projects inside the convex hull
@@ -203,12 +209,17 @@ def _chunk_ranges(
     box 0.5 px more plus ``BOX_PAD_REL`` of its radius: the margin adds 2 px for those and for
     rounding, and ``2 * (BOX_PAD_REL - 1)`` of the chunk's screen extent, which bounds ``r``.
     The same bound as every other cull, so a tile takes every particle that reaches it.
+
+    Also returns, per range, whether its chunks lie wholly inside: every centre within the depth
+    range and its screen box at least a pixel inside the region, so every particle's footprint
+    touches the region and only its opacity decides whether it is drawn (``_kernels.cull`` then
+    skips its projection: a third of a whole frame's cull). Ranges are cut where that changes.
     """
     n = pf.count
     ch = pf.chunks
     if ch is None or ch.count == 0 or ch.chunk_size <= 0:
-        return np.array([0], np.int64), np.array([n], np.int64)
-    sx_min, sx_max, sy_min, sy_max, in_depth, unbounded = _chunk_hulls(ch, params)
+        return np.array([0], np.int64), np.array([n], np.int64), np.zeros(1, np.bool_)
+    sx_min, sx_max, sy_min, sy_max, in_depth, unbounded, within_depth = _chunk_hulls(ch, params)
     rx0, ry0, rx1, ry1 = region
     with np.errstate(all="ignore"):
         extent = np.maximum(sx_max - sx_min, sy_max - sy_min)
@@ -219,16 +230,24 @@ def _chunk_ranges(
             & (sy_max + m >= ry0)
             & (sy_min - m <= ry1 - 1)
         )
+        inside = (
+            within_depth
+            & (sx_min >= rx0 + 1.0)
+            & (sx_max <= rx1 - 1.0)
+            & (sy_min >= ry0 + 1.0)
+            & (sy_max <= ry1 - 1.0)
+        )
     keep = in_depth & (on_screen | unbounded)
     k = np.flatnonzero(keep)
     if k.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    run_start = np.flatnonzero(np.diff(k, prepend=-2) != 1)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    cut = (np.diff(k, prepend=-2) != 1) | (np.diff(inside[k], prepend=~inside[k[0]]) != 0)
+    run_start = np.flatnonzero(cut)
     run_end = np.append(run_start[1:], k.size) - 1
     cs = ch.chunk_size
     starts = np.minimum(k[run_start].astype(np.int64) * cs, n)
     ends = np.minimum((k[run_end].astype(np.int64) + 1) * cs, n)
-    return starts, ends
+    return starts, ends, inside[k[run_start]]
 
 
 Buffers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -282,7 +301,7 @@ def _records(rows: int, fields: int) -> np.ndarray:
 
 def _render_numba(
     arrs: dict[str, np.ndarray],
-    ranges: tuple[np.ndarray, np.ndarray],
+    ranges: tuple[np.ndarray, np.ndarray, np.ndarray],
     params: np.ndarray,
     region: tuple[int, int, int, int],
     rects: Sequence[PixelRect],
@@ -310,8 +329,10 @@ def _render_numba(
     del run_starts, run_ends
     np.cumsum(counts, out=counts)
     entries = np.empty(int(counts[-1]), np.int32)
-    nk.fill_bins(rec, counts, nbx, entries)
-    nk.sort_bins(rec, entries, counts)
+    keys = np.empty(int(counts[-1]), np.uint32)
+    nk.fill_bins(rec, counts, gbx0, gby0, nbx, entries, keys)
+    nk.sort_bins(rec, entries, keys, counts)
+    del keys
 
     def raster(rect: PixelRect, bufs: Buffers) -> None:
         nk.raster(rec, entries, counts, gbx0, gby0, nbx, nby, *rect.as_tuple(), *bufs)
@@ -321,7 +342,7 @@ def _render_numba(
 
 def _render_numpy(
     arrs: dict[str, np.ndarray],
-    ranges: tuple[np.ndarray, np.ndarray],
+    ranges: tuple[np.ndarray, np.ndarray, np.ndarray],
     params: np.ndarray,
     region: tuple[int, int, int, int],
     rects: Sequence[PixelRect],
@@ -336,7 +357,7 @@ def _render_numpy(
 
 def _render_cuda(
     arrs: dict[str, np.ndarray],
-    ranges: tuple[np.ndarray, np.ndarray],
+    ranges: tuple[np.ndarray, np.ndarray, np.ndarray],
     params: np.ndarray,
     region: tuple[int, int, int, int],
     rects: Sequence[PixelRect],

@@ -534,3 +534,48 @@ def test_a_refused_prefetch_costs_only_the_prefetch() -> None:
     assert _kernels.usable_prefetch(refused) is _kernels._no_prefetch
     assert _kernels.usable_prefetch() is _kernels._prefetch  # this machine's LLVM takes it
     _kernels._no_prefetch(np.zeros((2, 8), np.float32), 1)  # compiles, does nothing
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize(
+    ("near", "far", "region"),
+    [
+        (0.1, 1000.0, (0, 0, 320, 180)),  # the whole frame: most chunks lie wholly inside
+        (0.1, 1000.0, (40, 20, 300, 170)),  # a part of it: chunks cross its edges
+        (43.0, 46.0, (0, 0, 320, 180)),  # near and far planes cut through the scene
+    ],
+)
+def test_chunks_wholly_inside_the_region_cull_by_opacity_alone_with_the_same_result(
+    monster: ParticleFrame, near: float, far: float, region: tuple[int, int, int, int]
+) -> None:
+    """A chunk whose every particle lies inside the region and the depth range skips the
+    per-particle projection in the cull (``_chunk_ranges``' ``inside``); it must keep exactly
+    the particles the full per-particle rule keeps, transparent ones dropped."""
+    from farm.particles import _kernels
+    from farm.particles.render import _arrays, _chunk_ranges
+
+    colour = monster.colour.copy()
+    colour[::7, 3] = 0.0  # transparent particles inside wholly-inside chunks too
+    pf = dataclasses.replace(monster, colour=colour)
+    cam = monster_camera().model_copy(update={"near": near, "far": far})
+    params = cam.projection_params(320, 180)
+    starts, ends, inside = _chunk_ranges(pf, params, region)
+    arrs = _arrays(pf)
+    room = int((ends - starts).sum()) + starts.size + 1
+
+    def cull(flags: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+        rs, re_ = np.empty(room, np.int64), np.empty(room, np.int64)
+        runs, m = _kernels.cull(arrs["position"], arrs["radius"], arrs["colour"], starts, ends,
+                                flags, params, *region, rs, re_)  # fmt: skip
+        return runs, m, rs[:runs], re_[:runs]
+
+    fast, full = cull(inside), cull(np.zeros_like(inside))
+    assert fast[:2] == full[:2] and fast[1] > 0
+    assert np.array_equal(fast[2], full[2]) and np.array_equal(fast[3], full[3])
+    if region == (0, 0, 320, 180) and far > 100:
+        inside_n = int((ends - starts)[inside].sum())
+        assert inside_n > 0.3 * pf.count, "most of the whole frame's chunks should lie inside"
+    whole = render_frame(pf, cam, width=320, height=180)
+    assert_same(
+        whole, render_frame(dataclasses.replace(pf, chunks=None), cam, width=320, height=180)
+    )
