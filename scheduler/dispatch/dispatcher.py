@@ -422,6 +422,8 @@ class Dispatcher:
                 if terms != self._terms:
                     self._terms = terms
                     self._held_back = False  # pools or quotas changed: plan again
+                    for layer in self._layers.values():
+                        self._fit(layer)  # the pools a layer fits follow the pools declared
                 self._read_job_terms(session)
             if jobs_due:
                 self._at["jobs"] = now
@@ -475,8 +477,6 @@ class Dispatcher:
         for job_id, priority, rush in rows:
             job = self._jobs[job_id]
             job.priority, job.rush = priority, bool(rush)
-        for layer in self._layers.values():
-            self._fit(layer)
 
     def _load(self, session: Any, job_ids: list[int], *, new: bool = True) -> None:
         """Read jobs into the book: the new active ones (``new``), or one a command names."""

@@ -480,6 +480,41 @@ def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(
     assert not dispatcher._in_flight
 
 
+def test_a_pool_that_grows_while_the_farm_runs_is_fitted_on_the_next_terms_read(
+    farm: Farm, tmp_path: Path
+) -> None:
+    """Layers are fitted to the declared pools again when the pools change (and only then: the
+    dispatcher once refitted every active layer twice a second)."""
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
+    with db.session() as session:
+        session.add(
+            m.Pool(
+                name="quantum",
+                accelerator="none",
+                price_per_node_hour=1.0,
+                cpus_per_node=1,
+                currency="USD",
+            )
+        )
+        session.flush()
+        render = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
+        render.pool = "quantum"
+        render.requirements = {**render.requirements, "cores": 4}  # more than a quantum node has
+    dispatcher = Dispatcher(db, store, out)
+
+    def message() -> str:
+        with db.session() as session:
+            return session.get_one(m.Job, job_id).message
+
+    tick_until(dispatcher, lambda: "pool quantum has 1 cores per node" in message())
+    with db.session() as session:
+        session.get_one(m.Pool, "quantum").cpus_per_node = 8
+    tick_until(dispatcher, lambda: "no Ray node offers resource 'pool:quantum'" in message())
+    render_layer = next(layer for layer in dispatcher._layers.values() if layer.name == "render")
+    assert render_layer.pools and not render_layer.unfit
+
+
 def test_a_failed_first_frame_does_not_hold_an_adaptive_layer_forever(
     farm: Farm, tmp_path: Path
 ) -> None:
