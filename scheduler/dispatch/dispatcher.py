@@ -182,8 +182,9 @@ class Dispatcher:
         self._shared: tuple[frozenset[str], ...] = ()
         """Groups of pools that share nodes (the embedded farm's virtual pools)."""
         self._held_back = False
-        """The last plan's picks were all held back by the queue limits (:meth:`_within_queues`):
-        nothing changes that until an attempt ends, a command, new work or new terms come."""
+        """The last plan sent nothing: the planner picked nothing (ceilings, licences, fair share)
+        or the queue limits (:meth:`_within_queues`) held back all it picked. Nothing changes
+        that until an attempt ends, a command, new work, new terms or new capacity come."""
         self._last_job_id = 0
         self._commands: list[control.Command] = []
         self._warming: list[Any] = []
@@ -824,7 +825,10 @@ class Dispatcher:
             self._write_reasons(session, result.waiting)
         submissions: list[tuple[InFlight, TileTask]] = []
         decisions = self._within_queues(list(result.decisions))
-        self._held_back = bool(result.decisions) and not decisions
+        # Nothing to send, though a pool has room: the planner held everything back (ceilings,
+        # licences, fair share) or the queue limits did. Neither changes until an attempt ends,
+        # a command, new work, new terms or new capacity come, or the reasons' second.
+        self._held_back = not decisions
         for decision in decisions:
             layer = self._layers[decision.layer_id]
             (key,) = layer.ready.take(1)

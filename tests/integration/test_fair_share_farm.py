@@ -215,6 +215,43 @@ def test_a_studio_at_its_ceiling_never_runs_more_and_still_finishes(farm: Farm) 
     assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
 
 
+def test_a_plan_that_picks_nothing_is_not_made_again_every_poll(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A studio at its ceiling with a core free: the planner picks nothing, and nothing can
+    change that until an attempt ends (or a command, new work or terms come, or the reasons'
+    second). Each empty round was a transaction and a whole plan, every ``poll_s``."""
+    import scheduler.dispatch.dispatcher as dispatcher_module
+
+    db, store, out = farm
+    who = make_studio(db, "capped")
+    with db.session() as session:
+        session.add(m.Quota(studio_id=who.studio_id, pool="cpu", ceiling=1))
+    job_id = noop_job(db, who, cols=3, hold_s=2.0)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: running_count(db, job_id) == 1)
+    tick_until(dispatcher, lambda: dispatcher._held_back, timeout_s=10)
+    plans = 0
+    real_plan = dispatcher_module.plan
+
+    def counting_plan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal plans
+        plans += 1
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "plan", counting_plan)
+    rounds = 0
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:
+        if not dispatcher.tick():
+            time.sleep(dispatcher.poll_s)
+        rounds += 1
+    assert rounds >= 5, rounds
+    assert plans <= 2, f"planned {plans} times in {rounds} rounds with nothing to send"
+    dispatcher.run_until_done([job_id], timeout_s=60)
+    assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
+
+
 def test_a_licence_is_never_exceeded_and_waiting_tiles_name_it(farm: Farm) -> None:
     db, store, out = farm
     who = make_studio(db, "fx")
