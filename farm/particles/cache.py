@@ -224,7 +224,16 @@ def chunk_index(position: np.ndarray, radius: np.ndarray, chunk_size: int) -> Ch
     return ChunkIndex(chunk_size, lo, hi, rmax)
 
 
-def prepare_frame(pf: ParticleFrame, chunk_size: int = 4096) -> ParticleFrame:
+CHUNK_SIZE = 1024
+"""Particles per chunk of a prepared frame. A tile culls, particle by particle, every particle
+of the chunks its rect may touch: with 4,096 a chunk's screen box spanned ~430 px of a 1080p
+bench frame, and the 16 tiles of a 4x4 grid culled 2.0 times the frame's particles between
+them at 2M particles (3.9 times at 200,000); with 1,024, 1.4 (2.5) times, and 16 separate
+``render_rect`` calls 10-18 % faster. Whole frames are unchanged (their chunks mostly lie
+wholly inside and cull by opacity alone). 2M particles make 1,954 chunks, 55 kB of bounds."""
+
+
+def prepare_frame(pf: ParticleFrame, chunk_size: int = CHUNK_SIZE) -> ParticleFrame:
     """Order particles along a Morton curve and attach a :class:`ChunkIndex`.
 
     Spatially close particles end up in the same chunk, so a tile renderer can skip whole chunks
