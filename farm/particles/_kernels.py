@@ -276,25 +276,17 @@ def cull(
     m = 0
     for c in range(starts.size):
         open_run = False
-        if inside[c]:
-            for i in range(starts[c], ends[c]):
-                if colour[i, 3] > 0:
-                    if not open_run:
-                        run_starts[runs] = i
-                        runs += 1
-                        open_run = True
-                    run_ends[runs - 1] = i + 1
-                    m += 1
-                else:
-                    open_run = False
-            continue
+        by_opacity = inside[c]
         for i in range(starts[c], ends[c]):
-            _, _, _, zc, s_x, s_y, rp = _centre(position, radius, i, params)
-            _, re2 = _model.footprint(rp)
-            sx32 = np.float32(s_x)
-            sy32 = np.float32(s_y)
-            re32 = np.float32(math.sqrt(re2))
-            if _drawn(colour[i, 3], zc, params, sx32, sy32, re32, rx0, ry0, rx1, ry1):
+            if by_opacity:
+                drawn = colour[i, 3] > 0
+            else:
+                _, _, _, zc, s_x, s_y, rp = _centre(position, radius, i, params)
+                _, re2 = _model.footprint(rp)
+                re32 = np.float32(math.sqrt(re2))
+                drawn = _drawn(colour[i, 3], zc, params, np.float32(s_x), np.float32(s_y), re32,
+                               rx0, ry0, rx1, ry1)  # fmt: skip
+            if drawn:
                 if not open_run:
                     run_starts[runs] = i
                     runs += 1

@@ -446,11 +446,9 @@ def test_output_options_reach_the_exr(farm: Farm, tmp_path: Path) -> None:
     assert "piz" in image.compression.lower()
 
 
-def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(
-    farm: Farm, tmp_path: Path
-) -> None:
-    db, store, out = farm
-    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
+def render_on_quantum(db: Database, *, cores: int | None = None) -> None:
+    """Declare a pool ``quantum`` (1 core a node, no Ray node offers it) and put the render
+    layer on it, asking for ``cores`` a tile when given."""
     with db.session() as session:
         session.add(
             m.Pool(
@@ -464,6 +462,16 @@ def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(
         session.flush()
         render = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
         render.pool = "quantum"
+        if cores is not None:
+            render.requirements = {**render.requirements, "cores": cores}
+
+
+def test_a_pool_no_node_offers_is_named_on_the_job_not_sent_to_ray(
+    farm: Farm, tmp_path: Path
+) -> None:
+    db, store, out = farm
+    job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
+    render_on_quantum(db)
     dispatcher = Dispatcher(db, store, out)
     tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 1) == "done")
 
@@ -487,20 +495,7 @@ def test_a_pool_that_grows_while_the_farm_runs_is_fitted_on_the_next_terms_read(
     dispatcher once refitted every active layer twice a second)."""
     db, store, out = farm
     job_id, _ = submit(db, store, tmp_path, frames=(1, 1), grid=(1, 1))
-    with db.session() as session:
-        session.add(
-            m.Pool(
-                name="quantum",
-                accelerator="none",
-                price_per_node_hour=1.0,
-                cpus_per_node=1,
-                currency="USD",
-            )
-        )
-        session.flush()
-        render = session.scalars(select(m.Layer).where(m.Layer.name == "render")).one()
-        render.pool = "quantum"
-        render.requirements = {**render.requirements, "cores": 4}  # more than a quantum node has
+    render_on_quantum(db, cores=4)  # more than a quantum node has
     dispatcher = Dispatcher(db, store, out)
 
     def message() -> str:

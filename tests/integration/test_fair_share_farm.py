@@ -194,12 +194,17 @@ def test_fractional_weighted_shares_still_converge_to_three_to_one(farm: Farm) -
     assert 2.4 <= ratio <= 4.5, (counts, ratio)
 
 
-def test_a_studio_at_its_ceiling_never_runs_more_and_still_finishes(farm: Farm) -> None:
-    db, store, out = farm
+def capped_job(db: Database, *, cols: int, hold_s: float) -> int:
+    """A noop job of studio ``capped``, whose ceiling on pool cpu is 1."""
     who = make_studio(db, "capped")
     with db.session() as session:
         session.add(m.Quota(studio_id=who.studio_id, pool="cpu", ceiling=1))
-    job_id = noop_job(db, who, cols=6, hold_s=0.1)
+    return noop_job(db, who, cols=cols, hold_s=hold_s)
+
+
+def test_a_studio_at_its_ceiling_never_runs_more_and_still_finishes(farm: Farm) -> None:
+    db, store, out = farm
+    job_id = capped_job(db, cols=6, hold_s=0.1)
     dispatcher = Dispatcher(db, store, out)
     assert dispatcher._target("cpu") > 1  # without the ceiling, more would be in flight
     seen: list[int] = []
@@ -215,22 +220,10 @@ def test_a_studio_at_its_ceiling_never_runs_more_and_still_finishes(farm: Farm) 
     assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
 
 
-def test_a_plan_that_picks_nothing_is_not_made_again_every_poll(
-    farm: Farm, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A studio at its ceiling with a core free: the planner picks nothing, and nothing can
-    change that until an attempt ends (or a command, new work or terms come, or the reasons'
-    second). Each empty round was a transaction and a whole plan, every ``poll_s``."""
+def count_plans(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the dispatcher's plans from now on; returns the counter."""
     import scheduler.dispatch.dispatcher as dispatcher_module
 
-    db, store, out = farm
-    who = make_studio(db, "capped")
-    with db.session() as session:
-        session.add(m.Quota(studio_id=who.studio_id, pool="cpu", ceiling=1))
-    job_id = noop_job(db, who, cols=3, hold_s=2.0)
-    dispatcher = Dispatcher(db, store, out)
-    tick_until(dispatcher, lambda: running_count(db, job_id) == 1)
-    tick_until(dispatcher, lambda: dispatcher._held_back, timeout_s=10)
     plans = 0
     real_plan = dispatcher_module.plan
 
@@ -240,6 +233,21 @@ def test_a_plan_that_picks_nothing_is_not_made_again_every_poll(
         return real_plan(*args, **kwargs)
 
     monkeypatch.setattr(dispatcher_module, "plan", counting_plan)
+    return lambda: plans
+
+
+def test_a_plan_that_picks_nothing_is_not_made_again_every_poll(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A studio at its ceiling with a core free: the planner picks nothing, and nothing can
+    change that until an attempt ends (or a command, new work or terms come, or the reasons'
+    second). Each empty round was a transaction and a whole plan, every ``poll_s``."""
+    db, store, out = farm
+    job_id = capped_job(db, cols=3, hold_s=2.0)
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: running_count(db, job_id) == 1)
+    tick_until(dispatcher, lambda: dispatcher._held_back, timeout_s=10)
+    plans = count_plans(monkeypatch)
     rounds = 0
     until = time.monotonic() + 1.0
     while time.monotonic() < until:
@@ -247,7 +255,7 @@ def test_a_plan_that_picks_nothing_is_not_made_again_every_poll(
             time.sleep(dispatcher.poll_s)
         rounds += 1
     assert rounds >= 5, rounds
-    assert plans <= 2, f"planned {plans} times in {rounds} rounds with nothing to send"
+    assert plans() <= 2, f"planned {plans()} times in {rounds} rounds with nothing to send"
     dispatcher.run_until_done([job_id], timeout_s=60)
     assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, job_id))
 
@@ -416,8 +424,6 @@ def test_picks_held_back_on_shared_cores_do_not_replan_every_poll(
     back; the dispatcher then plans again when an attempt ends (or once a second), not every
     ``poll_s``: each empty round was a database transaction and a plan on the 2 cores the tiles
     run on. The held-back tiles still run once the cores free up."""
-    import scheduler.dispatch.dispatcher as dispatcher_module
-
     db, store, out = farm
     who = make_studio(db, "nimble")
     dispatcher = Dispatcher(db, store, out)
@@ -427,15 +433,7 @@ def test_picks_held_back_on_shared_cores_do_not_replan_every_poll(
     tick_until(dispatcher, lambda: dispatcher._held_back, timeout_s=10)
     assert running_count(db, waiting) == 0
 
-    plans = 0
-    real_plan = dispatcher_module.plan
-
-    def counting_plan(*args: Any, **kwargs: Any) -> Any:
-        nonlocal plans
-        plans += 1
-        return real_plan(*args, **kwargs)
-
-    monkeypatch.setattr(dispatcher_module, "plan", counting_plan)
+    plans = count_plans(monkeypatch)
     rounds = 0
     until = time.monotonic() + 1.0
     while time.monotonic() < until and running_count(db, holding) == 2:
@@ -443,6 +441,6 @@ def test_picks_held_back_on_shared_cores_do_not_replan_every_poll(
             time.sleep(dispatcher.poll_s)
         rounds += 1
     assert rounds >= 5, rounds  # the loop went round while the cores were held
-    assert plans <= 2, f"planned {plans} times in {rounds} rounds with nothing to send"
+    assert plans() <= 2, f"planned {plans()} times in {rounds} rounds with nothing to send"
     dispatcher.run_until_done([holding, waiting], timeout_s=60)
     assert job_row(db, holding).state == "done" and job_row(db, waiting).state == "done"
