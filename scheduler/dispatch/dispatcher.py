@@ -477,7 +477,9 @@ class Dispatcher:
         )
         for job_id, priority, rush in rows:
             job = self._jobs[job_id]
-            job.priority, job.rush = priority, bool(rush)
+            if (job.priority, job.rush) != (priority, bool(rush)):
+                job.priority, job.rush = priority, bool(rush)
+                self._held_back = False  # a rush job may preempt: plan again
 
     def _load(self, session: Any, job_ids: list[int], *, new: bool = True) -> None:
         """Read jobs into the book: the new active ones (``new``), or one a command names."""
