@@ -220,6 +220,14 @@ def _bin_grid(rx0: int, ry0: int, rx1: int, ry1: int) -> tuple[int, int, int, in
 
 
 @njit(cache=True, fastmath=False)
+def _bins_of(lx: int, ly: int, hx: int, hy: int, gbx0: int, gby0: int) -> tuple[int, int, int, int]:
+    """The bins (inclusive, relative to the region's first bin ``gbx0, gby0``) holding the
+    footprint pixels ``lx..hx`` x ``ly..hy``: one mapping for :func:`project`, which counts a
+    record in them, and :func:`fill_bins`, which files it there; the two must agree."""
+    return lx // BIN - gbx0, ly // BIN - gby0, hx // BIN - gbx0, hy // BIN - gby0
+
+
+@njit(cache=True, fastmath=False)
 def _centre(
     position: np.ndarray, radius: np.ndarray, i: int, params: np.ndarray
 ) -> tuple[float, float, float, float, float, float, float]:
@@ -399,10 +407,7 @@ def project(
             rec[k, 10] = np.float32(hh - f * ye * ize - s_y)
             bits[k, 11] = ids[i] + np.uint32(1)
             lx, ly, hx, hy = _bin_range(sx32, sy32, re32, rx0, ry0, rx1, ry1)
-            bx_lo = lx // BIN - gbx0
-            by_lo = ly // BIN - gby0
-            bx_hi = hx // BIN - gbx0
-            by_hi = hy // BIN - gby0
+            bx_lo, by_lo, bx_hi, by_hi = _bins_of(lx, ly, hx, hy, gbx0, gby0)
             ints[k, 12] = lx
             ints[k, 13] = ly
             ints[k, 14] = hx
@@ -439,10 +444,11 @@ def fill_bins(
     ints = rec.view(np.int32)
     bits = rec.view(np.uint32)
     for s in range(rec.shape[0]):
-        bx_lo = ints[s, 12] // BIN - gbx0
-        bx_hi = ints[s, 14] // BIN - gbx0
+        bx_lo, by_lo, bx_hi, by_hi = _bins_of(
+            ints[s, 12], ints[s, 13], ints[s, 14], ints[s, 15], gbx0, gby0
+        )
         key = bits[s, 4]
-        for by in range(ints[s, 13] // BIN - gby0, ints[s, 15] // BIN - gby0 + 1):
+        for by in range(by_lo, by_hi + 1):
             for bx in range(bx_lo, bx_hi + 1):
                 b = by * nbx + bx
                 entries[fill[b]] = s
