@@ -31,7 +31,7 @@ import math
 import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,8 @@ class Farm:
                                                          "backfill": true}},
              "licences": {"houdini": {"total": 48, "guarantees": {"nimble": 8}}},
              "quotas": {"nimble": {"h100": {"guarantee": 8, "weight": 2, "ceiling": 32}}},
-             "policy": {"half_life_s": 3600, "max_preemptions": 8, "tick_s": 5}}
+             "policy": {"half_life_s": 3600, "max_preemptions": 8, "default_tile_s": 60,
+                        "tick_s": 5}}
 
         Raises:
             TraceError: naming the field, for a missing pool table, unknown keys or bad values.
@@ -135,10 +136,13 @@ class Farm:
             for pool, terms in dict(per_pool).items():
                 quotas[(str(studio), str(pool))] = _quota(terms, f"quotas.{studio}.{pool}")
         policy_raw = dict(raw.get("policy") or {})
-        _keys(policy_raw, {"half_life_s", "max_preemptions", "tick_s"}, "policy")
+        _keys(policy_raw, {"half_life_s", "max_preemptions", "default_tile_s", "tick_s"}, "policy")
         policy = Policy(
             half_life_s=_positive(policy_raw.get("half_life_s", 3600.0), "policy.half_life_s"),
             max_preemptions=_int(policy_raw.get("max_preemptions", 8), "policy.max_preemptions"),
+            default_tile_s=_positive(
+                policy_raw.get("default_tile_s", 60.0), "policy.default_tile_s"
+            ),
         )
         tick_s = _positive(policy_raw.get("tick_s", 5.0), "policy.tick_s")
         return cls(tuple(pools), quotas, licences, policy, tick_s)
@@ -351,6 +355,9 @@ class _Run:
             self.finished[tile_id] += 1
             self.last_end = self.now
             layer.done += 1
+            if not layer.work.tile_s:  # as the dispatcher: timed once a tile has ended
+                held_s = _on_grid(layer.spec.cost_s[pool], self.farm.tick_s)
+                layer.work = replace(layer.work, tile_s=held_s)
             if layer.done == layer.spec.tiles:
                 for dependent in layer.dependents:
                     dependent.waiting_on -= 1

@@ -749,6 +749,7 @@ class Dispatcher:
                     licences=req.licences,
                     accelerated=req.accelerator is not None,
                     unfit=layer.unfit,
+                    tile_s=layer.tile_s,
                 )
             )
         return works

@@ -42,6 +42,8 @@ class Work:
         accelerated: the tiles need an accelerator; CPU-only work may only backfill an
             accelerator pool behind accelerated work.
         unfit: why no pool fits, when ``pools`` is empty.
+        tile_s: how long one of its tiles holds its slot, as measured so far (0: none has
+            ended yet, so the planner assumes ``Policy.default_tile_s``).
     """
 
     studio_id: int
@@ -55,6 +57,7 @@ class Work:
     licences: tuple[str, ...] = ()
     accelerated: bool = False
     unfit: str = ""
+    tile_s: float = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -137,10 +140,13 @@ class Policy:
         half_life_s: how fast past usage is forgotten (Slurm's PriorityDecayHalfLife).
         max_preemptions: at most this many running tiles stopped per tick, so a rush job
             reclaims its share in steps instead of throwing away a whole pool's work at once.
+        default_tile_s: the tile time assumed for work none of whose tiles has ended yet (see
+            ``Work.tile_s``).
     """
 
     half_life_s: float = 3600.0
     max_preemptions: int = 8
+    default_tile_s: float = 60.0
 
 
 @dataclass(frozen=True)

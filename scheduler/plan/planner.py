@@ -4,11 +4,14 @@ The order, for each free slot of a pool:
 
 1. **Guarantees first.** A studio running less than its guarantee there goes ahead, the one
    furthest below it (running / guarantee) first.
-2. **Then the studio furthest below its weighted share**, measured over time: its decayed
-   usage plus what it runs now, divided by its entitlement (``share.entitlements``). Usage
-   is what makes the share fair *across* ticks: a studio that had the pool all morning waits
-   while the others catch up (Slurm's decayed usage), and within one tick each slot handed out
-   raises the receiver's measure, so the slots spread.
+2. **Then the studio furthest below its weighted share**, measured over time: how far its
+   received slot-seconds (decayed ``usage``) are from what fair share promised it (decayed
+   ``owed``, the integral of its entitlement from ``share.entitlements``), as a fraction of
+   the promise, projected one tile ahead at what it runs now. Usage is what makes the share
+   fair *across* ticks: a studio that had the pool all morning waits while the others catch
+   up (Slurm's decayed usage), a fractional share (2.25 of 3 slots) is served by turns (3, 2,
+   2, 2...) instead of locking on 2, and within one tick each slot handed out raises the
+   receiver's projection, so the slots spread.
 3. **Inside the studio**: rush jobs, then priority, then the oldest job, then the job's own
    dispatch order (frame, layer, rank). Priority never takes another studio's share.
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from scheduler.plan.model import (
     Decision,
@@ -42,14 +45,13 @@ from scheduler.plan.model import (
     StudioPool,
     Work,
 )
-from scheduler.plan.share import entitlements, steady_usage_s
+from scheduler.plan.share import entitlements
 
 _NO_QUOTA = Quota()
-CATCH_UP = 4.0
-"""Weight of the past against the present in the order of studios. With exponential decay,
-``usage - owed`` levels off at the rounding excess of a fractional share (one slot's worth per
-half-life), exactly where it would balance the present term: above 1, the past wins and the
-extra slot changes hands, so a share of 2.67 is served 3, 2, 3... and averages 2.67."""
+
+KeyTerms = tuple[int, float, float, float, bool]
+"""What a studio's place in line needs besides its running count, fixed for one tick:
+(guarantee, share, offset, step per running slot, rush work waiting); see :func:`_key`."""
 
 
 class _Tick:
@@ -58,7 +60,6 @@ class _Tick:
     def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
         self.snapshot = snapshot
         self.policy = policy
-        self.unit = steady_usage_s(policy.half_life_s)
         self.running: dict[StudioPool, int] = defaultdict(int, snapshot.running)
         self.free = {name: max(0, pool.free) for name, pool in snapshot.pools.items()}
         self.taken = [0] * len(snapshot.pending)
@@ -76,7 +77,8 @@ class _Tick:
             (work.studio_id, work.pools[0]) for work in snapshot.pending if work.rush and work.pools
         }
         self.plan = Plan(entitled=self.entitled)
-        self._terms: dict[StudioPool, tuple[int, float, float, bool]] = {}
+        self.tile_s = _tile_times(snapshot.pending, policy.default_tile_s)
+        self._terms: dict[StudioPool, KeyTerms] = {}
 
     # ------------------------------------------------------------------ shares
     def _entitlements(self) -> dict[StudioPool, float]:
@@ -134,34 +136,39 @@ class _Tick:
     def quota(self, studio: int, pool: str) -> Quota:
         return self.snapshot.quotas.get((studio, pool), _NO_QUOTA)
 
-    def key_terms(self, studio: int, pool: str) -> tuple[int, float, float, bool]:
-        """What :meth:`studio_key` needs besides the running count, fixed for a tick:
-        (guarantee, share, the integral term, rush work waiting)."""
+    def key_terms(self, studio: int, pool: str) -> KeyTerms:
+        """What :meth:`studio_key` needs besides the running count, fixed for a tick."""
         terms = self._terms.get((studio, pool))
         if terms is None:
             terms = self._terms[(studio, pool)] = self._key_terms(studio, pool)
         return terms
 
-    def _key_terms(self, studio: int, pool: str) -> tuple[int, float, float, bool]:
+    def _key_terms(self, studio: int, pool: str) -> KeyTerms:
         share = self.entitled.get((studio, pool), 0.0)
-        ahead = self.snapshot.usage.get((studio, pool), 0.0) - self.snapshot.owed.get(
-            (studio, pool), 0.0
-        )
-        past = CATCH_UP * ahead / (self.unit * share) if share > 0 else 0.0
         guarantee = self.quota(studio, pool).guarantee
-        return (guarantee, share, past, (studio, pool) in self.rushing)
+        rushing = (studio, pool) in self.rushing
+        if share <= 0:
+            return (guarantee, share, math.inf, 0.0, rushing)
+        usage = self.snapshot.usage.get((studio, pool), 0.0)
+        owed = self.snapshot.owed.get((studio, pool), 0.0)
+        ahead = self.tile_s.get((studio, pool), self.policy.default_tile_s)
+        promised = owed + share * ahead
+        return (guarantee, share, (usage - promised) / promised, ahead / promised, rushing)
 
     def studio_key(self, studio: int, pool: str) -> tuple[int, float, int]:
         """Smaller goes first: (tier, how far ahead of its share, studio id).
 
         Tier 0 is a studio below its guarantee, or below its share with rush work waiting
         (so the slots a rush preemption frees go to the rush job, not back to the victim).
-        Tier 1 weighs two things, both in units of the studio's entitlement ``e``:
-        ``(usage - owed) / (unit * e)``, how far it ran ahead of its share lately (the
-        integral term: a studio that had less than its share catches up, one that had more
-        waits), and ``(running - e) / e``, how far ahead it is now (the proportional term:
-        slots spread within a tick, and a share of 2.67 slots is served by turns as 3 and 2
-        instead of settling on 3 forever, see :data:`CATCH_UP`).
+        Tier 1 is the studio's relative error one tile from now,
+        ``(usage + running * t - (owed + e * t)) / (owed + e * t)``, with ``e`` its
+        entitlement and ``t`` its tile time (:func:`_tile_times`): -1 for a studio that got
+        nothing of what it was promised, 0 for one served exactly its share, above 0 for one
+        ahead. Its past (``usage - owed``) weighs in proportion to the promise, so a newcomer's
+        place follows what it runs now, and a studio that has shared the pool for hours is
+        kept to its share by its record, which a single tile barely moves; that is what
+        serves a share of 2.25 slots as 2 and 3 by turns. A tile handed out adds ``t`` of
+        usage to the projection, so the slots of one tick spread over the studios.
         """
         return _key(self.running[(studio, pool)], self.key_terms(studio, pool), studio)
 
@@ -278,18 +285,31 @@ class _Tick:
         return self.snapshot.studio_names.get(studio, f"#{studio}")
 
 
-def _key(
-    running: int, terms: tuple[int, float, float, bool], studio: int
-) -> tuple[int, float, int]:
+def _key(running: int, terms: KeyTerms, studio: int) -> tuple[int, float, int]:
     """:meth:`_Tick.studio_key` from the running count and the tick's fixed terms."""
-    guarantee, share, past, rushing = terms
+    guarantee, share, offset, step, rushing = terms
     if running < guarantee:
         return (0, running / guarantee, studio)
     if share <= 0:
         return (1, math.inf, studio)
     if rushing and running < share:
         return (0, running / share, studio)
-    return (1, past + (running - share) / share, studio)
+    return (1, offset + running * step, studio)
+
+
+def _tile_times(pending: Sequence[Work], default_s: float) -> dict[StudioPool, float]:
+    """Each studio's mean tile time on each pool, over its ready work that prefers the pool
+    (``default_s`` for work whose tiles have not been timed yet): how far ahead
+    :meth:`_Tick.studio_key` looks, one tile of the studio's own work, since a slot handed out
+    now is held about that long."""
+    total: dict[StudioPool, float] = defaultdict(float)
+    count: dict[StudioPool, int] = defaultdict(int)
+    for work in pending:
+        if work.pools:
+            key = (work.studio_id, work.pools[0])
+            total[key] += work.tile_s if work.tile_s > 0 else default_s
+            count[key] += 1
+    return {key: total[key] / count[key] for key in total}
 
 
 def _order(work: Work, taken: int) -> tuple[int, int, int, tuple[int, ...]]:

@@ -169,15 +169,11 @@ def test_weight_three_to_one_gets_about_three_times_the_starts_under_contention(
     assert 2.0 <= ratio <= 4.5, (counts, ratio)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rounding lock through the dispatcher (a99558c): shares 2.25/0.75 of 3 in flight "
-    "settle on 2+1 in flight, about 2:1; the owed-share integral term is scaled by "
-    "half_life_s/ln2, so at the default 3600 s it moves nothing within minutes "
-    "(Policy(half_life_s=1) reaches about 2.7:1)",
-)
 def test_fractional_weighted_shares_still_converge_to_three_to_one(farm: Farm) -> None:
-    """With ``queue_s=0`` the cpu pool keeps 3 in flight: shares 2.25 and 0.75 slots."""
+    """With ``queue_s=0`` the cpu pool keeps 3 in flight: shares 2.25 and 0.75 slots.
+
+    Regression: the pool locked on 2 + 1 (about 2:1) for as long as the hour-long half-life
+    took to tip it; see ``test_a_fractional_share_changes_hands_as_slots_free_one_at_a_time``."""
     db, store, out = farm
     heavy, light = make_studio(db, "heavy"), make_studio(db, "light")
     with db.session() as session:

@@ -60,6 +60,8 @@ class MiniFarm:
         self.policy = Policy(half_life_s=half_life_s)
         self.running: list[tuple[int, int, int]] = []  # (ends at step, studio, tile id)
         self.usage: dict[tuple[int, str], float] = defaultdict(float)
+        self.owed: dict[tuple[int, str], float] = defaultdict(float)
+        self.shares: Mapping[tuple[int, str], float] = {}
         self.received: Counter[int] = Counter()
         self.starts: list[int] = []
         self.step_no = 0
@@ -67,22 +69,30 @@ class MiniFarm:
     def step(self, backlog: Mapping[int, int], *, free_at_most: int | None = None) -> None:
         self.running = [r for r in self.running if r[0] > self.step_no]
         counts = Counter(studio for _, studio, _ in self.running)
+        half_life = self.policy.half_life_s
         for studio in set(counts) | set(self.usage_studios()):
             key = (studio, "cpu")
-            self.usage[key] = decayed_usage(self.usage[key], counts[studio], 1.0, 50.0)
+            self.usage[key] = decayed_usage(self.usage[key], counts[studio], 1.0, half_life)
+        for key in set(self.owed) | set(self.shares):
+            share = self.shares.get(key, 0.0)
+            self.owed[key] = decayed_usage(self.owed[key], share, 1.0, half_life)
         free = self.capacity - len(self.running)
         if free_at_most is not None:
             free = min(free, free_at_most)
-        pending = [work(s, s, n) for s, n in sorted(backlog.items()) if n > 0]
+        tile_s = float(self.tile_steps)  # the dispatcher times tiles as they end
+        pending = [work(s, s, n, tile_s=tile_s) for s, n in sorted(backlog.items()) if n > 0]
         snapshot = Snapshot(
             pending=pending,
             pools={"cpu": PoolState("cpu", self.capacity, free)},
             running={(s, "cpu"): n for s, n in counts.items()},
             usage=dict(self.usage),
+            owed=dict(self.owed),
             quotas=self.quotas,
         )
         by_job = {w.job_id: w.studio_id for w in pending}
-        for decision in plan(snapshot, self.policy).decisions:
+        answer = plan(snapshot, self.policy)
+        self.shares = answer.entitled
+        for decision in answer.decisions:
             studio = by_job[decision.job_id]
             self.running.append((self.step_no + self.tile_steps, studio, decision.tile_id))
             self.starts.append(studio)
@@ -140,6 +150,19 @@ def test_weights_split_a_busy_pool_in_proportion() -> None:
     for _ in range(300):
         farm.step({1: 10_000, 2: 10_000})
     assert abs(farm.received[1] / farm.received[2] - 2.0) < 0.1
+
+
+def test_a_fractional_share_changes_hands_as_slots_free_one_at_a_time() -> None:
+    """Regression (seen through the dispatcher): weights 3:1 on 3 slots are shares of 2.25
+    and 0.75. Freed one at a time, each slot went to whoever was further below its share
+    *now*: the light studio at 0 of 0.75 always beat the heavy one at 2 of 2.25, so the pool
+    locked on 2 + 1 (2:1) for as long as the hour-long half-life took to say otherwise."""
+    quotas = {(1, "cpu"): Quota(weight=3.0), (2, "cpu"): Quota(weight=1.0)}
+    farm = MiniFarm(capacity=3, quotas=quotas, tile_steps=3, half_life_s=3600.0)
+    for _ in range(200):
+        farm.step({1: 10_000, 2: 10_000}, free_at_most=1)
+    starts = Counter(farm.starts[-150:])
+    assert 2.6 <= starts[1] / starts[2] <= 3.4, starts
 
 
 def test_a_guarantee_is_served_first_even_after_heavy_use() -> None:
