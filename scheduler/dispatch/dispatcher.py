@@ -56,7 +56,7 @@ from scheduler.dispatch.book import (
 from scheduler.dispatch.collector import Collector
 from scheduler.dispatch.commit import JOBS, LAYERS, update_rows, write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
-from scheduler.dispatch.sessions import SessionKey, SessionPool
+from scheduler.dispatch.sessions import SessionPool, session_key
 from scheduler.dispatch.shared import LayerShape, within_shared_cores
 from scheduler.dispatch.sheets import draw_contact_sheets
 from scheduler.dispatch.tasks import TaskBuilder
@@ -362,7 +362,9 @@ class Dispatcher:
         now = time.monotonic()
         self._refresh(now)
         if self._sessions is not None:
-            self._sessions.reap(self._wants_session)
+            self._sessions.reap()
+            for pool in self._sessions.pools_with_idle():
+                self._make_room(pool)  # tasks sent while the sessions were busy
         room = self._has_room()
         gathered = self._gather(timeout_s=0.0 if room or not self._in_flight else self.poll_s)
         commands = self._commands
@@ -933,6 +935,7 @@ class Dispatcher:
             remote = self._batch_remotes[key] = self._batch_remote.options(
                 max_retries=0, num_returns=len(tasks), **options
             )
+        self._make_room(pool)
         try:
             return tuple(remote.remote(tasks, self._store_ref))
         except Exception as exc:  # Ray refused it: attempts that failed at once
@@ -952,8 +955,14 @@ class Dispatcher:
             )
         avoid = self._avoid(flight)
         try:
-            if layer.spec.execution == "session" and not avoid and not flight.tile.memory_gb:
-                return self._session(flight, task)
+            if not avoid and not flight.tile.memory_gb:
+                if layer.spec.execution == "session":
+                    return self._session(flight, task)
+                if self._sessions is not None and self._sessions.has_idle(
+                    self._session_key(flight)
+                ):  # the studio's idle session is a warm worker: cheaper than stopping it
+                    return self._session(flight, task)
+            self._make_room(flight.pool)
             if avoid or flight.tile.memory_gb:
                 # This attempt differs from its layer's: other nodes, or more memory.
                 shape = self._terms.pools[flight.pool]
@@ -970,21 +979,41 @@ class Dispatcher:
             return _Refused(exc)
 
     def _session(self, flight: InFlight, task: TileTask) -> Any:
-        """Send the attempt to a render session of its layer and pool (see sessions.py)."""
-        layer = flight.tile.frame.layer
+        """Send the attempt to a render session of its studio, pool and resources (see
+        sessions.py)."""
         if self._sessions is None:
             self._sessions = SessionPool(self._store_ref)
-        shape = self._terms.pools[flight.pool]
-        options = ray_options(layer.requirements, shape, virtual=flight.pool in self._virtual)
+        options = self._session_options(flight)
+        key = session_key(flight.studio_id, flight.pool, options)
         most = max(1, int(self._capacity.get(flight.pool, 1) // flight.slots))
-        return self._sessions.submit((layer.id, flight.pool), layer.kind, options, task, most=most)
+        if self._sessions.takes_a_core(key, most):
+            self._make_room(flight.pool)
+        return self._sessions.submit(key, options, task, most=most, slots=flight.slots)
 
-    def _wants_session(self, key: SessionKey) -> bool:
-        """Whether a session of ``key`` may get work soon: its layer has tiles left to run
-        (ready now, or waiting for their upstream frames) and its job is not paused. An idle
-        session of such a layer lives ``sessions.IDLE_S``; any other stops at once."""
-        layer = self._layers.get(key[0])
-        return layer is not None and layer.state not in TERMINAL and not layer.job.paused
+    def _session_options(self, flight: InFlight) -> dict[str, Any]:
+        layer = flight.tile.frame.layer
+        shape = self._terms.pools[flight.pool]
+        return ray_options(layer.requirements, shape, virtual=flight.pool in self._virtual)
+
+    def _session_key(self, flight: InFlight) -> tuple[int, str, str]:
+        return session_key(flight.studio_id, flight.pool, self._session_options(flight))
+
+    def _make_room(self, pool: str) -> None:
+        """Stop the idle render sessions that attempts in flight on ``pool``'s cores would
+        otherwise queue behind in Ray. A session holds its core busy or idle, so the other
+        attempts there (tasks, and one about to start a session, counted in ``_running`` but
+        not given to any session yet) get only the cores no session holds."""
+        if self._sessions is None:
+            return
+        group = {pool}.union(*(shared for shared in self._shared if pool in shared))
+        held, idle, given = self._sessions.held(group)
+        if not idle:
+            return
+        cores = max(self._capacity.get(name, 0.0) for name in group)
+        others = sum(n for (_, name), n in self._running.items() if name in group) - given
+        excess = others - (cores - held)
+        if excess > 0:
+            self._sessions.make_room(group, math.ceil(excess))
 
     def _avoid(self, flight: InFlight) -> tuple[str, ...]:
         """Nodes this attempt should not run on: where its tile failed, and nodes that failed

@@ -1,42 +1,57 @@
 """The dispatcher's render sessions: which actor runs which attempt, and when an actor stops.
 
-A session (:class:`scheduler.executors.session.TileSession`) is created with exactly the Ray
-resources of one tile of its layer on its pool, so it occupies one slot, as a stateless task
-would; the planner's accounting does not change. Each attempt the planner starts on a session
-layer goes to a session of that (layer, pool): an idle one first, else the least busy one with
-room in its queue (``DEPTH``: the next tile waits in the actor while the current one runs, so
-the worker never idles through the dispatcher's commit), else a new one. A session idle for
-``IDLE_S`` — its layer has nothing for it, or the planner gave the slot to someone else — is
-stopped, handing its slot back.
+A session (:class:`scheduler.executors.session.TileSession`) is a warm worker process kept for
+one studio on one pool, created with exactly the Ray resources of one tile, so it occupies one
+slot as a stateless task would; the planner's accounting does not change. It runs any tile of
+that studio that asks for the same resources, and keeps what it loaded (by content) for the
+next: a frame's particle cache today, a DCC process and its scene next. Each attempt the
+planner starts on a session layer goes to a session of its (studio, pool, resources): an idle
+one first, else a new one while fewer than the pool's slots exist, else the least busy one
+(``DEPTH``: the next tile waits in the actor while the current one runs, so the worker never
+idles through the dispatcher's commit).
+
+An idle session keeps its core for the studio's next layer or job (a session costs a process
+and its warm-up to start: 0.9 s here, far more for a DCC) for at most ``KEEP_S``, and not a
+moment longer than another attempt needs that core: before the dispatcher sends any other
+attempt to a pool, it stops as many idle sessions there (or on the cores that pool shares) as
+the attempt would otherwise queue behind (:meth:`SessionPool.make_room`).
 
 Faults: when a session dies, its *current* attempt (the oldest it was given) is the one that
 died with it; the attempts queued behind it never started, so the dispatcher puts them back
 without counting an attempt (:meth:`SessionPool.lost`). Stopping a session to cancel or preempt
-one attempt does the same for the others queued on it (:meth:`SessionPool.stop`).
+one attempt does the same for the others queued on it (:meth:`SessionPool.stop`). Sessions are
+never shared between studios.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.vocab import LayerKind
-
-SessionKey = tuple[int, str]
-"""(layer id, pool): the tiles one session may run."""
+SessionKey = tuple[int, str, str]
+"""(studio id, pool, the tile's Ray options as text): the tiles one session may run."""
 
 DEPTH = 2
 """Attempts one session holds at once: the running one and the next."""
-IDLE_S = 0.5
-"""Seconds a session may wait for work before it is stopped and its slot handed back."""
+KEEP_S = 30.0
+"""Seconds an idle session waits for its studio's next tile before it is stopped (sooner when
+another attempt needs its core)."""
+
+
+def session_key(studio_id: int, pool: str, options: dict[str, Any]) -> SessionKey:
+    """The key of the sessions that may run a tile of ``studio_id`` placed with ``options``."""
+    return (studio_id, pool, json.dumps(options, sort_keys=True))
 
 
 @dataclass(eq=False)
 class Session:
     actor: Any
     key: SessionKey
+    slots: int = 1
+    """Cores it holds in Ray, busy or idle."""
     queue: list[Any] = field(default_factory=list)
     """Refs of its attempts in the order given: the first is the one running."""
     idle_since: float = 0.0
@@ -47,6 +62,10 @@ class Session:
     dead: bool = False
     died_running: Any = None
     """The ref that was running when it died or was stopped (the others never started)."""
+
+    @property
+    def pool(self) -> str:
+        return self.key[1]
 
 
 class SessionPool:
@@ -72,20 +91,27 @@ class SessionPool:
         return ref in self._by_ref
 
     def submit(
-        self, key: SessionKey, kind: LayerKind, options: dict[str, Any], task: Any, *, most: int
+        self, key: SessionKey, options: dict[str, Any], task: Any, *, most: int, slots: int
     ) -> Any:
-        """Give ``task`` to a session of ``key``: one with room, else a new one (created with
-        ``options``) while fewer than ``most`` exist (what the pool can run at once), else the
-        least busy one, whose queue then grows past ``DEPTH``."""
-        session = self._pick(key, kind, options, most)
+        """Give ``task`` to a session of ``key``: an idle one, else a new one (created with
+        ``options``, holding ``slots`` cores) while fewer than ``most`` exist (what the pool
+        can run at once), else the least busy one, whose queue then grows past ``DEPTH``."""
+        session = self._pick(key, options, most, slots)
         ref = session.actor.run.remote(task)
         session.queue.append(ref)
         self._by_ref[ref] = session
         return ref
 
-    def _pick(
-        self, key: SessionKey, kind: LayerKind, options: dict[str, Any], most: int
-    ) -> Session:
+    def has_idle(self, key: SessionKey) -> bool:
+        """Whether a session of ``key`` waits for work now."""
+        return any(not s.queue for s in self._sessions.get(key, ()))
+
+    def takes_a_core(self, key: SessionKey, most: int) -> bool:
+        """Whether :meth:`submit` would start a new session (which needs a free core)."""
+        sessions = self._sessions.get(key, [])
+        return not any(not s.queue for s in sessions) and len(sessions) < most
+
+    def _pick(self, key: SessionKey, options: dict[str, Any], most: int, slots: int) -> Session:
         sessions = self._sessions.setdefault(key, [])
         idle = [s for s in sessions if not s.queue]
         if idle:
@@ -94,11 +120,42 @@ class SessionPool:
             return min(sessions, key=lambda s: len(s.queue))
         actor = self._remote.options(
             max_restarts=0, max_task_retries=0, max_concurrency=1, **options
-        ).remote(self._store_ref, kind)
-        session = Session(actor, key, node_ref=actor.node.remote())
+        ).remote(self._store_ref)
+        session = Session(actor, key, slots=slots, node_ref=actor.node.remote())
         sessions.append(session)
         self.created += 1
         return session
+
+    def held(self, pools: Collection[str]) -> tuple[int, int, int]:
+        """On ``pools``: (cores all sessions hold, cores idle ones hold, slots of the attempts
+        given to sessions)."""
+        held = idle = given = 0
+        for sessions in self._sessions.values():
+            for session in sessions:
+                if session.pool in pools:
+                    held += session.slots
+                    idle += 0 if session.queue else session.slots
+                    given += session.slots * len(session.queue)
+        return held, idle, given
+
+    def pools_with_idle(self) -> set[str]:
+        return {s.pool for s in self._idle()}
+
+    def make_room(self, pools: Collection[str], slots: int) -> int:
+        """Stop idle sessions on ``pools``, longest idle first, until they hand back at least
+        ``slots`` cores (or none is left); returns the cores handed back."""
+        freed = 0
+        for session in sorted(
+            (s for s in self._idle() if s.pool in pools), key=lambda s: s.idle_since
+        ):
+            if freed >= slots:
+                break
+            self._kill(session)
+            freed += session.slots
+        return freed
+
+    def _idle(self) -> list[Session]:
+        return [s for sessions in self._sessions.values() for s in sessions if not s.queue]
 
     def finished(self, ref: Any, node_id: str) -> None:
         """An attempt of a session returned a result (the session lives on)."""
@@ -146,22 +203,19 @@ class SessionPool:
         self._bury(session)
         return [other for other in session.queue if other is not ref]
 
-    def reap(self, wanted: Callable[[SessionKey], bool]) -> int:
-        """Stop sessions idle for ``IDLE_S``, or idle at all when ``wanted(key)`` is False
-        (their layer has no ready tiles); returns how many were stopped."""
+    def reap(self) -> int:
+        """Stop sessions idle for ``KEEP_S``; returns how many were stopped."""
+        now = time.monotonic()
+        old = [s for s in self._idle() if now - s.idle_since > KEEP_S]
+        for session in old:
+            self._kill(session)
+        return len(old)
+
+    def _kill(self, session: Session) -> None:
         import ray
 
-        now = time.monotonic()
-        stopped = 0
-        for key, sessions in list(self._sessions.items()):
-            for session in list(sessions):
-                if session.queue:
-                    continue
-                if now - session.idle_since > IDLE_S or not wanted(key):
-                    ray.kill(session.actor, no_restart=True)
-                    self._bury(session)
-                    stopped += 1
-        return stopped
+        ray.kill(session.actor, no_restart=True)
+        self._bury(session)
 
     def forget(self, ref: Any) -> None:
         """Drop an attempt the dispatcher no longer tracks (reloaded after a failed commit)."""
@@ -173,12 +227,9 @@ class SessionPool:
 
     def close(self) -> None:
         """Stop every session (the dispatcher stops)."""
-        import ray
-
         for sessions in list(self._sessions.values()):
             for session in list(sessions):
-                ray.kill(session.actor, no_restart=True)
-                self._bury(session)
+                self._kill(session)
 
     def _bury(self, session: Session) -> None:
         session.dead = True

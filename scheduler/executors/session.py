@@ -1,12 +1,13 @@
-"""Render sessions: a long-lived executor on one node for one layer, pulling tiles one by one.
+"""Render sessions: a long-lived executor on one node for one studio, pulling tiles one by one.
 
 A stateless Ray task per tile pays, in every fresh worker, the imports and kernel loading of its
 executor, and reads its inputs again. A session is a Ray actor that pays them once, when it
 starts, and keeps what it loaded — a frame's particle cache today, a DCC process with its scene
-next — for the tiles that follow. The dispatcher (:mod:`scheduler.dispatch.sessions`) feeds it
-tiles of its own layer only, so what it keeps stays valid, and stops it when its layer has no
-more work for it. The farm's database stays the source of truth: a session that dies loses only
-the tile it was running, which goes back to pending.
+next — for the tiles that follow, of this job or the studio's next. What it keeps is keyed by
+content (a cache's digest and frame), so it stays valid whatever layer asks. The dispatcher
+(:mod:`scheduler.dispatch.sessions`) feeds it tiles of one studio only, and stops it when it
+has been idle a while or another tile needs its core. The farm's database stays the source of
+truth: a session that dies loses only the tile it was running, which goes back to pending.
 """
 
 from __future__ import annotations
@@ -103,12 +104,11 @@ def warm_worker() -> str:
 class TileSession:
     """One render session (wrapped with ``ray.remote`` by the dispatcher's session pool)."""
 
-    def __init__(self, store: BlobStore, kind: LayerKind) -> None:
+    def __init__(self, store: BlobStore) -> None:
         self.store = store
-        self.kind = kind
         self.loaded = Loaded()
         self.tiles = 0
-        warm(kind)
+        warm(LayerKind.PARTICLE_RENDER)  # every executor's imports, and the particle kernels
 
     def node(self) -> str:
         """The Ray node id this session lives on."""

@@ -1,5 +1,6 @@
 """Render sessions through the real dispatcher on local Ray (issue 20): a session that dies
-loses only its current tile; sessions stop when their layer has no more work or is cancelled."""
+loses only its current tile; idle sessions serve their studio's next job, hand their cores to
+other work at once, and stop after ``KEEP_S``; a cancel stops the sessions running a job."""
 
 from __future__ import annotations
 
@@ -57,20 +58,68 @@ def test_a_session_killed_mid_tile_loses_only_that_tile(farm: Farm) -> None:
     dispatcher.stop()
 
 
-def test_sessions_stop_when_their_layer_has_no_more_work(farm: Farm) -> None:
-    db, store, out = farm
-    who = make_studio(db, "nimble")
-    job_id = noop_job(db, who, cols=8, hold_s=0.05, execution="session")
-    dispatcher = Dispatcher(db, store, out)
-    dispatcher.run_until_done([job_id], timeout_s=60)
-    pool = dispatcher._sessions
-    assert pool is not None and pool.created <= 3  # 8 tiles, 2 slots: sessions were reused
-    tick_until(dispatcher, lambda: len(pool) == 0, timeout_s=10)
+def wait_for_no_session_process() -> None:
     deadline = time.monotonic() + 30
     while session_processes():
         assert time.monotonic() < deadline, "a stopped session's process lives on"
         time.sleep(0.2)
-    assert_tiles_accounted(db, job_id)
+
+
+def test_idle_sessions_serve_the_studios_next_job_then_stop(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session costs a process and its warm-up (0.9 s here): one started per layer made a
+    16-tile frame 5x slower with sessions than with stateless tasks."""
+    db, store, out = farm
+    who = make_studio(db, "nimble")
+    first = noop_job(db, who, cols=8, hold_s=0.05, execution="session")
+    dispatcher = Dispatcher(db, store, out)
+    dispatcher.run_until_done([first], timeout_s=60)
+    pool = dispatcher._sessions
+    assert pool is not None and 1 <= pool.created <= 2  # 8 tiles, 2 slots: sessions reused
+    started = pool.created
+    second = noop_job(db, who, cols=8, hold_s=0.05, execution="session")
+    dispatcher.run_until_done([second], timeout_s=60)
+    assert pool.created == started, "the studio's next job started sessions of its own"
+    monkeypatch.setattr(session_pool, "KEEP_S", 0.2)
+    tick_until(dispatcher, lambda: len(pool) == 0, timeout_s=10)
+    wait_for_no_session_process()
+    assert_tiles_accounted(db, first)
+    assert_tiles_accounted(db, second)
+
+
+def test_an_idle_session_hands_its_core_to_other_work_at_once(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle sessions hold their cores in Ray: another studio's tiles must not queue behind
+    them until they time out, while the studio's own stateless tiles use them as warm
+    workers. Sessions are never shared by studios."""
+    monkeypatch.setattr(session_pool, "KEEP_S", 600.0)
+    db, store, out = farm
+    nimble, rival = make_studio(db, "nimble"), make_studio(db, "rival")
+    dispatcher = Dispatcher(db, store, out)
+    jobs = [noop_job(db, nimble, cols=4, hold_s=0.05, execution="session")]
+    dispatcher.run_until_done(jobs[-1:], timeout_s=60)
+    pool = dispatcher._sessions
+    assert pool is not None and len(pool) >= 1
+    jobs.append(noop_job(db, rival, cols=2, hold_s=0.5))
+    dispatcher.run_until_done(jobs[-1:], timeout_s=60)
+    assert len(pool) == 0, "idle sessions kept the cores another studio's tiles needed"
+    wait_for_no_session_process()
+
+    jobs.append(noop_job(db, nimble, cols=2, hold_s=0.05, execution="session"))
+    dispatcher.run_until_done(jobs[-1:], timeout_s=60)
+    started, alive = pool.created, len(pool)
+    jobs.append(noop_job(db, nimble, cols=2, hold_s=0.05))
+    dispatcher.run_until_done(jobs[-1:], timeout_s=60)
+    assert (pool.created, len(pool)) == (started, alive), "its own tiles stopped its sessions"
+    jobs.append(noop_job(db, rival, cols=2, hold_s=0.05, execution="session"))
+    dispatcher.run_until_done(jobs[-1:], timeout_s=60)
+    assert pool.created > started, "the rival studio ran on nimble's sessions"
+    for job_id in jobs:
+        assert job_row(db, job_id).state == "done"
+        assert_tiles_accounted(db, job_id)
+    dispatcher.stop()
 
 
 def test_cancel_stops_the_sessions_running_a_job(farm: Farm) -> None:
