@@ -343,7 +343,11 @@ class Dispatcher:
             self.tick()
             if not self._in_flight and not wanted & set(self._jobs) and not self._commands:
                 with self.db.session() as session:
-                    states = session.scalars(select(m.Job.state).where(m.Job.id.in_(wanted)))
+                    # Read to the end now: a result left half-read keeps its statement, and
+                    # with it a read snapshot, open on the pooled connection, so the next
+                    # tick's write on it failed at once ("database is locked") whenever the
+                    # API had committed in between.
+                    states = list(session.scalars(select(m.Job.state).where(m.Job.id.in_(wanted))))
                     queued = session.scalar(  # a retry may bring an ended job back
                         select(m.JobCommand.id).where(
                             m.JobCommand.job_id.in_(wanted), m.JobCommand.applied_at.is_(None)

@@ -152,11 +152,6 @@ def test_cancel_waiting_for_the_dispatcher_and_no_frame_is_assembled(
     assert_tiles_accounted(db, job_id)
 
 
-# Known flake (about 1 run in 8 on SQLite, before and after session 8): a dispatcher tick's
-# first write fails at once with "database is locked" (a stale WAL read snapshot on a pooled
-# connection, cause not found yet). `farm server` survives it (the loop reloads the book);
-# run_until_done, which these tests drive, does not. Rerun rather than hide it: see the note.
-@pytest.mark.flaky(reruns=2, only_rerun=["OperationalError"])
 def test_retry_runs_failed_frames_again_with_a_fresh_budget(
     farm: Farm, api: TestClient, tmp_path: Path
 ) -> None:
