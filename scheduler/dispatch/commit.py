@@ -137,9 +137,16 @@ def _update_by_copy(
             for row in rows:
                 copy.write_row([row["id"], *(row[name] for name in names)])
         cursor.execute(f'ANALYZE "{temp}"')  # else a guess of its size may scan the table
+        # One index lookup per row, never a hash join over the whole table: with a tick's
+        # 7,600 tile rows against 400,000 tiles, PostgreSQL's costs chose a sequential scan
+        # of every tile (42 of 70 ms for the join, growing with the farm's history).
+        cursor.execute("SET LOCAL enable_hashjoin = off")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
         cursor.execute(
             f'UPDATE "{table.name}" AS t SET {assignments} FROM "{temp}" AS s WHERE t.id = s.id'
         )
+        cursor.execute("RESET enable_hashjoin")
+        cursor.execute("RESET enable_mergejoin")
         cursor.execute(f'DELETE FROM "{temp}"')
 
 
