@@ -12,9 +12,10 @@ idles through the dispatcher's commit).
 
 An idle session keeps its core for the studio's next layer or job (a session costs a process
 and its warm-up to start: 0.9 s here, far more for a DCC) for at most ``KEEP_S``, and not a
-moment longer than another attempt needs that core: before the dispatcher sends any other
-attempt to a pool, it stops as many idle sessions there (or on the cores that pool shares) as
-the attempt would otherwise queue behind (:meth:`SessionPool.make_room`).
+moment longer than another attempt needs that core: when the dispatcher sends any other
+attempt to a pool, and again on each tick for attempts sent while the sessions were busy, it
+stops as many idle sessions there (or on the cores that pool shares) as the attempts would
+otherwise queue behind (:meth:`SessionPool.make_room`).
 
 Faults: when a session dies, its *current* attempt (the oldest it was given) is the one that
 died with it; the attempts queued behind it never started, so the dispatcher puts them back
