@@ -49,6 +49,7 @@ from scheduler.plan import (
 )
 from scheduler.plan.share import steady_usage_s
 from scheduler.simulate import Farm, FarmPool, simulate
+from scheduler.simulate_report import percentile
 from scheduler.simulate_traces import generate_farm, generate_trace, parse_job
 
 HOSTS = {"cpu": (8_000, 32), "h100": (1_500, 8), "ascend": (500, 8)}
@@ -265,6 +266,7 @@ def busy_day(hours: float, seed: int) -> dict[str, float | str | int]:
     return {
         "fair_share_error": report.fair_share_error,
         "fair_share_error_median": statistics.median(errors),
+        "fair_share_error_p90": percentile(errors, 0.9),
         "fair_share_worst": report.fair_share_worst,
         "studios_measured": report.studios_measured,
         "simulate_s": time.perf_counter() - started,
@@ -358,6 +360,7 @@ def main() -> None:
         "fair_share_error_contended": round(contended, 4),
         "fair_share_error": round(float(day["fair_share_error"]), 4),
         "fair_share_error_median": round(float(day["fair_share_error_median"]), 4),
+        "fair_share_error_p90": round(float(day["fair_share_error_p90"]), 4),
         "fair_share_worst": day["fair_share_worst"],
         "simulate_s": round(float(day["simulate_s"]), 1),
         "simulated_hours": hours,
