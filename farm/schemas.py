@@ -231,8 +231,8 @@ class LayerSpec(BaseModel):
     execution: Literal["task", "session"] = Field(
         default="task",
         description="'task': each tile is a fresh stateless Ray task; 'session': tiles go to "
-        "long-lived render sessions (a Ray actor per node and layer) that keep what they loaded "
-        "between tiles (docs/architecture.md, render sessions)",
+        "long-lived render sessions (Ray actors kept for the studio) that keep what they "
+        "loaded between tiles and jobs (docs/architecture.md, render sessions)",
     )
     needs_memory_gb: float | None = Field(
         default=None,

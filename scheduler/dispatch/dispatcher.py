@@ -189,6 +189,8 @@ class Dispatcher:
         self._commands: list[control.Command] = []
         self._warming: list[Any] = []
         self._sessions: SessionPool | None = None
+        self._idle_pools: set[str] = set()
+        """Pools with an idle render session at the tick's start (or made idle since)."""
         """Render sessions of the layers with ``execution: session`` (made on first use)."""
         self._live_logs: Any = None
         self._at = {
@@ -367,7 +369,8 @@ class Dispatcher:
         self._refresh(now)
         if self._sessions is not None:
             self._sessions.reap()
-            for pool in self._sessions.pools_with_idle():
+            self._idle_pools = self._sessions.pools_with_idle()
+            for pool in self._idle_pools:
                 self._make_room(pool)  # tasks sent while the sessions were busy
         room = self._has_room()
         gathered = self._gather(timeout_s=0.0 if room or not self._in_flight else self.poll_s)
@@ -962,8 +965,11 @@ class Dispatcher:
             if not avoid and not flight.tile.memory_gb:
                 if layer.spec.execution == "session":
                     return self._session(flight, task)
-                if self._sessions is not None and self._sessions.has_idle(
-                    self._session_key(flight)
+                if (
+                    flight.pool in self._idle_pools
+                    and layer.kind is not LayerKind.COMMAND  # stopped politely, not killed
+                    and self._sessions is not None
+                    and self._sessions.has_idle(self._session_key(flight))
                 ):  # the studio's idle session is a warm worker: cheaper than stopping it
                     return self._session(flight, task)
             self._make_room(flight.pool)
@@ -1010,11 +1016,14 @@ class Dispatcher:
         if self._sessions is None:
             return
         group = {pool}.union(*(shared for shared in self._shared if pool in shared))
+        if not group & self._idle_pools:  # none was idle at the tick's start, nor since
+            return
         held, idle, given = self._sessions.held(group)
         if not idle:
             return
         cores = max(self._capacity.get(name, 0.0) for name in group)
-        others = sum(n for (_, name), n in self._running.items() if name in group) - given
+        # ``_busy`` counts a batch's slots once (its tiles share one task's cores).
+        others = sum(n for (_, name), n in self._busy.items() if name in group) - given
         excess = others - (cores - held)
         if excess > 0:
             self._sessions.make_room(group, math.ceil(excess))
@@ -1187,9 +1196,12 @@ class Dispatcher:
         sessions = (
             self._sessions if self._sessions is not None and self._sessions.owns(ref) else None
         )
+        unstarted = self._sessions is not None and self._sessions.unstarted(ref)
         try:
             result: TileResult = ray.get(ref)
         except Exception as exc:
+            if unstarted:  # cancelled in a session's queue: it never ran, it costs nothing
+                return replace(lost(flight, exc), wall_seconds=0.0)
             if ref in self._siblings:
                 if not (flight.cancelled or flight.preempted):
                     # Its batch's worker (or node) was lost: which tile caused it is unknown,
@@ -1210,8 +1222,8 @@ class Dispatcher:
                 if not (flight.cancelled or flight.preempted):
                     flight.preempted = "its render session died before it started"
             return died if died.node_id or not node_id else replace(died, node_id=node_id)
-        if sessions is not None:
-            sessions.finished(ref, result.node_id)
+        if sessions is not None and (idle := sessions.finished(ref, result.node_id)):
+            self._idle_pools.add(idle)
         return result
 
     def _forget(self, ref: Any, flight: InFlight) -> None:

@@ -82,6 +82,7 @@ class SessionPool:
         self._remote = ray.remote(TileSession)
         self._sessions: dict[SessionKey, list[Session]] = {}
         self._by_ref: dict[Any, Session] = {}
+        self._unstarted: set[Any] = set()
         self.created = 0
         """Sessions started so far (each is a Ray actor: a process and its warm-up)."""
 
@@ -90,6 +91,14 @@ class SessionPool:
 
     def owns(self, ref: Any) -> bool:
         return ref in self._by_ref
+
+    def unstarted(self, ref: Any) -> bool:
+        """Whether ``ref`` was taken out of a session's queue before it started (:meth:`stop`);
+        asked once, when its attempt is collected."""
+        if ref in self._unstarted:
+            self._unstarted.discard(ref)
+            return True
+        return False
 
     def submit(
         self, key: SessionKey, options: dict[str, Any], task: Any, *, most: int, slots: int
@@ -158,17 +167,20 @@ class SessionPool:
     def _idle(self) -> list[Session]:
         return [s for sessions in self._sessions.values() for s in sessions if not s.queue]
 
-    def finished(self, ref: Any, node_id: str) -> None:
-        """An attempt of a session returned a result (the session lives on)."""
+    def finished(self, ref: Any, node_id: str) -> str | None:
+        """An attempt of a session returned a result (the session lives on). Returns the
+        session's pool if that left it idle."""
         session = self._by_ref.pop(ref, None)
         if session is None:
-            return
+            return None
         if ref in session.queue:
             session.queue.remove(ref)
         if node_id:
             session.node_id = node_id
-        if not session.queue:
-            session.idle_since = time.monotonic()
+        if session.queue:
+            return None
+        session.idle_since = time.monotonic()
+        return session.pool
 
     def lost(self, ref: Any) -> tuple[bool, str]:
         """An attempt's session died under it. Returns (whether it was the attempt running,
@@ -197,7 +209,13 @@ class SessionPool:
         if session is None:
             return []
         if session.queue and session.queue[0] is not ref:
+            # No longer the session's: its cancelled call comes back as an error of a task
+            # that never ran, and must not read as the session dying under the attempt it
+            # runs, which may be another job's (a session serves a studio's jobs in turn).
             ray.cancel(ref)
+            session.queue.remove(ref)
+            del self._by_ref[ref]
+            self._unstarted.add(ref)
             return []
         ray.kill(session.actor, no_restart=True)
         session.died_running = ref

@@ -148,6 +148,13 @@ class Policy:
     max_preemptions: int = 8
     default_tile_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        if not (self.half_life_s > 0 and self.default_tile_s > 0):
+            raise ValueError(
+                f"half_life_s and default_tile_s must be positive seconds, not "
+                f"{self.half_life_s} and {self.default_tile_s}"
+            )
+
 
 @dataclass(frozen=True)
 class Snapshot:

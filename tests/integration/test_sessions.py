@@ -17,7 +17,13 @@ from scheduler.dispatch import sessions as session_pool
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.conftest import Farm
 from tests.factories import make_studio
-from tests.integration.test_fair_share_farm import job_row, job_tiles, noop_job, tick_until
+from tests.integration.test_fair_share_farm import (
+    job_row,
+    job_tiles,
+    noop_job,
+    running_count,
+    tick_until,
+)
 from tests.invariants import assert_tiles_accounted
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
@@ -119,6 +125,33 @@ def test_an_idle_session_hands_its_core_to_other_work_at_once(
     for job_id in jobs:
         assert job_row(db, job_id).state == "done"
         assert_tiles_accounted(db, job_id)
+    dispatcher.stop()
+
+
+def test_cancelling_a_tile_queued_on_a_session_spares_the_tile_it_runs(farm: Farm) -> None:
+    """A session serves its studio's jobs in turn: job ``b``'s tiles wait on the sessions
+    behind job ``a``'s running ones. Cancelling ``b`` used to stop those sessions and charge
+    ``a``'s running tiles a failed attempt."""
+    from fastapi.testclient import TestClient
+
+    from farm.api.app import create_app
+    from farm.api.context import FarmContext
+
+    db, store, out = farm
+    who = make_studio(db, "nimble")
+    a = noop_job(db, who, cols=2, hold_s=1.5, execution="session")
+    b = noop_job(db, who, cols=2, hold_s=1.5, execution="session")
+    dispatcher = Dispatcher(db, store, out)
+    tick_until(dispatcher, lambda: running_count(db, b) > 0, timeout_s=60)
+    assert running_count(db, a) == 2  # b's tiles sit queued behind them
+    with TestClient(create_app(FarmContext(db=db, store=store, output_root=out))) as api:
+        assert api.post(f"/jobs/{b}/cancel", headers=who.headers).status_code == 202
+    dispatcher.run_until_done([a, b], timeout_s=60)
+    assert job_row(db, b).state == "cancelled"
+    assert job_row(db, a).state == "done"
+    assert all(t.state == "done" and t.attempts == 1 for t in job_tiles(db, a))
+    assert_tiles_accounted(db, a)
+    assert_tiles_accounted(db, b)
     dispatcher.stop()
 
 

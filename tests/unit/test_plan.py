@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -374,3 +375,10 @@ def test_decayed_usage_does_not_depend_on_the_tick_length() -> None:
         many = decayed_usage(many, 4, 0.1, 60.0)
     assert abs(one - many) < 1e-9 * one
     assert abs(decayed_usage(0.0, 1, 1e6, 60.0) - 60.0 / 0.6931471805599453) < 1e-6
+
+
+def test_a_policy_refuses_times_that_are_not_positive() -> None:
+    """The planner divides by the tile time and the half-life: zero would fail mid-tick."""
+    for bad in ({"default_tile_s": 0.0}, {"half_life_s": -1.0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            Policy(**bad)  # type: ignore[arg-type]
