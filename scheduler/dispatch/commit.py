@@ -145,8 +145,8 @@ def _update_by_copy(
         cursor.execute(
             f'UPDATE "{table.name}" AS t SET {assignments} FROM "{temp}" AS s WHERE t.id = s.id'
         )
-        cursor.execute("RESET enable_hashjoin")
-        cursor.execute("RESET enable_mergejoin")
+        cursor.execute("SET LOCAL enable_hashjoin TO DEFAULT")
+        cursor.execute("SET LOCAL enable_mergejoin TO DEFAULT")
         cursor.execute(f'DELETE FROM "{temp}"')
 
 

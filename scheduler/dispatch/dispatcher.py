@@ -56,7 +56,7 @@ from scheduler.dispatch.book import (
 from scheduler.dispatch.collector import Collector
 from scheduler.dispatch.commit import JOBS, LAYERS, update_rows, write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
-from scheduler.dispatch.sessions import SessionPool, session_key
+from scheduler.dispatch.sessions import SessionKey, SessionPool, session_key
 from scheduler.dispatch.shared import LayerShape, within_shared_cores
 from scheduler.dispatch.sheets import draw_contact_sheets
 from scheduler.dispatch.tasks import TaskBuilder
@@ -189,9 +189,12 @@ class Dispatcher:
         self._commands: list[control.Command] = []
         self._warming: list[Any] = []
         self._sessions: SessionPool | None = None
+        """Render sessions, kept per studio (made on first use by a layer with ``execution:
+        session``; an idle one also runs its studio's stateless tiles)."""
+        self._session_keys: dict[tuple[int, str], tuple[SessionKey, dict[str, Any]]] = {}
+        """(layer id, pool) -> its tiles' session key and Ray options (cleared with the terms)."""
         self._idle_pools: set[str] = set()
         """Pools with an idle render session at the tick's start (or made idle since)."""
-        """Render sessions of the layers with ``execution: session`` (made on first use)."""
         self._live_logs: Any = None
         self._at = {
             "terms": -math.inf,
@@ -464,6 +467,7 @@ class Dispatcher:
         self._shared = tuple(pools for pools, _ in view.shared)
         self._remotes.clear()
         self._batch_remotes.clear()
+        self._session_keys.clear()
 
     @property
     def _virtual(self) -> set[str]:
@@ -965,13 +969,12 @@ class Dispatcher:
             if not avoid and not flight.tile.memory_gb:
                 if layer.spec.execution == "session":
                     return self._session(flight, task)
-                if (
-                    flight.pool in self._idle_pools
-                    and layer.kind is not LayerKind.COMMAND  # stopped politely, not killed
-                    and self._sessions is not None
-                    and self._sessions.has_idle(self._session_key(flight))
-                ):  # the studio's idle session is a warm worker: cheaper than stopping it
-                    return self._session(flight, task)
+                if flight.pool in self._idle_pools and layer.kind is not LayerKind.COMMAND:
+                    # The studio's idle session is a warm worker: cheaper than stopping it.
+                    # (Not for commands: they are stopped politely, a session is killed.)
+                    ref = self._session(flight, task, idle_only=True)
+                    if ref is not None:
+                        return ref
             self._make_room(flight.pool)
             if avoid or flight.tile.memory_gb:
                 # This attempt differs from its layer's: other nodes, or more memory.
@@ -988,25 +991,27 @@ class Dispatcher:
         except Exception as exc:  # Ray refused it: an attempt that failed at once
             return _Refused(exc)
 
-    def _session(self, flight: InFlight, task: TileTask) -> Any:
+    def _session(self, flight: InFlight, task: TileTask, *, idle_only: bool = False) -> Any:
         """Send the attempt to a render session of its studio, pool and resources (see
-        sessions.py)."""
+        sessions.py); with ``idle_only``, only to one that is idle now (else None)."""
         if self._sessions is None:
             self._sessions = SessionPool(self._store_ref)
-        options = self._session_options(flight)
-        key = session_key(flight.studio_id, flight.pool, options)
+        shape = (flight.tile.frame.layer.id, flight.pool)
+        if shape not in self._session_keys:
+            layer = flight.tile.frame.layer
+            pool = self._terms.pools[flight.pool]
+            options = ray_options(layer.requirements, pool, virtual=flight.pool in self._virtual)
+            self._session_keys[shape] = (
+                session_key(flight.studio_id, flight.pool, options),
+                options,
+            )
+        key, options = self._session_keys[shape]
+        if idle_only and not self._sessions.has_idle(key):
+            return None
         most = max(1, int(self._capacity.get(flight.pool, 1) // flight.slots))
         if self._sessions.takes_a_core(key, most):
             self._make_room(flight.pool)
         return self._sessions.submit(key, options, task, most=most, slots=flight.slots)
-
-    def _session_options(self, flight: InFlight) -> dict[str, Any]:
-        layer = flight.tile.frame.layer
-        shape = self._terms.pools[flight.pool]
-        return ray_options(layer.requirements, shape, virtual=flight.pool in self._virtual)
-
-    def _session_key(self, flight: InFlight) -> tuple[int, str, str]:
-        return session_key(flight.studio_id, flight.pool, self._session_options(flight))
 
     def _make_room(self, pool: str) -> None:
         """Stop the idle render sessions that attempts in flight on ``pool``'s cores would

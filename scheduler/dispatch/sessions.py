@@ -118,8 +118,7 @@ class SessionPool:
 
     def takes_a_core(self, key: SessionKey, most: int) -> bool:
         """Whether :meth:`submit` would start a new session (which needs a free core)."""
-        sessions = self._sessions.get(key, [])
-        return not any(not s.queue for s in sessions) and len(sessions) < most
+        return not self.has_idle(key) and len(self._sessions.get(key, ())) < most
 
     def _pick(self, key: SessionKey, options: dict[str, Any], most: int, slots: int) -> Session:
         sessions = self._sessions.setdefault(key, [])
