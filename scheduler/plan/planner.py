@@ -151,9 +151,9 @@ class _Tick:
             return (guarantee, share, math.inf, 0.0, rushing)
         usage = self.snapshot.usage.get((studio, pool), 0.0)
         owed = self.snapshot.owed.get((studio, pool), 0.0)
-        ahead = self.tile_s.get((studio, pool), self.policy.default_tile_s)
-        promised = owed + share * ahead
-        return (guarantee, share, (usage - promised) / promised, ahead / promised, rushing)
+        tile_s = self.tile_s.get((studio, pool), self.policy.default_tile_s)
+        promised = owed + share * tile_s  # by one tile from now
+        return (guarantee, share, (usage - promised) / promised, tile_s / promised, rushing)
 
     def studio_key(self, studio: int, pool: str) -> tuple[int, float, int]:
         """Smaller goes first: (tier, how far ahead of its share, studio id).
