@@ -10,13 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from farm.api.app import create_app
+from farm.api.context import FarmContext
 from farm.db import models as m
 from scheduler.dispatch import sessions as session_pool
 from scheduler.dispatch.dispatcher import Dispatcher
 from tests.conftest import Farm
-from tests.factories import make_studio
+from tests.factories import StudioUser, make_studio
 from tests.integration.test_fair_share_farm import (
     job_row,
     job_tiles,
@@ -128,15 +131,17 @@ def test_an_idle_session_hands_its_core_to_other_work_at_once(
     dispatcher.stop()
 
 
+def cancel(farm: Farm, who: StudioUser, job_id: int) -> None:
+    """Cancel ``job_id`` through the API, as its studio (the dispatcher applies it)."""
+    db, store, out = farm
+    with TestClient(create_app(FarmContext(db=db, store=store, output_root=out))) as api:
+        assert api.post(f"/jobs/{job_id}/cancel", headers=who.headers).status_code == 202
+
+
 def test_cancelling_a_tile_queued_on_a_session_spares_the_tile_it_runs(farm: Farm) -> None:
     """A session serves its studio's jobs in turn: job ``b``'s tiles wait on the sessions
     behind job ``a``'s running ones. Cancelling ``b`` used to stop those sessions and charge
     ``a``'s running tiles a failed attempt."""
-    from fastapi.testclient import TestClient
-
-    from farm.api.app import create_app
-    from farm.api.context import FarmContext
-
     db, store, out = farm
     who = make_studio(db, "nimble")
     a = noop_job(db, who, cols=2, hold_s=1.5, execution="session")
@@ -144,8 +149,7 @@ def test_cancelling_a_tile_queued_on_a_session_spares_the_tile_it_runs(farm: Far
     dispatcher = Dispatcher(db, store, out)
     tick_until(dispatcher, lambda: running_count(db, b) > 0, timeout_s=60)
     assert running_count(db, a) == 2  # b's tiles sit queued behind them
-    with TestClient(create_app(FarmContext(db=db, store=store, output_root=out))) as api:
-        assert api.post(f"/jobs/{b}/cancel", headers=who.headers).status_code == 202
+    cancel(farm, who, b)
     dispatcher.run_until_done([a, b], timeout_s=60)
     assert job_row(db, b).state == "cancelled"
     assert job_row(db, a).state == "done"
@@ -156,18 +160,12 @@ def test_cancelling_a_tile_queued_on_a_session_spares_the_tile_it_runs(farm: Far
 
 
 def test_cancel_stops_the_sessions_running_a_job(farm: Farm) -> None:
-    from fastapi.testclient import TestClient
-
-    from farm.api.app import create_app
-    from farm.api.context import FarmContext
-
     db, store, out = farm
     who = make_studio(db, "nimble")
     job_id = noop_job(db, who, cols=8, hold_s=2.0, execution="session")
     dispatcher = Dispatcher(db, store, out)
     tick_until(dispatcher, lambda: bool(session_processes(running=True)), timeout_s=60)
-    with TestClient(create_app(FarmContext(db=db, store=store, output_root=out))) as api:
-        assert api.post(f"/jobs/{job_id}/cancel", headers=who.headers).status_code == 202
+    cancel(farm, who, job_id)
     dispatcher.run_until_done([job_id], timeout_s=60)
     assert job_row(db, job_id).state == "cancelled"
     assert {t.state for t in job_tiles(db, job_id)} == {"cancelled"}
