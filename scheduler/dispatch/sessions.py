@@ -185,16 +185,13 @@ class SessionPool:
         """An attempt's session died under it. Returns (whether it was the attempt running,
         the session's node id if known). The others queued on it come back here one by one
         and are not the running one."""
-        import ray
-
         session = self._by_ref.pop(ref, None)
         if session is None:
             return True, ""
         if not session.dead:
             session.died_running = session.queue[0] if session.queue else ref
-            self._bury(session)
             # Unreachable rather than dead (its node went quiet): make sure it holds no core.
-            ray.kill(session.actor, no_restart=True)
+            self._kill(session)
         return ref is session.died_running, session.node_id or _resolved(session.node_ref)
 
     def stop(self, ref: Any) -> list[Any]:
@@ -216,9 +213,8 @@ class SessionPool:
             del self._by_ref[ref]
             self._unstarted.add(ref)
             return []
-        ray.kill(session.actor, no_restart=True)
         session.died_running = ref
-        self._bury(session)
+        self._kill(session)
         return [other for other in session.queue if other is not ref]
 
     def reap(self) -> int:
