@@ -75,11 +75,15 @@ def warm(kind: LayerKind) -> None:
     import scheduler.executors.registry  # noqa: F401  (every executor's imports)
 
     if kind is LayerKind.PARTICLE_RENDER:
+        import tempfile
+        from pathlib import Path
+
         import numpy as np
 
-        from farm.particles.cache import ParticleFrame
+        from farm.particles.cache import ParticleFrame, prepare_frame, read_cache, write_cache
         from farm.particles.camera import Camera
-        from farm.particles.render import render_frame
+        from farm.particles.render import render_frame, render_rect
+        from farm.vocab import PixelRect
 
         one = ParticleFrame(
             frame=1,
@@ -89,7 +93,17 @@ def warm(kind: LayerKind) -> None:
             colour=np.ones((1, 4), np.float32),
             id=np.zeros(1, np.uint32),
         )
-        render_frame(one, Camera(position=(0, 0, 5), look_at=(0, 0, 0)), width=8, height=8)
+        camera = Camera(position=(0, 0, 5), look_at=(0, 0, 0))
+        render_frame(one, camera, width=8, height=8)
+        # A tile of a prepared frame read from a cache file (read-only, chunked arrays) takes
+        # the kernels' other signatures.
+        with tempfile.TemporaryDirectory(prefix="delta-warm-") as tmp:
+            path = Path(tmp) / "one.dpc"
+            write_cache(path, [prepare_frame(one)])
+            cached = read_cache(path)
+            tile = PixelRect(x0=0, y0=0, x1=4, y1=4)
+            frame = cached.frame(cached.frames[0])
+            render_rect(frame, camera, width=8, height=8, rect=tile)
 
 
 def warm_worker() -> str:
