@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# The install also compiles the particle kernels into numba's on-disk cache, once: otherwise
+# every Ray worker of the first farm compiles them at once (5.6 s each), and a fresh clone's
+# first demo showed its first frame at 69 % of the job instead of about 30 %.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	# Compile the particle kernels into numba's on-disk cache once, here: otherwise every
-	# Ray worker of the first farm compiles them at once (5.6 s each), and a fresh clone's
-	# first demo showed its first frame at 69 % of the job instead of about 30 %.
 	$(BIN)/python -c 'from farm.vocab import LayerKind; from scheduler.executors.session import warm; warm(LayerKind.PARTICLE_RENDER)'
 	touch $(STAMP)
 
