@@ -132,13 +132,16 @@ def test_cancel_waiting_for_the_dispatcher_and_no_frame_is_assembled(
     dispatcher.gated = {"h100"}  # sims run, renders wait: then cancel
     tick_until(dispatcher, lambda: frame_state(db, job_id, "sim", 2) == "done")
     headers = {"Authorization": f"Bearer {_token(db)}"}
-    dispatcher.gated = set()
+    # Renders run now; assemblies wait until the cancel is in. Opening both at once raced:
+    # with the kernels compiled at install, the whole job could finish before the cancel.
+    dispatcher.gated = {"cpu"}
     dispatcher.start()
     try:
         response = api.post(f"/jobs/{job_id}/cancel?wait=10", headers=headers)
         assert response.status_code == 202, response.text
         assert response.json()["applied_at"] is not None  # waited for the dispatcher
         assert response.json()["reason"] == "cancelled by td2"
+        dispatcher.gated = set()  # nothing of the cancelled job may run now
         deadline = time.monotonic() + 10
         while job_row(db, job_id).state != "cancelled":
             assert time.monotonic() < deadline
