@@ -184,6 +184,15 @@ class OutputSpec(BaseModel):
     compression: Compression = Compression.ZIP
     layout: ExrLayout = ExrLayout.SCANLINE
     preview: bool = True
+    zip_level: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="zlib level of ZIP and ZIPS frames: 1 writes fastest (the farm's default: "
+        "a 1080p frame's write is the one serial step of a tiled frame, and takes about a "
+        "quarter less time than at OpenEXR's own level 4, for a file about 5 % larger), "
+        "9 smallest",
+    )
 
 
 # ----------------------------------------------------------------------------- job spec

@@ -68,6 +68,7 @@ def write_tile(
     width: int,
     height: int,
     attributes: Mapping[str, str | int | float] | None = None,
+    atomic: bool = True,
 ) -> None:
     """Writes a tile's intermediate file: an uncompressed EXR whose data window is the render rect.
 
@@ -76,7 +77,8 @@ def write_tile(
 
     The data window records where the tile sits in the frame, which renderers that crop to a
     border lose (Blender writes such crops at (0, 0)); the write is atomic, so a half-written
-    tile never looks finished.
+    tile never looks finished (``atomic=False``: a scratch file the store adopts, see
+    :func:`farm.exr.io.write_exr`).
 
     Raises:
         InvalidSpec: when an array does not match the render rect's size.
@@ -91,6 +93,7 @@ def write_tile(
         layout=ExrLayout.TILED,
         tile_size=TILE_FILE_TILE_SIZE,
         attributes=attributes,
+        atomic=atomic,
     )
 
 

@@ -10,8 +10,10 @@ matters.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,29 @@ _STRUCTURAL = {"channels", "compression", "dataWindow", "displayWindow", "type",
 """Header keys that :class:`ExrImage` exposes as fields rather than as attributes."""
 
 _threads_set = False
+_zip_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _zip_level(level: int | None) -> Iterator[None]:
+    """OpenEXR's zlib level for the writes inside the block (None: the library's default).
+
+    The Python bindings take no level (a ``zipCompressionLevel`` header key is stored as a
+    plain attribute and ignored), so it is set through OpenEXR's C API, exported by the
+    bindings' own library: a process-wide default, set and restored under a lock.
+    """
+    if level is None:
+        yield
+        return
+    lib = ctypes.CDLL(OpenEXR.__file__)
+    with _zip_lock:
+        before = ctypes.c_int(0)
+        lib.exr_get_default_zip_compression_level(ctypes.byref(before))
+        lib.exr_set_default_zip_compression_level(ctypes.c_int(level))
+        try:
+            yield
+        finally:
+            lib.exr_set_default_zip_compression_level(before)
 
 
 def _ensure_threads() -> None:
@@ -164,6 +189,8 @@ def write_exr(
     layout: ExrLayout = ExrLayout.SCANLINE,
     tile_size: int = 64,
     attributes: Mapping[str, str | int | float] | None = None,
+    atomic: bool = True,
+    zip_level: int | None = None,
 ) -> None:
     """Writes one EXR file atomically: readers see the old file or the whole new one, never half.
 
@@ -181,6 +208,10 @@ def write_exr(
         tile_size: tile edge in pixels for the tiled layout.
         attributes: extra header attributes; names get the ``delta/`` prefix when missing.
             Floats are stored as 32-bit.
+        atomic: False writes straight to ``path``, unflushed: for a scratch file its writer
+            hands to the store (``BlobStore.adopt_file``), which flushes it once and makes
+            it visible by a rename, so the file is not flushed twice.
+        zip_level: zlib level (1-9) of a ZIP or ZIPS file; None: OpenEXR's default (4).
 
     Raises:
         InvalidSpec: when a channel has the wrong shape or an unsupported dtype, an attribute
@@ -213,8 +244,14 @@ def write_exr(
     else:
         header["type"] = OpenEXR.scanlineimage
     header.update(_attribute(k, v) for k, v in (attributes or {}).items())
-    with atomic_output(path, suffix=".exr") as tmp:
-        OpenEXR.File(header, pixels).write(str(tmp))
+    if zip_level is not None and not 1 <= zip_level <= 9:
+        raise InvalidSpec(f"zip level {zip_level} is not 1 to 9", field="zip_level")
+    with _zip_level(zip_level):
+        if not atomic:
+            OpenEXR.File(header, pixels).write(str(path))
+            return
+        with atomic_output(path, suffix=".exr") as tmp:
+            OpenEXR.File(header, pixels).write(str(tmp))
 
 
 @dataclass

@@ -9,6 +9,7 @@ an argument and read and write blobs directly, without passing bytes through the
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,11 +36,21 @@ def check_hash(content_hash: str) -> str:
 
 def sha256_file(path: str | Path) -> str:
     """The sha256 of a file, read in 1 MiB chunks."""
+    return hash_and_flush(path, flush=False)[0]
+
+
+def hash_and_flush(path: str | Path, *, flush: bool = True) -> tuple[str, int]:
+    """The sha256 and size of a file, read in 1 MiB chunks; with ``flush``, its bytes are on
+    disk when this returns (``fsync``), so the file may be renamed to its hash."""
     digest = hashlib.sha256()
+    size = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
-    return digest.hexdigest()
+            size += len(chunk)
+        if flush:
+            os.fsync(handle.fileno())
+    return digest.hexdigest(), size
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,22 @@ class BlobStore(ABC):
         """Store a local file's bytes."""
         with open(path, "rb") as handle:
             return self.put_stream(handle, expect_hash=expect_hash)
+
+    def scratch_dir(self) -> Path | None:
+        """Where an executor writes a file it will hand to :meth:`adopt_file`: on the file
+        system the store keeps its own files on, so that adopting is a rename, not a copy
+        (None: the system's temp directory)."""
+        return None
+
+    def adopt_file(self, path: str | Path) -> PutResult:
+        """Store a scratch file its writer is done with; the store may take the file itself.
+
+        A tile's output used to be written twice and flushed to disk twice (the executor's
+        atomic write, then the store's copy): 0.4 s of a 1.0 s 1080p render tile. A file in
+        :meth:`scratch_dir` is hashed, flushed once and renamed into place; the caller must
+        not use ``path`` afterwards. Elsewhere the bytes are copied as :meth:`put_file` does.
+        """
+        return self.put_file(path)
 
     def put_bytes(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
         return self.put_stream(iter([data]), expect_hash=expect_hash)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from farm.errors import Conflict, NotFound
-from farm.storage.base import BlobStore, PutResult, check_hash
+from farm.storage.base import BlobStore, PutResult, check_hash, hash_and_flush
 
 
 class DiskStore(BlobStore):
@@ -66,19 +66,35 @@ class DiskStore(BlobStore):
                     f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
                     "corrupted or the hash is wrong; nothing was stored, send it again"
                 )
-            target = self.path(content_hash)
-            existed = target.is_file()
-            # The bytes just written are verified; renaming them over the stored copy is as
-            # cheap as deleting them, and repairs a stored copy damaged on disk (bit rot,
-            # truncation) that a size check would miss.
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, target)
+            placed = self._place(Path(tmp_name), content_hash, size)
             tmp_name = ""
-            return PutResult(content_hash, size, self.key(content_hash), created=not existed)
+            return placed
         finally:
             if tmp_name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
+
+    def scratch_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def adopt_file(self, path: str | Path) -> PutResult:
+        source = Path(path)
+        if source.parent.resolve() != self.scratch_dir().resolve():
+            return self.put_file(source)
+        content_hash, size = hash_and_flush(source)
+        return self._place(source, content_hash, size)
+
+    def _place(self, verified: Path, content_hash: str, size: int) -> PutResult:
+        """Renames a flushed file whose bytes hash to ``content_hash`` to its place.
+
+        Renaming over a stored copy is as cheap as deleting the new one, and repairs a stored
+        copy damaged on disk (bit rot, truncation) that a size check would miss.
+        """
+        target = self.path(content_hash)
+        existed = target.is_file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(verified, target)
+        return PutResult(content_hash, size, self.key(content_hash), created=not existed)
 
     def exists(self, content_hash: str) -> bool:
         return self.path(content_hash).is_file()

@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from farm.errors import Conflict, InvalidSpec, NotFound, Unavailable
-from farm.storage.base import CHUNK_BYTES, BlobStore, PutResult, check_hash, sha256_file
+from farm.storage.base import (
+    CHUNK_BYTES,
+    BlobStore,
+    PutResult,
+    check_hash,
+    hash_and_flush,
+    sha256_file,
+)
 from farm.storage.packs import (
     PACK_MAX_BLOB_BYTES,
     Location,
@@ -261,7 +268,7 @@ class S3Store(BlobStore):
     ) -> PutResult:
         if expect_hash is not None:
             check_hash(expect_hash)
-        client = self.client  # an unreachable store fails before the stream is read
+        _ = self.client  # an unreachable store fails before the stream is read
         chunks: Iterable[bytes]
         if hasattr(stream, "read"):
             reader = stream
@@ -288,6 +295,32 @@ class S3Store(BlobStore):
                     f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
                     "corrupted or the hash is wrong; nothing was stored, send it again"
                 )
+            placed = self._publish(tmp_name, content_hash, size)
+            tmp_name = ""
+            return placed
+        finally:
+            if tmp_name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+
+    def scratch_dir(self) -> Path:
+        spool = self.cache_dir / "tmp"
+        spool.mkdir(parents=True, exist_ok=True)
+        return spool
+
+    def adopt_file(self, path: str | Path) -> PutResult:
+        source = Path(path)
+        if source.parent.resolve() != self.scratch_dir().resolve():
+            return self.put_file(source)
+        _ = self.client  # an unreachable store fails before the file is read
+        content_hash, size = hash_and_flush(source)
+        return self._publish(str(source), content_hash, size)
+
+    def _publish(self, tmp_name: str, content_hash: str, size: int) -> PutResult:
+        """Uploads a flushed spool file whose bytes hash to ``content_hash`` (unless the bucket
+        holds them already) and keeps it as this node's cached copy."""
+        client = self.client
+        try:
             key = self.key(content_hash)
             head = self._head(content_hash)
             if head is None or not _verified(head, content_hash, size):

@@ -59,6 +59,7 @@ def run_assemble(task: TileTask, store: BlobStore) -> ExecutorOutput:
             compression=Compression(output.get("compression", Compression.ZIP)),
             layout=ExrLayout(output.get("layout", ExrLayout.SCANLINE)),
             attributes=task.attributes,
+            zip_level=int(output.get("zip_level", 1)),
         )
         if preview is not None:
             preview.result()

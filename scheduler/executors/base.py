@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from farm.storage import BlobStore
@@ -138,11 +139,12 @@ def ray_node_id() -> str:
 
 
 @contextmanager
-def scratch_file(store_root_hint: str | None, suffix: str) -> Iterator[str]:
-    """A temp file path that is removed afterwards, whatever happens."""
+def scratch_file(directory: str | Path | None, suffix: str) -> Iterator[str]:
+    """A temp file path that is removed afterwards, whatever happens (unless a store adopted
+    it: pass ``store.scratch_dir()`` so that adopting is a rename)."""
     import tempfile
 
-    fd, path = tempfile.mkstemp(suffix=suffix, prefix="delta-", dir=store_root_hint)
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="delta-", dir=directory)
     os.close(fd)
     try:
         yield path

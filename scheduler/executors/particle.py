@@ -36,9 +36,9 @@ def run_particle_sim(task: TileTask, store: BlobStore) -> ExecutorOutput:
     preview = cost_preview(
         state, Camera.model_validate(task.camera), width=task.width, height=task.height
     )
-    with scratch_file(None, ".dpc") as path:
+    with scratch_file(store.scratch_dir(), ".dpc") as path:
         write_cache(path, [state])
-        put = store.put_file(path)
+        put = store.adopt_file(path)
     return ExecutorOutput(
         output_hash=put.content_hash,
         metrics={"particles": float(state.count)},
@@ -81,7 +81,7 @@ def run_particle_render(task: TileTask, store: BlobStore) -> ExecutorOutput:
         rect=task.render_rect,
         aovs=aovs,
     )
-    with scratch_file(None, ".exr") as path:
+    with scratch_file(store.scratch_dir(), ".exr") as path:
         write_tile(
             path,
             channels,
@@ -89,6 +89,7 @@ def run_particle_render(task: TileTask, store: BlobStore) -> ExecutorOutput:
             width=task.width,
             height=task.height,
             attributes={"delta/tile": task.index, "delta/frame": task.frame},
+            atomic=False,
         )
-        put = store.put_file(path)
+        put = store.adopt_file(path)
     return ExecutorOutput(output_hash=put.content_hash)

@@ -73,6 +73,37 @@ def test_channels_types_and_windows(tmp_path: Path) -> None:
     np.testing.assert_array_equal(pixels["id"], frame(40, 30)["id"])
 
 
+def test_the_zip_level_trades_size_for_time_and_the_pixels_stay_exact(tmp_path: Path) -> None:
+    import ctypes
+
+    from farm.particles.cache import prepare_frame
+    from farm.particles.monster import monster_camera, sea_monster
+    from farm.particles.render import render_frame
+
+    # A rendered frame: zlib's levels order sizes on real images, not on arbitrary noise.
+    pixels = render_frame(
+        prepare_frame(sea_monster(20_000)), monster_camera(), width=320, height=180
+    )
+    lib = ctypes.CDLL(OpenEXR.__file__)
+    before, after = ctypes.c_int(0), ctypes.c_int(0)
+    lib.exr_get_default_zip_compression_level(ctypes.byref(before))
+    sizes = {}
+    for level in (1, 6, None):
+        path = tmp_path / f"level-{level}.exr"
+        write_exr(path, pixels, width=320, height=180, zip_level=level)
+        sizes[level] = path.stat().st_size
+        _, back = raw_read(path)
+        for name, arr in back.items():
+            np.testing.assert_array_equal(arr, pixels[name].astype(arr.dtype), err_msg=name)
+    assert sizes[1] > sizes[None] > sizes[6]  # OpenEXR's own default (4) lies between
+    # The level is OpenEXR's process-wide default: it is put back after each write.
+    lib.exr_get_default_zip_compression_level(ctypes.byref(after))
+    assert after.value == before.value
+    with pytest.raises(InvalidSpec, match="zip level 0"):
+        write_exr(tmp_path / "bad.exr", pixels, width=320, height=180, zip_level=0)
+    assert not (tmp_path / "bad.exr").exists()
+
+
 def test_data_window_crop(tmp_path: Path) -> None:
     path = tmp_path / "crop.exr"
     rect = PixelRect(x0=5, y0=7, x1=25, y1=17)

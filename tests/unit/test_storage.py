@@ -97,6 +97,30 @@ def test_put_file_streams_a_multi_chunk_file(store: BlobStore, tmp_path: Path) -
         assert path.read_bytes() == data
 
 
+def test_an_adopted_scratch_file_is_moved_in_and_a_file_elsewhere_is_copied(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    data = os.urandom((1 << 20) + 5)
+    scratch_dir = store.scratch_dir()
+    assert scratch_dir is not None and scratch_dir.is_dir()
+    scratch = scratch_dir / "delta-tile.exr"
+    scratch.write_bytes(data)
+    adopted = store.adopt_file(scratch)
+    assert adopted.content_hash == sha(data) and adopted.size_bytes == len(data)
+    assert adopted.created
+    assert not scratch.exists()  # taken, not copied: the caller's path is gone
+    with store.local_path(adopted.content_hash) as path:
+        assert path.read_bytes() == data
+    with store.open(adopted.content_hash) as handle:
+        assert handle.read() == data  # from the bucket itself on S3, not only the node's copy
+    elsewhere = tmp_path / "mine.exr"
+    elsewhere.write_bytes(data)
+    again = store.adopt_file(elsewhere)
+    assert again.content_hash == adopted.content_hash and not again.created
+    assert elsewhere.read_bytes() == data  # not the store's to take
+    assert not list(spool_dir(store).iterdir())  # nothing left behind
+
+
 def test_same_bytes_are_stored_once(store: BlobStore) -> None:
     first = store.put_bytes(b"abc")
     second = store.put_bytes(b"abc")
