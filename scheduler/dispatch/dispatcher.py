@@ -58,7 +58,7 @@ from scheduler.dispatch.commit import JOBS, LAYERS, update_rows, write
 from scheduler.dispatch.results import NODE_FAILURES_TO_AVOID, InFlight, apply_result, lost
 from scheduler.dispatch.sessions import SessionKey, SessionPool, session_key
 from scheduler.dispatch.shared import LayerShape, within_shared_cores
-from scheduler.dispatch.sheets import draw_contact_sheets
+from scheduler.dispatch.sheets import SheetDrawer
 from scheduler.dispatch.tasks import TaskBuilder
 from scheduler.dispatch.terms import (
     SAVE_USAGE_EVERY_S,
@@ -151,6 +151,7 @@ class Dispatcher:
         self.batched_tiles = 0
         self._collector = Collector()
         """Tiles sent in batches of two or more so far (reports, tests)."""
+        self._sheets = SheetDrawer(db, store)
         self._store_ref = ray.put(store)
         self._in_flight: dict[Any, InFlight] = {}
         self._by_tile: dict[int, Any] = {}
@@ -283,6 +284,7 @@ class Dispatcher:
         if self._sessions is not None:
             self._sessions.close()
         self._collector.close()
+        self._sheets.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -359,6 +361,7 @@ class Dispatcher:
                         )
                     )
                     if queued is None and all(TileState(s) in TERMINAL for s in states):
+                        self._sheets.drain(max(0.0, deadline - time.monotonic()))
                         return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"jobs {sorted(wanted)} did not finish in {timeout_s} s")
@@ -628,7 +631,7 @@ class Dispatcher:
                         for tile in frame.tiles:
                             self._tiles.pop(tile.id, None)
                         self._collector.forgotten(len(frame.tiles))
-                draw_contact_sheets(self.db, self.store, job.id)
+                self._sheets.draw_later(job.id)
 
     # ------------------------------------------------------------------ dispatch
     def _layer_target(self, layer: LayerBook, pool: str) -> int:

@@ -12,7 +12,9 @@ import contextlib
 import logging
 import tempfile
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import select, update
 
@@ -23,11 +25,48 @@ from farm.storage import BlobStore
 from farm.vocab import LayerKind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+SHEET_FRAMES_MAX = 96
+"""Cells of one sheet at most (4 x 24): a longer job's sheet shows frames evenly spaced over
+it, the first and the last among them. A 10,000-frame job's every frame would read 10,000
+previews and make an image of about 2 GB."""
+
+
+class SheetDrawer:
+    """Draws contact sheets on a thread of its own, one at a time.
+
+    A sheet reads every preview of a job from the store and draws them (seconds for a long
+    job); drawn on the dispatcher's thread, it stopped dispatch for every studio meanwhile.
+    """
+
+    def __init__(self, db: Database, store: BlobStore) -> None:
+        self.db = db
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-sheets")
+        self._pending: list[Future[None]] = []
+
+    def draw_later(self, job_id: int) -> None:
+        """Queue the sheets of a job that ended."""
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._pool.submit(draw_contact_sheets, self.db, self.store, job_id))
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait for the sheets queued so far; whether all were drawn in time."""
+        _, not_done = wait(self._pending, timeout=timeout_s)
+        return not not_done
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Draw what is queued (up to ``timeout_s``), then stop the thread."""
+        self.drain(timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def draw_contact_sheets(db: Database, store: BlobStore, job_id: int) -> None:
-    """A contact sheet for each assemble layer of the job that has previews. Never raises: a
-    sheet is a convenience, and a failed one is logged, not a failed job."""
+    """A contact sheet for each assemble layer of the job that has previews (at most
+    :data:`SHEET_FRAMES_MAX` frames each). Never raises: a sheet is a convenience, and a
+    failed one is logged, not a failed job."""
     with db.session() as session:
         rows = session.execute(
             select(m.Frame.layer_id, m.Frame.number, m.Frame.preview_hash, m.Frame.output_path)
@@ -44,7 +83,7 @@ def draw_contact_sheets(db: Database, store: BlobStore, job_id: int) -> None:
         by_layer[layer_id].append((number, str(preview_hash), output_path))
     for layer_id, previews in by_layer.items():
         try:
-            sheet_hash = _draw(store, previews)
+            sheet_hash = _draw(store, spread(previews, SHEET_FRAMES_MAX))
         except Exception:
             log.exception("the contact sheet of job %s, layer %s failed", job_id, layer_id)
             continue
@@ -52,6 +91,16 @@ def draw_contact_sheets(db: Database, store: BlobStore, job_id: int) -> None:
             session.execute(
                 update(m.Layer).where(m.Layer.id == layer_id).values(contact_sheet_hash=sheet_hash)
             )
+
+
+def spread(items: list[T], most: int) -> list[T]:
+    """At most ``most`` of ``items``, evenly spaced, the first and the last included."""
+    if len(items) <= most:
+        return items
+    if most <= 1:
+        return items[:most]
+    step = (len(items) - 1) / (most - 1)
+    return [items[round(i * step)] for i in range(most)]
 
 
 def _draw(store: BlobStore, previews: list[tuple[int, str, str | None]]) -> str:

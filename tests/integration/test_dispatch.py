@@ -6,7 +6,9 @@ planner then sees no free slots there), change something in the store, and let i
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from farm.particles.camera import Camera
 from farm.particles.render import render_frame
 from farm.storage import DiskStore
 from farm.vocab import AOV_CHANNELS
+from scheduler.dispatch import sheets
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.tiles import CostMap, TilePlan, balanced_plan
 from tests.conftest import Farm
@@ -163,6 +166,62 @@ def test_job_runs_to_exr_frames_equal_to_a_whole_frame_render(
             assert np.array_equal(image.channels[name], whole[name]), name
     assert comp.contact_sheet_hash is not None
     assert store.path(comp.contact_sheet_hash).read_bytes().startswith(b"\x89PNG")
+
+
+def test_contact_sheets_are_drawn_beside_the_dispatcher_which_goes_on_meanwhile(
+    farm: Farm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, store, out = farm
+    gate = threading.Event()
+    drawn_on: list[str] = []
+    draw = sheets.draw_contact_sheets
+
+    def held(db_: Database, store_: DiskStore, job_id: int) -> None:
+        drawn_on.append(threading.current_thread().name)
+        gate.wait(60)
+        draw(db_, store_, job_id)
+
+    monkeypatch.setattr(sheets, "draw_contact_sheets", held)
+    first, spec = submit(db, store, tmp_path, frames=(1, 2), size=(32, 24), grid=(2, 1))
+    dispatcher = Dispatcher(db, store, out)
+
+    def state(job_id: int) -> str:
+        with db.session() as session:
+            return session.get_one(m.Job, job_id).state
+
+    def sheet(job_id: int) -> str | None:
+        with db.session() as session:
+            layer = session.scalars(
+                select(m.Layer).where(m.Layer.job_id == job_id, m.Layer.name == "comp")
+            ).one()
+            return layer.contact_sheet_hash
+
+    tick_until(dispatcher, lambda: state(first) == "done")
+    with db.session() as session:
+        job = session.get_one(m.Job, first)
+        user = session.scalars(select(m.User).where(m.User.studio_id == job.studio_id)).first()
+        assert user is not None
+        second = queries.submit_job(session, user, spec).id
+    # The first job's sheet is still being drawn (held): the farm runs the next job meanwhile.
+    tick_until(dispatcher, lambda: state(second) == "done", timeout_s=50)
+    assert drawn_on and all(name.startswith("farm-sheets") for name in drawn_on)
+    assert sheet(first) is None
+    gate.set()
+    assert dispatcher._sheets.drain(60)
+    for job_id in (first, second):
+        sheet_hash = sheet(job_id)
+        assert sheet_hash is not None
+        assert store.path(sheet_hash).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_long_job_sheet_shows_frames_spread_over_it_first_and_last_included() -> None:
+    frames = list(range(1, 1001))
+    shown = sheets.spread(frames, sheets.SHEET_FRAMES_MAX)
+    assert len(shown) == sheets.SHEET_FRAMES_MAX == len(set(shown))
+    assert shown[0] == 1 and shown[-1] == 1000 and shown == sorted(shown)
+    gaps = {b - a for a, b in itertools.pairwise(shown)}
+    assert max(gaps) - min(gaps) <= 1  # evenly spaced
+    assert sheets.spread(frames[:5], 96) == frames[:5]
 
 
 def test_frames_assemble_as_soon_as_their_own_tiles_are_done(farm: Farm, tmp_path: Path) -> None:
