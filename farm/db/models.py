@@ -378,7 +378,9 @@ class Tile(Base):
 
     __tablename__ = "tiles"
     id: Mapped[int] = mapped_column(primary_key=True)
-    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), index=True)
+    frame_id: Mapped[int] = mapped_column(
+        ForeignKey("frames.id"), doc="found through the unique (frame_id, index) key"
+    )
     layer_id: Mapped[int] = mapped_column(ForeignKey("layers.id"), index=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     index: Mapped[int] = mapped_column(Integer)
