@@ -8,9 +8,11 @@ an argument and read and write blobs directly, without passing bytes through the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from farm.errors import InvalidSpec
+from farm.errors import Conflict, InvalidSpec
 
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 1 << 20
@@ -65,36 +67,86 @@ class PutResult:
 class BlobStore(ABC):
     """Content-addressed, immutable blob storage."""
 
-    @abstractmethod
     def put_stream(
         self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None
     ) -> PutResult:
         """Store bytes, verifying their hash when ``expect_hash`` is given.
 
+        The bytes go to a file in :meth:`scratch_dir`, hashed on the way and flushed, and the
+        store takes that file (:meth:`_take`) only when the hash is right: a crash leaves at
+        worst a stray scratch file, never a blob with the wrong bytes under a hash.
+
         Raises:
             Conflict: the bytes do not hash to ``expect_hash``; nothing is stored.
         """
+        if expect_hash is not None:
+            check_hash(expect_hash)
+        self._ready()
+        chunks: Iterable[bytes]
+        if hasattr(stream, "read"):
+            reader = stream
+            chunks = iter(lambda: reader.read(CHUNK_BYTES), b"")
+        else:
+            chunks = stream
+        fd, tmp_name = tempfile.mkstemp(dir=self.scratch_dir(), prefix="put-")
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            content_hash = digest.hexdigest()
+            if expect_hash is not None and content_hash != expect_hash:
+                raise Conflict(
+                    f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
+                    "corrupted or the hash is wrong; nothing was stored, send it again"
+                )
+            taken = self._take(Path(tmp_name), content_hash, size)
+            tmp_name = ""
+            return taken
+        finally:
+            if tmp_name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
 
     def put_file(self, path: str | Path, *, expect_hash: str | None = None) -> PutResult:
         """Store a local file's bytes."""
         with open(path, "rb") as handle:
             return self.put_stream(handle, expect_hash=expect_hash)
 
-    def scratch_dir(self) -> Path | None:
-        """Where an executor writes a file it will hand to :meth:`adopt_file`: on the file
-        system the store keeps its own files on, so that adopting is a rename, not a copy
-        (None: the system's temp directory)."""
-        return None
-
     def adopt_file(self, path: str | Path) -> PutResult:
         """Store a scratch file its writer is done with; the store may take the file itself.
 
         A tile's output used to be written twice and flushed to disk twice (the executor's
         atomic write, then the store's copy): 0.4 s of a 1.0 s 1080p render tile. A file in
-        :meth:`scratch_dir` is hashed, flushed once and renamed into place; the caller must
-        not use ``path`` afterwards. Elsewhere the bytes are copied as :meth:`put_file` does.
+        :meth:`scratch_dir` is hashed, flushed once and taken as it is (a rename; the S3 store
+        uploads it and keeps it as the node's copy); the caller must not use ``path``
+        afterwards. A file elsewhere is copied, as :meth:`put_file` does.
         """
-        return self.put_file(path)
+        source = Path(path)
+        if source.parent.resolve() != self.scratch_dir().resolve():
+            return self.put_file(source)
+        self._ready()
+        content_hash, size = hash_and_flush(source)
+        return self._take(source, content_hash, size)
+
+    @abstractmethod
+    def scratch_dir(self) -> Path:
+        """Where bytes wait for their hash, and where an executor writes a file it will hand
+        to :meth:`adopt_file`: on the file system the store keeps its own files on, so that
+        taking one is a rename, not a copy."""
+
+    @abstractmethod
+    def _take(self, flushed: Path, content_hash: str, size: int) -> PutResult:
+        """Store a flushed file of :meth:`scratch_dir` whose bytes hash to ``content_hash``;
+        the file is gone afterwards, whatever happens."""
+
+    def _ready(self) -> None:  # noqa: B027 (a hook: most stores are always ready)
+        """Raise before any bytes are read when the store cannot take them (by default, never)."""
 
     def put_bytes(self, data: bytes, *, expect_hash: str | None = None) -> PutResult:
         return self.put_stream(iter([data]), expect_hash=expect_hash)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from farm.errors import Conflict, NotFound
-from farm.storage.base import BlobStore, PutResult, check_hash, hash_and_flush
+from farm.errors import NotFound
+from farm.storage.base import BlobStore, PutResult, check_hash
 
 
 class DiskStore(BlobStore):
@@ -38,62 +36,19 @@ class DiskStore(BlobStore):
     def path(self, content_hash: str) -> Path:
         return self.root / self.key(content_hash)
 
-    def put_stream(
-        self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None
-    ) -> PutResult:
-        if expect_hash is not None:
-            check_hash(expect_hash)
-        digest = hashlib.sha256()
-        size = 0
-        chunks: Iterable[bytes]
-        if hasattr(stream, "read"):
-            reader = stream
-            chunks = iter(lambda: reader.read(1 << 20), b"")
-        else:
-            chunks = stream
-        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            content_hash = digest.hexdigest()
-            if expect_hash is not None and content_hash != expect_hash:
-                raise Conflict(
-                    f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
-                    "corrupted or the hash is wrong; nothing was stored, send it again"
-                )
-            placed = self._place(Path(tmp_name), content_hash, size)
-            tmp_name = ""
-            return placed
-        finally:
-            if tmp_name:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
-
     def scratch_dir(self) -> Path:
         return self.root / "tmp"
 
-    def adopt_file(self, path: str | Path) -> PutResult:
-        source = Path(path)
-        if source.parent.resolve() != self.scratch_dir().resolve():
-            return self.put_file(source)
-        content_hash, size = hash_and_flush(source)
-        return self._place(source, content_hash, size)
-
-    def _place(self, verified: Path, content_hash: str, size: int) -> PutResult:
-        """Renames a flushed file whose bytes hash to ``content_hash`` to its place.
-
-        Renaming over a stored copy is as cheap as deleting the new one, and repairs a stored
-        copy damaged on disk (bit rot, truncation) that a size check would miss.
-        """
+    def _take(self, flushed: Path, content_hash: str, size: int) -> PutResult:
+        # Renaming over a stored copy is as cheap as deleting the new one, and repairs a
+        # stored copy damaged on disk (bit rot, truncation) that a size check would miss.
         target = self.path(content_hash)
         existed = target.is_file()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(verified, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(flushed, target)
+        finally:
+            flushed.unlink(missing_ok=True)
         return PutResult(content_hash, size, self.key(content_hash), created=not existed)
 
     def exists(self, content_hash: str) -> bool:

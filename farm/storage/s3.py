@@ -40,17 +40,15 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from farm.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from farm.storage.base import (
-    CHUNK_BYTES,
     BlobStore,
     PutResult,
     check_hash,
-    hash_and_flush,
     sha256_file,
 )
 from farm.storage.packs import (
@@ -263,63 +261,19 @@ class S3Store(BlobStore):
 
     # -- writes --------------------------------------------------------------------------
 
-    def put_stream(
-        self, stream: BinaryIO | Iterable[bytes], *, expect_hash: str | None
-    ) -> PutResult:
-        if expect_hash is not None:
-            check_hash(expect_hash)
-        _ = self.client  # an unreachable store fails before the stream is read
-        chunks: Iterable[bytes]
-        if hasattr(stream, "read"):
-            reader = stream
-            chunks = iter(lambda: reader.read(CHUNK_BYTES), b"")
-        else:
-            chunks = stream
-        spool = self.cache_dir / "tmp"
-        spool.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=spool, prefix="put-")
-        try:
-            digest = hashlib.sha256()
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                # The spool becomes this node's cached copy: it must be on disk before its name.
-                os.fsync(out.fileno())
-            content_hash = digest.hexdigest()
-            if expect_hash is not None and content_hash != expect_hash:
-                raise Conflict(
-                    f"uploaded bytes hash to {content_hash}, not {expect_hash}: the upload was "
-                    "corrupted or the hash is wrong; nothing was stored, send it again"
-                )
-            placed = self._publish(tmp_name, content_hash, size)
-            tmp_name = ""
-            return placed
-        finally:
-            if tmp_name:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
+    def _ready(self) -> None:
+        _ = self.client  # an unreachable store fails before the bytes are read
 
     def scratch_dir(self) -> Path:
         spool = self.cache_dir / "tmp"
         spool.mkdir(parents=True, exist_ok=True)
         return spool
 
-    def adopt_file(self, path: str | Path) -> PutResult:
-        source = Path(path)
-        if source.parent.resolve() != self.scratch_dir().resolve():
-            return self.put_file(source)
-        _ = self.client  # an unreachable store fails before the file is read
-        content_hash, size = hash_and_flush(source)
-        return self._publish(str(source), content_hash, size)
-
-    def _publish(self, tmp_name: str, content_hash: str, size: int) -> PutResult:
-        """Uploads a flushed spool file whose bytes hash to ``content_hash`` (unless the bucket
-        holds them already) and keeps it as this node's cached copy."""
+    def _take(self, flushed: Path, content_hash: str, size: int) -> PutResult:
+        """Uploads the file (unless the bucket holds its bytes already) and keeps it as this
+        node's cached copy."""
         client = self.client
+        tmp_name = str(flushed)
         try:
             key = self.key(content_hash)
             head = self._head(content_hash)
