@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import logging
 import os
 import tempfile
 import threading
@@ -71,6 +73,24 @@ _threads_set = False
 _zip_lock = threading.Lock()
 
 
+@functools.cache
+def _zip_api() -> Any:
+    """OpenEXR's C API in the bindings' library, or None (then frames are written at the
+    library's default level, and a warning says so once)."""
+    try:
+        lib = ctypes.CDLL(OpenEXR.__file__)
+        lib.exr_set_default_zip_compression_level  # noqa: B018 (a lookup that may fail)
+        lib.exr_get_default_zip_compression_level  # noqa: B018
+    except (OSError, AttributeError) as exc:
+        logging.getLogger(__name__).warning(
+            "this OpenEXR does not export its zip level setting (%s): frames are written at "
+            "its default level",
+            exc,
+        )
+        return None
+    return lib
+
+
 @contextlib.contextmanager
 def _zip_level(level: int | None) -> Iterator[None]:
     """OpenEXR's zlib level for the writes inside the block (None: the library's default).
@@ -79,10 +99,10 @@ def _zip_level(level: int | None) -> Iterator[None]:
     plain attribute and ignored), so it is set through OpenEXR's C API, exported by the
     bindings' own library: a process-wide default, set and restored under a lock.
     """
-    if level is None:
+    lib = _zip_api()
+    if level is None or lib is None:
         yield
         return
-    lib = ctypes.CDLL(OpenEXR.__file__)
     with _zip_lock:
         before = ctypes.c_int(0)
         lib.exr_get_default_zip_compression_level(ctypes.byref(before))
