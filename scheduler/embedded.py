@@ -21,6 +21,7 @@ import uvicorn
 from farm.api.app import create_app
 from farm.api.context import FarmContext
 from farm.db.pools import pool_shapes
+from farm.errors import Unavailable
 from farm.settings import Settings
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.runtime import RayRuntime, start_ray
@@ -93,7 +94,9 @@ class EmbeddedFarm:
         deadline = time.monotonic() + 30
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"the API did not start on {self.url}")
+                raise Unavailable(
+                    f"the API did not start on {self.url}: is another program on that port?"
+                )
             time.sleep(0.05)
 
     def serve_forever(self) -> None:

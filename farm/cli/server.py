@@ -18,7 +18,9 @@ ADMIN_HELP = "Farm administration (runs against the farm's database directly)."
 
 def server(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="port to listen on (0: any free port)")
+    ] = 8765,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="join this Ray cluster (default: local)")
     ] = None,
@@ -30,6 +32,7 @@ def server(
     settings = Settings()
     if ray_address:
         settings = settings.model_copy(update={"ray_address": ray_address})
+    _check_listen(host, port)  # before Ray starts: a taken port is one line, not a traceback
     farm = EmbeddedFarm(settings, host=host, port=port).start()
     console.print(f"farm API on [bold]{farm.url}[/] (OpenAPI at {farm.url}/docs)")
     console.print(f"FARM_HOME {settings.home}; database {settings.resolved_database_url}")
@@ -39,6 +42,26 @@ def server(
         farm.serve_forever()
     finally:
         farm.stop()
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Raise Unavailable, in one line, when the API could not listen on ``host:port``."""
+    import socket
+
+    from farm.errors import Unavailable
+
+    if port == 0:
+        return
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program holds "
+            "the port, or the address is not this machine's; pick another --port or --host"
+        ) from exc
 
 
 def _role(role: str) -> Role:

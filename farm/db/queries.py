@@ -47,13 +47,18 @@ def create_studio(session: Session, name: str) -> m.Studio:
 
 def create_user(session: Session, studio: m.Studio, name: str, role: Role) -> tuple[m.User, str]:
     """Create a user and return it with its first API token (shown once, stored hashed)."""
+    taken = f"user {name!r} already exists in studio {studio.name!r}"
+    # Asked first: a failed INSERT would leave the caller's transaction unusable, and the
+    # user would read SQLAlchemy's complaint about it instead of this line.
+    if session.scalar(select(m.User.id).where(m.User.studio_id == studio.id, m.User.name == name)):
+        raise Conflict(taken)
     token = new_token()
     user = m.User(studio_id=studio.id, name=name, role=role.value, token_hash=hash_token(token))
-    session.add(user)
     try:
-        session.flush()
+        with session.begin_nested():  # another admin may add the same name meanwhile
+            session.add(user)
     except IntegrityError as exc:
-        raise Conflict(f"user {name!r} already exists in studio {studio.name!r}") from exc
+        raise Conflict(taken) from exc
     add_token(session, user, "initial", token)
     return user, token
 

@@ -34,6 +34,15 @@ def test_bad_role_and_duplicate_studio_are_one_line_errors(
     assert main(["admin", "create-studio", "nimble"]) == 4
     assert "already exists" in capsys.readouterr().err
     assert main(["admin", "create-user", "nobody-studio", "x"]) == 3
+    capsys.readouterr()
+    # A user name taken in the studio: one line that says so, not the database's error.
+    assert main(["admin", "create-user", "nimble", "ana"]) == 0
+    capsys.readouterr()
+    assert main(["admin", "create-user", "nimble", "ana"]) == 4
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: user 'ana' already exists in studio 'nimble'"
+    ]
+    assert main(["admin", "create-user", "nimble", "bo"]) == 0  # the farm goes on
 
 
 def test_a_studio_name_that_is_not_a_plain_name_is_refused(
@@ -42,3 +51,24 @@ def test_a_studio_name_that_is_not_a_plain_name_is_refused(
     """Studio names become output folders: no path tricks."""
     assert main(["admin", "create-studio", "../../etc"]) == 2
     assert "studio name" in capsys.readouterr().err
+
+
+def test_a_port_out_of_range_or_taken_is_one_line_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    import ray
+
+    assert main(["server", "--port", "99999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--port" in err[0] and "65535" in err[0]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["server", "--port", str(port)]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): another program "
+        "holds the port, or the address is not this machine's; pick another --port or --host"
+    ]
+    assert not ray.is_initialized()  # refused before Ray started
