@@ -620,8 +620,12 @@ class Dispatcher:
 
     def _finish(self, changes: Changes) -> None:
         """Forget jobs that ended (after their batch is committed) and draw contact sheets."""
-        for job in changes.jobs.values():
-            if job.state in TERMINAL and job.id in self._jobs:
+        ended = [
+            job for job in changes.jobs.values() if job.state in TERMINAL and job.id in self._jobs
+        ]
+        self._forget_reasons(ended)
+        for job in ended:
+            if job.id in self._jobs:
                 del self._jobs[job.id]
                 self._activator.forget(job)
                 self._tasks.forget(job)
@@ -632,6 +636,29 @@ class Dispatcher:
                             self._tiles.pop(tile.id, None)
                         self._collector.forgotten(len(frame.tiles))
                 self._sheets.draw_later(job.id)
+
+    def _forget_reasons(self, ended: list[JobBook]) -> None:
+        """An ended job waits for nothing: its layers' reasons and its message go (a cancelled
+        job went on saying its studio was at its ceiling). One small write per job that had
+        any, only when it ends."""
+        stale = [
+            job for job in ended if job.message or any(ly.reason for ly in job.layers.values())
+        ]
+        if not stale:
+            return
+        with self.db.session() as session:
+            session.execute(
+                update(m.Layer)
+                .where(m.Layer.job_id.in_([job.id for job in stale]), m.Layer.reason != "")
+                .values(reason="")
+            )
+            session.execute(
+                update(m.Job).where(m.Job.id.in_([job.id for job in stale])).values(message="")
+            )
+        for job in stale:
+            job.message = ""
+            for layer in job.layers.values():
+                layer.reason = ""
 
     # ------------------------------------------------------------------ dispatch
     def _layer_target(self, layer: LayerBook, pool: str) -> int:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from farm import schemas
-from farm.states import TileState
+from farm.states import TERMINAL, TileState
 
 STYLE = {
     TileState.WAITING: "grey37",
@@ -25,7 +25,8 @@ BLOCK = "■"
 
 def layer_table(job: schemas.JobOut) -> Table:
     """One row per layer: state, a progress bar of frames done, tiles done / planned, pool."""
-    table = Table(title=f"job {job.id} {job.name}: {job.state}", title_justify="left", expand=False)
+    state = f"{job.state}, paused" if job.paused and job.state not in TERMINAL else job.state
+    table = Table(title=f"job {job.id} {job.name}: {state}", title_justify="left", expand=False)
     for column in ("layer", "kind", "pool", "progress", "frames", "tiles", "state"):
         table.add_column(column)
     for layer in job.layers:

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from farm.errors import InvalidSpec
+from farm.states import TERMINAL
 from studio_client.cli._common import Token, Url, console, err_console, make_client
 from studio_client.download import Download
 
@@ -45,7 +46,10 @@ def fetch(
         job = client.job(job_id)
         files = client.job_files(job, out, layers=layer, previews=previews)
         if not files:
-            console.print(f"job {job_id} ({job.state}) has no finished frames yet")
+            if job.state in TERMINAL:
+                console.print(f"job {job_id} ({job.state}) made no frames to fetch")
+            else:
+                console.print(f"job {job_id} ({job.state}) has no finished frames yet")
             return
         sent_files = 0
         with Progress(

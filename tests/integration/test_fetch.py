@@ -213,6 +213,30 @@ def test_farm_fetch_prints_where_and_what_and_errors_in_one_line(
     assert main(["fetch", "--out", str(out)]) == 2
 
 
+def test_a_job_without_frames_says_yet_only_while_it_runs(
+    api: TestClient,
+    db: Database,
+    store: DiskStore,
+    who: StudioUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shot_id, show_id = shot_and_show(db, who)
+    spec = job_spec(shot_id, seed_version(api, who, show_id, tmp_path), frames=(1, 1))
+    job_id = int(
+        api.post("/jobs", json=spec.model_dump(mode="json"), headers=who.headers).json()["id"]
+    )
+    monkeypatch.setattr(fetch_cli, "make_client", lambda url, token: client_for(api, who))
+    out = tmp_path / "fetched"
+    assert main(["fetch", str(job_id), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"job {job_id} (waiting) has no finished frames yet"
+    with db.session() as session:
+        session.get_one(m.Job, job_id).state = "cancelled"
+    assert main(["fetch", str(job_id), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"job {job_id} (cancelled) made no frames to fetch"
+
+
 def test_a_layer_without_files_is_refused_by_name(
     api: TestClient, db: Database, store: DiskStore, who: StudioUser, tmp_path: Path
 ) -> None:

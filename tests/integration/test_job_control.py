@@ -96,6 +96,24 @@ def test_pause_dispatches_nothing_new_and_resume_finishes_the_job(
     assert_tiles_accounted(db, job_id)
 
 
+def test_a_job_that_ended_no_longer_says_why_it_waits(farm: Farm, api: TestClient) -> None:
+    db, store, out = farm
+    who = make_studio(db, "nimble")
+    job_id = noop_job(db, who, cols=6, hold_s=0.3)
+    dispatcher = Dispatcher(db, store, out)
+    assert api.post(f"/jobs/{job_id}/pause", headers=who.headers).status_code == 202
+    tick_until(dispatcher, lambda: "job paused" in job_row(db, job_id).message, timeout_s=20)
+    assert api.post(f"/jobs/{job_id}/cancel", headers=who.headers).status_code == 202
+    dispatcher.run_until_done([job_id], timeout_s=60)
+    detail = api.get(f"/jobs/{job_id}", headers=who.headers).json()
+    assert detail["state"] == "cancelled"
+    assert detail["message"] == ""  # it said "work: job paused" for ever
+    assert all(layer["waiting"] == "" for layer in detail["layers"])
+    with db.session() as session:
+        reasons = session.scalars(select(m.Layer.reason).where(m.Layer.job_id == job_id))
+        assert set(reasons) == {""}
+
+
 def test_cancel_stops_running_tiles_and_records_them_once(farm: Farm, api: TestClient) -> None:
     db, store, out = farm
     who = make_studio(db, "nimble")

@@ -101,3 +101,26 @@ def test_status_says_under_the_layer_table_why_each_layer_with_pending_tiles_wai
     ]
     table_end = max(i for i, line in enumerate(lines) if "fresh" in line)
     assert lines.index(waiting[0]) > table_end  # under the layer table
+    assert lines[0].strip() == "job 7 job: running"
+
+
+def test_a_paused_job_says_so_in_its_title_until_it_ends() -> None:
+    def title(state: str, paused: bool) -> str:
+        job = schemas.JobOut(
+            id=4,
+            name="hello",
+            shot_id=1,
+            state=state,
+            paused=paused,
+            submitted_by="someone",
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            finished_at=None,
+            layers=[],
+        )
+        console = Console(width=100, record=True)
+        console.print(job_view(job))
+        return console.export_text().splitlines()[0].strip()
+
+    assert title("running", True) == "job 4 hello: running, paused"
+    assert title("running", False) == "job 4 hello: running"
+    assert title("cancelled", True) == "job 4 hello: cancelled"
