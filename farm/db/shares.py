@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, selectinload
 from farm import schemas
 from farm.db import models as m
 from farm.db.queries import get_job_row
-from farm.errors import InvalidSpec, NotFound
+from farm.errors import Conflict, InvalidSpec, NotFound
+from farm.states import TERMINAL, TileState
 
 
 def studio_by_name(session: Session, name: str) -> m.Studio:
@@ -124,6 +125,7 @@ def set_rush(session: Session, job_id: int, rush: bool) -> m.Job:
     job = session.get(m.Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
+    _still_to_run(job, "rush")
     job.rush = rush
     session.add(
         m.Event(studio_id=job.studio_id, job_id=job.id, kind="job_rush", payload={"rush": rush})
@@ -135,6 +137,7 @@ def set_rush(session: Session, job_id: int, rush: bool) -> m.Job:
 def set_priority(session: Session, studio_id: int, job_id: int, priority: int) -> m.Job:
     """Change the priority of one of ``studio_id``'s jobs (another studio's is a 404)."""
     job = get_job_row(session, studio_id, job_id)
+    _still_to_run(job, "a priority")
     job.priority = priority
     session.add(
         m.Event(
@@ -143,3 +146,13 @@ def set_priority(session: Session, studio_id: int, job_id: int, priority: int) -
     )
     session.flush()
     return job
+
+
+def _still_to_run(job: m.Job, what: str) -> None:
+    """Raise Conflict for a job that ended: ``what`` orders work still to run, and it has none
+    (a retry brings it back; set it then)."""
+    if TileState(job.state) in TERMINAL:
+        raise Conflict(
+            f"job {job.id} has ended ({job.state}): {what} orders work still to run, and it has "
+            "none; retry it first if it should run again"
+        )

@@ -164,6 +164,12 @@ def test_operator_marks_any_studios_job_rush(
     off = api.post(f"/admin/jobs/{job_id}/rush", json={"rush": False}, headers=operator.headers)
     assert off.json()["rush"] is False
     assert api.post("/admin/jobs/999/rush", json={}, headers=operator.headers).status_code == 404
+    with db.session() as session:
+        session.get_one(m.Job, job_id).state = "done"
+    ended = api.post(f"/admin/jobs/{job_id}/rush", json={"rush": True}, headers=operator.headers)
+    assert ended.status_code == 409
+    assert ended.json()["message"].startswith(f"job {job_id} has ended (done): rush orders work")
+    assert api.get(f"/jobs/{job_id}", headers=who.headers).json()["rush"] is False
 
 
 def test_owner_changes_priority_and_another_studios_job_is_404(
@@ -183,6 +189,10 @@ def test_owner_changes_priority_and_another_studios_job_is_404(
     assert (bad.status_code, bad.json()["field"]) == (422, "priority")
     producer = make_studio(db, "money", Role.PRODUCER)
     assert api.patch(f"/jobs/{job_id}", json={}, headers=producer.headers).status_code == 403
+    with db.session() as session:
+        session.get_one(m.Job, job_id).state = "cancelled"
+    ended = api.patch(f"/jobs/{job_id}", json={"priority": 10}, headers=who.headers)
+    assert ended.status_code == 409 and "has ended (cancelled)" in ended.json()["message"]
 
 
 def test_the_sdk_drives_farm_operation(api: TestClient, db: Database, operator: StudioUser) -> None:
