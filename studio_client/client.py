@@ -102,7 +102,7 @@ class Client:
 
     # ------------------------------------------------------------------ shows and shots
     def create_show(self, name: str, *, title: str = "") -> schemas.ShowOut:
-        body = schemas.ShowCreate(name=name, title=title)
+        body = _spec(schemas.ShowCreate, {"name": name, "title": title})
         return self._http.send("POST", "/shows", body, schemas.ShowOut)
 
     def shows(self) -> list[schemas.ShowOut]:
@@ -119,7 +119,7 @@ class Client:
         raise InvalidSpec(f"no show named {name_or_id!r} in your studio", field="show")
 
     def create_shot(self, show_id: int, name: str, *, sequence: str) -> schemas.ShotOut:
-        body = schemas.ShotCreate(name=name, sequence=sequence)
+        body = _spec(schemas.ShotCreate, {"name": name, "sequence": sequence})
         return self._http.send("POST", f"/shows/{show_id}/shots", body, schemas.ShotOut)
 
     def shots(self, show_id: int) -> list[schemas.ShotOut]:

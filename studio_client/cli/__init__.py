@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from studio_client.cli import assets, fetch, jobs, login, upload, watch
+from studio_client.cli import assets, fetch, jobs, login, shows, upload, watch
 
 app = typer.Typer(
     name="farm",
@@ -36,6 +36,8 @@ for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry, jobs.priority
 app.command()(login.login)
 app.command()(login.logout)
 app.add_typer(login.tokens_app, name="tokens")
+app.add_typer(shows.show_app, name="show")
+app.add_typer(shows.shot_app, name="shot")
 app.command()(assets.assets)
 app.command()(assets.share)
 app.command()(upload.upload)

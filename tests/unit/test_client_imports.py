@@ -49,6 +49,8 @@ CLIENT_COMMANDS = {
     "login",
     "logout",
     "tokens",
+    "show",
+    "shot",
     "assets",
     "share",
     "upload",
