@@ -843,8 +843,15 @@ class QuotaBase(BaseModel):
     """
 
     guarantee: int = Field(default=0, ge=0, le=1_000_000, description="slots always available")
-    weight: float = Field(default=1.0, gt=0, le=1_000_000, description="share beyond guarantee")
-    ceiling: int | None = Field(default=None, ge=0, le=1_000_000, description="most slots held")
+    weight: float = Field(
+        default=1.0, gt=0, le=1_000_000, allow_inf_nan=False, description="share beyond guarantee"
+    )
+    ceiling: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="most slots held (0: none of the pool; None: no cap)",
+    )
 
     @model_validator(mode="after")
     def _ceiling_above_guarantee(self) -> QuotaBase:

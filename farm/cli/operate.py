@@ -65,9 +65,12 @@ def set_quota(
     with _context().db.session() as session:
         row = shares.set_quota(session, studio, pool, spec)
         out = schemas.QuotaOut.model_validate(row)
+    ceiling_said = "none" if out.ceiling is None else str(out.ceiling)
+    if out.ceiling == 0:
+        ceiling_said = "0 (the studio gets none of this pool)"
     console.print(
         f"quota of {out.studio} on {out.pool}: guarantee {out.guarantee}, weight {out.weight:g}, "
-        f"ceiling {out.ceiling if out.ceiling is not None else 'none'}"
+        f"ceiling {ceiling_said}"
     )
 
 
@@ -103,7 +106,8 @@ def delete_quota(
     console.print(f"quota of {studio} on {pool} removed")
 
 
-@licence.command("set")
+# A negative count is an argument (refused by its range in one line), not an unknown option.
+@licence.command("set", context_settings={"ignore_unknown_options": True})
 def set_licence(
     name: Annotated[str, typer.Argument(help="licence name, e.g. houdini")],
     count: Annotated[int, typer.Argument(help="seats in use at most")],

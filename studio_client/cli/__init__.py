@@ -31,8 +31,10 @@ app.command()(jobs.status)
 app.command("check-frames")(jobs.check_frames)
 app.command()(jobs.log)
 app.command()(jobs.report)
-for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry, jobs.priority):
+for _command in (jobs.pause, jobs.resume, jobs.cancel, jobs.retry):
     app.command()(_command)
+# `farm priority 3 -1`: the -1 is a value (refused by its range in one line), not an option.
+app.command(context_settings={"ignore_unknown_options": True})(jobs.priority)
 app.command()(login.login)
 app.command()(login.logout)
 app.add_typer(login.tokens_app, name="tokens")

@@ -38,6 +38,7 @@ def test_quota_set_list_and_delete(capsys: pytest.CaptureFixture[str]) -> None:
         (["nobody", "cpu"], 3, "no studio named 'nobody'"),
         (["nimble", "cpu", "--guarantee", "50", "--ceiling", "10"], 2, "below the guarantee"),
         (["nimble", "cpu", "--weight", "0"], 2, "weight"),
+        (["nimble", "cpu", "--weight", "nan"], 2, "weight: Input should be a finite number"),
     ],
 )
 def test_bad_quotas_are_one_line_errors(
@@ -64,6 +65,20 @@ def test_licence_set_and_list_with_guarantees(capsys: pytest.CaptureFixture[str]
     )
     assert main(["admin", "licence", "set", "houdini", "2", "--guarantee", "nimble=5"]) == 2
     assert "more than the 2 there are" in capsys.readouterr().err
+    # A negative count is a value out of range, not an unknown option "-1".
+    assert main(["admin", "licence", "set", "houdini", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "count" in err[0] and "greater than or equal to 0" in err[0]
+
+
+def test_a_ceiling_of_zero_says_what_it_means(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["admin", "create-studio", "nimble"]) == 0
+    capsys.readouterr()
+    assert main(["admin", "quota", "set", "nimble", "h100", "--ceiling", "0"]) == 0
+    assert " ".join(capsys.readouterr().out.split()) == (  # rich wraps at 80 columns here
+        "quota of nimble on h100: guarantee 0, weight 1, "
+        "ceiling 0 (the studio gets none of this pool)"
+    )
 
 
 def test_rush_on_and_off(capsys: pytest.CaptureFixture[str]) -> None:

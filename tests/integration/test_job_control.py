@@ -257,6 +257,9 @@ def test_cli_pause_resume_cancel_and_priority(
     assert events(db, job_id, "job_priority") == [{"priority": 80}]
     assert main(["priority", str(job_id), "101"]) == 2
     capsys.readouterr()
+    assert main(["priority", str(job_id), "-1"]) == 2  # a value out of range, not an option
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: Invalid value for 'value': Input should be greater than or equal to 0"]
 
     caller["token"] = other.token
     assert main(["cancel", str(job_id), "--wait", "0"]) == 3
