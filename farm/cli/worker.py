@@ -46,6 +46,12 @@ def worker(
         ray_start_env,
     )
 
+    host, colon, port = address.rpartition(":")
+    if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+        raise InvalidSpec(
+            f"--address {address!r} is not HOST:PORT of the Ray head, e.g. head:6379",
+            field="address",
+        )
     config = load_farm_config(Settings().resolved_pools_file)
     spec = find_pool(config, pool)
     node = node_resources(spec, detect_hardware(), num_cpus=num_cpus, virtual=virtual)
@@ -55,10 +61,11 @@ def worker(
     argv = ray_start_command(node, address, ray_bin=ray_bin)
     for note in node.notes:
         console.print(f"[yellow]note:[/] {note}")
+    env = ray_start_env(token_file)  # a missing token file is said before anything starts
     if dry_run:
-        console.print(shlex.join(argv[:-1]), soft_wrap=True, markup=False)
+        auth = [f"{k}={env[k]}" for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH") if token_file]
+        console.print(shlex.join([*auth, *argv[:-1]]), soft_wrap=True, markup=False)
         return
-    env = ray_start_env(token_file)
     console.print(
         f"node of pool [bold]{spec.name}[/] joining {address}: {node.num_cpus} slots, "
         f"{node.memory_bytes / (1 << 30):.1f} GiB"

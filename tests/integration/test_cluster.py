@@ -249,6 +249,37 @@ def test_farm_worker_refuses_an_accelerator_pool_on_a_cpu_machine(tmp_path: Path
     ]
 
 
+def test_farm_worker_dry_run_checks_the_address_and_token_and_shows_the_auth(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "FARM_HOME": str(tmp_path / "home")}
+    farm = str(Path(sys.executable).parent / "farm")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [farm, "worker", "--pool", "cpu", "--dry-run", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    nocolon = run("--address", "nocolon")
+    assert nocolon.returncode == 2
+    assert nocolon.stderr.strip().splitlines() == [
+        "error: --address 'nocolon' is not HOST:PORT of the Ray head, e.g. head:6379"
+    ]
+    missing = run("--address", "head:6379", "--token-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"error: --token-file {tmp_path / 'nope'}: no such file"
+    token = tmp_path / "token"
+    token.write_text("secret-token\n")
+    shown = run("--address", "head:6379", "--token-file", str(token))
+    assert shown.returncode == 0, shown.stderr
+    assert f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token} " in shown.stdout
+    assert "--address head:6379" in shown.stdout or "--address=head:6379" in shown.stdout
+    assert "secret-token" not in shown.stdout  # the token never goes on a command line
+
+
 def _free_port() -> int:
     import socket
 
