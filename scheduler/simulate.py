@@ -156,9 +156,9 @@ def load_farm(path: Path) -> Farm:
     try:
         raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{path}: cannot read the farm description ({exc})") from exc
+        raise TraceError(f"cannot read the farm description ({exc})") from exc
     if not isinstance(raw, Mapping):
-        raise TraceError(f"{path}: expected a table at the top of the farm description")
+        raise TraceError("expected a table at the top of the farm description")
     return Farm.from_mapping(raw)
 
 

@@ -84,15 +84,18 @@ def _replay(trace: Path, farm_path: Path | None, half_life: float | None) -> Rep
     import dataclasses
 
     from scheduler.simulate import Farm, load_farm, simulate
-    from scheduler.simulate_traces import generate_farm, load_trace
+    from scheduler.simulate_traces import TraceError, generate_farm, load_trace
 
     jobs = load_trace(trace)
     studios = len({job.studio for job in jobs})
-    farm: Farm = (
-        load_farm(farm_path)
-        if farm_path is not None
-        else Farm.from_mapping({**generate_farm(1, studios=studios), "quotas": {}})
-    )
+    farm: Farm
+    if farm_path is not None:
+        try:
+            farm = load_farm(farm_path)
+        except TraceError as exc:  # the farm file's fault: named instead of the trace
+            raise InvalidSpec(f"{farm_path}: {exc}", field="farm") from exc
+    else:
+        farm = Farm.from_mapping({**generate_farm(1, studios=studios), "quotas": {}})
     if half_life is not None:
         farm = dataclasses.replace(
             farm, policy=dataclasses.replace(farm.policy, half_life_s=half_life)

@@ -220,3 +220,15 @@ def test_cli_replays_a_trace_and_refuses_a_bad_line(
     assert main(["simulate", str(trace), "--farm", str(farm)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "line " in error and "job: expected" in error
+    # A bad farm description is named, once, instead of the trace.
+    good = trace.read_text().splitlines()[:-1]
+    trace.write_text("\n".join(good) + "\n")
+    farm.write_text("{not json")
+    assert main(["simulate", str(trace), "--farm", str(farm)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {farm}: cannot read the farm description (")
+    assert str(trace) not in error
+    farm.write_text('{"pools": {"cpu": {"capacity": -1}}}')
+    assert main(["simulate", str(trace), "--farm", str(farm)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {farm}: ") and str(trace) not in error
