@@ -38,10 +38,19 @@ def server(
     console.print(f"FARM_HOME {settings.home}; database {settings.resolved_database_url}")
     for note in farm.runtime.notes:
         console.print(f"[yellow]note:[/] {note}")
+    import signal
+
+    def terminate(*_: object) -> None:
+        # SIGTERM (systemd, Kubernetes, kill) stops the farm as Ctrl-C does: Ray's own handler
+        # printed a crash report for an ordinary stop.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         farm.serve_forever()
     finally:
         farm.stop()
+        console.print("farm stopped")
 
 
 def _check_listen(host: str, port: int) -> None:

@@ -42,6 +42,12 @@ def upload(
 ) -> None:
     """Upload a file or folder: hashes it, sends only what the farm lacks, resumes where an
     interrupted upload stopped (Ctrl-C is safe); --publish makes it the asset's next version."""
+    if not publish and (show or asset):
+        raise InvalidSpec(
+            "--show and --asset name the asset version --publish makes: add --publish, "
+            "or leave them out to upload only",
+            field="publish",
+        )
     if publish:
         if not (show and asset):
             raise InvalidSpec("--publish needs --show and --asset", field="asset")

@@ -423,6 +423,12 @@ def test_farm_upload_errors_are_one_line(
     tree = make_tree(tmp_path / "tree", 3)
     assert main(["upload", str(tree), "--publish"]) == 2
     assert capsys.readouterr().err.strip() == "error: --publish needs --show and --asset"
+    # --show without --publish did nothing with the show (not even check it existed).
+    assert main(["upload", str(tree), "--show", "nowhere", "--asset", "x"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --show and --asset name the asset version --publish makes: add --publish, "
+        "or leave them out to upload only"
+    )
     assert main(["upload", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no such file" in err[0]
