@@ -112,6 +112,15 @@ def _retryable(session: Session, job: m.Job, args: dict[str, Any]) -> int:
     """Failed or cancelled tiles, plus cancelled frames never cut into tiles, in the selection."""
     layer_ids = _layer_ids(session, job, args.get("layers"))
     frames = args.get("frames")
+    span = job.spec.get("frames") if isinstance(job.spec, dict) else None
+    if frames is not None and isinstance(span, dict) and {"first", "last"} <= span.keys():
+        outside = sorted(n for n in frames if not span["first"] <= n <= span["last"])
+        if outside:
+            raise InvalidSpec(
+                f"frames: job {job.id} has no frame {', '.join(map(str, outside))}; its frames are "
+                f"{span['first']}-{span['last']}",
+                field="frames",
+            )
     tiles = (
         select(func.count())
         .select_from(m.Tile)
