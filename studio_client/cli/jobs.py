@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -298,10 +299,21 @@ def report(
     print_report(result)
 
 
+def readable(amount: float) -> str:
+    """A cost or hours as a producer reads them: two decimals from 0.01 up, else the two
+    digits that matter (``0.000046``, never ``4.6e-05``)."""
+    if amount == 0:
+        return "0"
+    if abs(amount) >= 0.01:
+        return f"{amount:,.2f}"
+    digits = 1 - math.floor(math.log10(abs(amount)))  # two significant digits
+    return f"{amount:.{digits}f}"
+
+
 def print_report(report: schemas.CostReport) -> None:
     console.print(
-        f"[bold]cost of show {report.show}[/]: {report.total:.4g} {report.currency} "
-        f"for {report.node_hours:.4g} node-hours"
+        f"[bold]cost of show {report.show}[/]: {readable(report.total)} {report.currency} "
+        f"for {readable(report.node_hours)} node-hours"
     )
     for title, lines in (
         ("by shot", report.by_shot),
@@ -312,23 +324,26 @@ def print_report(report: schemas.CostReport) -> None:
         table = Table(title=title, title_justify="left")
         table.add_column(title.removeprefix("by "))
         table.add_column(f"cost ({report.currency})", justify="right")
-        table.add_column("share")
+        table.add_column("share", no_wrap=True, min_width=BAR)
         table.add_column("node-h", justify="right")
         table.add_column("cpu-h", justify="right")
         table.add_column("attempts", justify="right")
         top = max((line.cost for line in lines), default=0.0) or 1.0
         for line in lines:
-            bar = "█" * max(1, round(24 * line.cost / top)) if line.cost > 0 else ""
+            bar = "█" * max(1, round(BAR * line.cost / top)) if line.cost > 0 else ""
             table.add_row(
                 line.key,
-                f"{line.cost:.4g}",
+                readable(line.cost),
                 f"[cyan]{bar}[/]",
-                f"{line.node_hours:.4g}",
-                f"{line.cpu_hours:.4g}",
+                readable(line.node_hours),
+                readable(line.cpu_hours),
                 str(line.attempts),
             )
         console.print(table)
 
+
+BAR = 12
+"""Width of a cost report's share bars: they fit beside the figures in 80 columns."""
 
 JobArg = Annotated[int, typer.Argument(help="the job's id", min=1)]
 WaitOpt = Annotated[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from rich.console import Console
 
 from farm import schemas
@@ -124,3 +125,37 @@ def test_a_paused_job_says_so_in_its_title_until_it_ends() -> None:
     assert title("running", True) == "job 4 hello: running, paused"
     assert title("running", False) == "job 4 hello: running"
     assert title("cancelled", True) == "job 4 hello: cancelled"
+
+
+def test_a_cost_report_reads_as_money_with_whole_bars_in_80_columns(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from studio_client.cli.jobs import print_report, readable
+
+    assert [readable(x) for x in (0, 0.000046, 0.009742, 0.5, 12345.678)] == [
+        "0",
+        "0.000046",
+        "0.0097",
+        "0.50",
+        "12,345.68",
+    ]
+    line = schemas.CostLine(
+        key="h100", cost=0.009742, node_hours=0.00004, cpu_hours=0.004, attempts=768
+    )
+    small = schemas.CostLine(
+        key="cpu", cost=0.000046, node_hours=0.0006, cpu_hours=0.017, attempts=96
+    )
+    report = schemas.CostReport(
+        show="seamonster",
+        currency="USD",
+        total=0.009788,
+        node_hours=0.0016,
+        by_shot=[line],
+        by_department=[line],
+        by_pool=[line, small],
+        by_job=[line],
+    )
+    print_report(report)
+    out = capsys.readouterr().out
+    assert "e-0" not in out and "0.000046" in out and "0.0098 USD" in out
+    assert "█" * 12 in out and "…" not in out  # the largest bar whole, nothing cut
