@@ -24,6 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown: a docstring's wrapped lines flow as one paragraph (in "rich" mode each line
+    # break was kept, and help broke mid-sentence).
+    rich_markup_mode="markdown",
 )
 app.command()(jobs.submit)
 app.command()(jobs.template)

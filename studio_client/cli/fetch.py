@@ -33,7 +33,7 @@ def fetch(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Download a job's frames into OUT/job<ID>_<name>/<layer>/, verified by sha256; files
+    """Download a job's frames into `OUT/job<ID>_<name>/<layer>/`, verified by sha256; files
     already there are kept, so run it again as more frames finish (or after Ctrl-C)."""
     if (job_id is None) == (version is None):
         raise InvalidSpec("give a JOB_ID or --asset-version ID (one of them)", field="job_id")
