@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
 
     app.command(rich_help_panel=HOST_PANEL)(server.server)
     app.command(rich_help_panel=HOST_PANEL)(demo.demo)
+    app.command(rich_help_panel=HOST_PANEL)(demo.seed)
     app.command(rich_help_panel=HOST_PANEL)(simulate.simulate)
     app.command(rich_help_panel=HOST_PANEL)(worker.worker)
     admin = typer.Typer(help=server.ADMIN_HELP)

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from farm import schemas
 from farm.cli._console import console
+from farm.errors import InvalidSpec
 from studio_client import Client
 
 if TYPE_CHECKING:
@@ -205,3 +206,36 @@ def _show_outputs(client: Client, job: schemas.JobOut, out: Path) -> None:
         console.print(f"[bold]contact sheet[/]: {folder / 'contact_sheet.png'}", soft_wrap=True)
     if any(p.suffix == ".png" for p in paths):
         console.print(f"[bold]previews[/]: {folder}/*.png")
+
+
+def seed(
+    out: Annotated[Path, typer.Argument(help="the particle seed cache to write (.dpc)")],
+    particles: Annotated[
+        int, typer.Option(min=1, max=50_000_000, help="particles in the sea monster")
+    ] = 1_000_000,
+    random_seed: Annotated[int, typer.Option("--seed", help="the scene's random seed")] = 0,
+) -> None:
+    """Write the demo's sea monster as a particle seed cache, to publish and simulate.
+
+    A particle_sim layer starts from a published seed; without this only the SDK or `farm demo`
+    could make one. Publish it with `farm upload OUT --show SHOW --asset NAME --kind
+    particle_seed --publish` and give the version's id as the sim layer's input_asset_version.
+    """
+    from farm.exr.io import atomic_output
+    from farm.particles.cache import write_cache
+    from farm.particles.monster import sea_monster
+
+    if out.is_dir():
+        raise InvalidSpec(f"{out} is a folder: name the .dpc file to write", field="out")
+    if not out.parent.is_dir():
+        raise InvalidSpec(f"folder {out.parent} does not exist: make it first", field="out")
+    with console.status(f"generating a {particles:,}-particle sea monster"):
+        frame = sea_monster(particles, seed=random_seed)
+    with atomic_output(out, suffix=".dpc") as tmp:  # never a half-written cache
+        write_cache(tmp, [frame])
+    console.print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {particles:,} particles, frame "
+        f"{frame.frame}); publish it with: farm upload {out} --show SHOW --asset NAME "
+        "--kind particle_seed --publish",
+        soft_wrap=True,
+    )

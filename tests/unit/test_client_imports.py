@@ -59,7 +59,7 @@ CLIENT_COMMANDS = {
     "log",
     "template",
 }
-HOST_COMMANDS = {"server", "worker", "admin", "demo", "simulate"}
+HOST_COMMANDS = {"server", "worker", "admin", "demo", "seed", "simulate"}
 
 # Prints, as JSON: the ``farm`` command names, what ``farm --help`` printed and returned, what
 # ``farm admin`` said and returned, and every module loaded by then. BLOCKED names modules to

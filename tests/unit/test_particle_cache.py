@@ -241,3 +241,28 @@ def test_camera_is_a_strict_frozen_spec() -> None:
         Camera.model_validate({"position": (0, 0, 1), "look_at": (0, 0, 0), "fov": 40})
     with pytest.raises(ValidationError):
         Camera(position=(0, 0, 1), look_at=(0, 0, 0), near=5.0, far=1.0)
+
+
+def test_farm_seed_writes_a_seed_cache_a_sim_can_start_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from farm.particles.cache import read_cache
+    from farm.particles.monster import sea_monster
+    from studio_client.cli import main
+
+    out = tmp_path / "monster.dpc"
+    assert main(["seed", str(out), "--particles", "500", "--seed", "3"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"farm upload {out} --show SHOW --asset NAME --kind particle_seed --publish" in said
+    cache = read_cache(out)
+    frame = cache.frame(cache.frames[0])
+    expected = sea_monster(500, seed=3)
+    assert frame.count == 500 and frame.frame == expected.frame
+    np.testing.assert_array_equal(frame.position, expected.position)
+    assert [p.name for p in tmp_path.iterdir()] == ["monster.dpc"]  # no temp file left
+    assert main(["seed", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["seed", str(tmp_path / "no" / "such.dpc")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: folder {tmp_path / 'no'} does not exist: make it first"
+    ]
