@@ -320,6 +320,9 @@ class JobAction(StrEnum):
     RETRY = "retry"
     """Failed and cancelled tiles (of some layers or frames) run again with fresh attempts."""
     PRIORITY = "priority"
+    """The job's place among its studio's jobs."""
+    RUSH = "rush"
+    """An operator's mark (on or off): the job's tiles go first in its studio, and may preempt."""
 
 
 @dataclass(frozen=True)
@@ -371,8 +374,14 @@ def job_control(
                 "frames you named)"
             )
         return JobChange(action, f"{retryable} tile(s) or frame(s) retried by {by}")
+    if action is JobAction.RUSH:
+        if finished:
+            raise IllegalTransition(f"the job has already ended ({state}); nothing left to rush")
+        return JobChange(action, f"rush set by {by}")
     if priority is None:
         raise IllegalTransition("a priority change needs the new priority (0-100)")
+    if finished:
+        raise IllegalTransition(f"the job has already ended ({state}); nothing left to reorder")
     return JobChange(action, f"priority set to {priority} by {by}")
 
 

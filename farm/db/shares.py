@@ -13,7 +13,7 @@ from farm import schemas
 from farm.db import models as m
 from farm.db.queries import get_job_row
 from farm.errors import Conflict, InvalidSpec, NotFound
-from farm.states import TERMINAL, TileState
+from farm.states import IllegalTransition, JobAction, TileState, job_control
 
 
 def studio_by_name(session: Session, name: str) -> m.Studio:
@@ -125,7 +125,7 @@ def set_rush(session: Session, job_id: int, rush: bool) -> m.Job:
     job = session.get(m.Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    _still_to_run(job, "rush")
+    _allowed(job, JobAction.RUSH, by="an operator")
     job.rush = rush
     session.add(
         m.Event(studio_id=job.studio_id, job_id=job.id, kind="job_rush", payload={"rush": rush})
@@ -137,7 +137,7 @@ def set_rush(session: Session, job_id: int, rush: bool) -> m.Job:
 def set_priority(session: Session, studio_id: int, job_id: int, priority: int) -> m.Job:
     """Change the priority of one of ``studio_id``'s jobs (another studio's is a 404)."""
     job = get_job_row(session, studio_id, job_id)
-    _still_to_run(job, "a priority")
+    _allowed(job, JobAction.PRIORITY, by="the studio", priority=priority)
     job.priority = priority
     session.add(
         m.Event(
@@ -148,11 +148,9 @@ def set_priority(session: Session, studio_id: int, job_id: int, priority: int) -
     return job
 
 
-def _still_to_run(job: m.Job, what: str) -> None:
-    """Raise Conflict for a job that ended: ``what`` orders work still to run, and it has none
-    (a retry brings it back; set it then)."""
-    if TileState(job.state) in TERMINAL:
-        raise Conflict(
-            f"job {job.id} has ended ({job.state}): {what} orders work still to run, and it has "
-            "none; retry it first if it should run again"
-        )
+def _allowed(job: m.Job, action: JobAction, *, by: str, priority: int | None = None) -> None:
+    """Raise Conflict when the job-control rule refuses ``action`` (a job that has ended)."""
+    try:
+        job_control(action, state=TileState(job.state), paused=job.paused, by=by, priority=priority)
+    except IllegalTransition as exc:
+        raise Conflict(f"job {job.id}: {exc}") from exc

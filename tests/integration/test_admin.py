@@ -168,7 +168,9 @@ def test_operator_marks_any_studios_job_rush(
         session.get_one(m.Job, job_id).state = "done"
     ended = api.post(f"/admin/jobs/{job_id}/rush", json={"rush": True}, headers=operator.headers)
     assert ended.status_code == 409
-    assert ended.json()["message"].startswith(f"job {job_id} has ended (done): rush orders work")
+    assert ended.json()["message"] == (
+        f"job {job_id}: the job has already ended (done); nothing left to rush"
+    )
     assert api.get(f"/jobs/{job_id}", headers=who.headers).json()["rush"] is False
 
 
@@ -192,7 +194,10 @@ def test_owner_changes_priority_and_another_studios_job_is_404(
     with db.session() as session:
         session.get_one(m.Job, job_id).state = "cancelled"
     ended = api.patch(f"/jobs/{job_id}", json={"priority": 10}, headers=who.headers)
-    assert ended.status_code == 409 and "has ended (cancelled)" in ended.json()["message"]
+    assert ended.status_code == 409
+    assert ended.json()["message"] == (
+        f"job {job_id}: the job has already ended (cancelled); nothing left to reorder"
+    )
 
 
 def test_the_sdk_drives_farm_operation(api: TestClient, db: Database, operator: StudioUser) -> None:

@@ -97,6 +97,19 @@ def test_job_control_allows_what_makes_sense_and_says_why_not(
             job_control(action, state=state, paused=paused, by="ana", retryable=retryable)
 
 
+def test_priority_and_rush_are_rules_too_and_refuse_a_job_that_ended() -> None:
+    assert job_control(JobAction.PRIORITY, state=S.RUNNING, paused=False, by="ana", priority=80)
+    assert job_control(JobAction.RUSH, state=S.PENDING, paused=True, by="ops").reason == (
+        "rush set by ops"
+    )
+    with pytest.raises(IllegalTransition, match=r"already ended \(done\); nothing left to rush"):
+        job_control(JobAction.RUSH, state=S.DONE, paused=False, by="ops")
+    with pytest.raises(IllegalTransition, match="nothing left to reorder"):
+        job_control(JobAction.PRIORITY, state=S.FAILED, paused=False, by="ana", priority=80)
+    with pytest.raises(IllegalTransition, match="needs the new priority"):
+        job_control(JobAction.PRIORITY, state=S.RUNNING, paused=False, by="ana")
+
+
 def test_out_of_memory_asks_for_more_and_fails_when_a_node_is_not_enough() -> None:
     from farm.states import TileState, on_out_of_memory
 
