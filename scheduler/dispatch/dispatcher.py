@@ -401,6 +401,7 @@ class Dispatcher:
             moved = self._activator.activate(session, changes)
             self._settle(session, changes)
             submissions = self._dispatch(session, changes, stamp)
+            self._forget_reasons(session, changes)  # after _dispatch, which may write reasons
             write(session.connection(), changes, stamp, usage)
         # Committed first: a crash now leaves RUNNING tiles that recover() requeues, and
         # results are forgotten only once written (a failed commit applies them again).
@@ -620,45 +621,40 @@ class Dispatcher:
 
     def _finish(self, changes: Changes) -> None:
         """Forget jobs that ended (after their batch is committed) and draw contact sheets."""
-        ended = [
+        for job in self._ended(changes):
+            del self._jobs[job.id]
+            self._activator.forget(job)
+            self._tasks.forget(job)
+            for layer in job.layers.values():
+                self._layers.pop(layer.id, None)
+                for frame in layer.frames.values():
+                    for tile in frame.tiles:
+                        self._tiles.pop(tile.id, None)
+                    self._collector.forgotten(len(frame.tiles))
+            self._sheets.draw_later(job.id)
+
+    def _ended(self, changes: Changes) -> list[JobBook]:
+        """The jobs of the batch that ended and are still in the book."""
+        return [
             job for job in changes.jobs.values() if job.state in TERMINAL and job.id in self._jobs
         ]
-        self._forget_reasons(ended)
-        for job in ended:
-            if job.id in self._jobs:
-                del self._jobs[job.id]
-                self._activator.forget(job)
-                self._tasks.forget(job)
-                for layer in job.layers.values():
-                    self._layers.pop(layer.id, None)
-                    for frame in layer.frames.values():
-                        for tile in frame.tiles:
-                            self._tiles.pop(tile.id, None)
-                        self._collector.forgotten(len(frame.tiles))
-                self._sheets.draw_later(job.id)
 
-    def _forget_reasons(self, ended: list[JobBook]) -> None:
-        """An ended job waits for nothing: its layers' reasons and its message go (a cancelled
-        job went on saying its studio was at its ceiling). One small write per job that had
-        any, only when it ends."""
-        stale = [
-            job for job in ended if job.message or any(ly.reason for ly in job.layers.values())
-        ]
-        if not stale:
-            return
-        with self.db.session() as session:
-            session.execute(
-                update(m.Layer)
-                .where(m.Layer.job_id.in_([job.id for job in stale]), m.Layer.reason != "")
-                .values(reason="")
-            )
-            session.execute(
-                update(m.Job).where(m.Job.id.in_([job.id for job in stale])).values(message="")
-            )
-        for job in stale:
-            job.message = ""
+    def _forget_reasons(self, session: Any, changes: Changes) -> None:
+        """An ended job waits for nothing: its layers' reasons and its message go, in the batch
+        that ends it (a cancelled job went on saying its studio was at its ceiling)."""
+        layers: list[dict[str, Any]] = []
+        jobs: list[dict[str, Any]] = []
+        for job in self._ended(changes):
             for layer in job.layers.values():
-                layer.reason = ""
+                if layer.reason:
+                    layer.reason = ""
+                    layers.append({"id": layer.id, "reason": ""})
+            if job.message:
+                job.message = ""
+                jobs.append({"id": job.id, "message": ""})
+        connection = session.connection()
+        update_rows(connection, LAYERS, layers)
+        update_rows(connection, JOBS, jobs)
 
     # ------------------------------------------------------------------ dispatch
     def _layer_target(self, layer: LayerBook, pool: str) -> int:
